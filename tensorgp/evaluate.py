@@ -1,0 +1,142 @@
+"""Program evaluation: the torch reference interpreter and backend dispatch.
+
+``evaluate(pop, X)`` returns ``pred: float32[P, N]``, every program on every row. Backends:
+
+    torch   reference; any device; one batched step per (position, opcode) group
+    numba   CPU fast path (``tensorgp.eval_numba``): compiled, cache-blocked rows
+    triton  CUDA fast path (``tensorgp.kernels``): fused kernel, stack in registers
+    auto    triton on CUDA, numba on CPU, torch where those are missing
+"""
+from __future__ import annotations
+
+import torch
+
+from .population import Population, arity_of
+from .primitives import CONST, FIRST_VAR, FUNCTIONS
+
+BACKENDS = ("auto", "torch", "numba", "triton")
+
+
+def numba_available() -> bool:
+    try:
+        from . import eval_numba
+    except Exception:  # numba missing or broken: the torch path still works
+        return False
+    return eval_numba.available()
+
+
+def triton_available() -> bool:
+    try:
+        from .kernels import eval_kernel  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: str | torch.device) -> str:
+    """The concrete backend ``auto`` means on this device; errors for impossible choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    dev = torch.device(device)
+    if backend == "auto":
+        if dev.type == "cuda" and triton_available():
+            return "triton"
+        if dev.type == "cpu" and numba_available():
+            return "numba"
+        return "torch"
+    if backend == "numba":
+        if dev.type != "cpu":
+            raise ValueError("the numba backend runs on the CPU only; use --backend triton or torch on cuda")
+        if not numba_available():
+            raise ValueError("the numba backend needs numba (pip install numba)")
+    if backend == "triton":
+        import os
+
+        if dev.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("the triton backend needs a CUDA device (or TRITON_INTERPRET=1 for testing)")
+        if not triton_available():
+            raise ValueError("the triton backend needs triton (pip install triton)")
+    return backend
+
+
+def max_stack(ops: torch.Tensor, length: torch.Tensor) -> int:
+    """Deepest stack any program reaches."""
+    if ops.numel() == 0:
+        return 1
+    valid = torch.arange(ops.shape[1], device=ops.device)[None, :] < length[:, None]
+    eff = torch.where(valid, 1 - arity_of(ops), torch.zeros_like(ops))
+    return max(1, int(torch.cumsum(eff, 1).max().item()))
+
+
+def evaluate_torch(
+    ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor, chunk_bytes: int = 1 << 28
+) -> torch.Tensor:
+    """Reference interpreter. ``ops int32[P, L]``, ``consts float32[P, L]``, ``length int32[P]``,
+    ``X float32[N, m]`` -> ``float32[P, N]``.
+
+    Stack ``float32[S, P, N]``; at each position the rows sharing an opcode are advanced
+    together, so the Python work is O(L x distinct opcodes), not O(P). Programs are processed
+    in chunks that keep the stack under ``chunk_bytes``.
+    """
+    P, L = ops.shape
+    N = X.shape[0]
+    out = torch.empty(P, N, dtype=torch.float32, device=X.device)
+    if P == 0:
+        return out
+    S = max_stack(ops, length)
+    per_prog = max(1, S * N * 4)
+    step = max(1, min(P, chunk_bytes // per_prog))
+    Xt = X.t().contiguous().to(torch.float32)
+    for lo in range(0, P, step):
+        hi = min(P, lo + step)
+        out[lo:hi] = _eval_chunk(ops[lo:hi], consts[lo:hi], length[lo:hi], Xt, S)
+    return out
+
+
+def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, Xt: torch.Tensor, S: int) -> torch.Tensor:
+    P, L = ops.shape
+    N = Xt.shape[1]
+    dev = Xt.device
+    stack = torch.zeros(S, P, N, dtype=torch.float32, device=dev)
+    sp = torch.zeros(P, dtype=torch.long, device=dev)
+    Lmax = int(length.max().item())
+    ar = arity_of(ops).long()
+    for t in range(Lmax):
+        op = ops[:, t]
+        live = t < length
+        term = live & (op >= CONST)
+        if bool(term.any()):
+            idx = term.nonzero()[:, 0]
+            o = op[idx].long()
+            is_var = o >= FIRST_VAR
+            vals = Xt[(o - FIRST_VAR).clamp(min=0)]  # [k, N]
+            vals = torch.where(is_var[:, None], vals, consts[idx, t][:, None].expand(-1, N))
+            stack[sp[idx], idx] = vals
+        fn_rows = live & (op < CONST) & (op > 0)
+        if bool(fn_rows.any()):
+            present = torch.unique(op[fn_rows]).tolist()
+            for code in present:
+                idx = ((op == code) & live).nonzero()[:, 0]
+                f = FUNCTIONS[code - 1]
+                base = sp[idx] - f.arity
+                args = [stack[base + j, idx] for j in range(f.arity)]
+                stack[base, idx] = f.fn(*args)
+        sp = sp + torch.where(live, 1 - ar[:, t], torch.zeros_like(sp))
+    return stack[0]
+
+
+def evaluate(
+    pop: Population, X: torch.Tensor, backend: str = "auto"
+) -> torch.Tensor:
+    """Every program of ``pop`` on every row of ``X float32[N, m]`` -> ``float32[P, N]``."""
+    name = resolve_backend(backend, X.device)
+    pop = pop.trimmed()
+    if name == "numba":
+        from .eval_numba import evaluate_numba
+
+        return evaluate_numba(pop.ops, pop.consts, pop.length, X)
+    if name == "triton":
+        from .kernels.eval_kernel import evaluate_triton
+
+        return evaluate_triton(pop.ops, pop.consts, pop.length, X)
+    return evaluate_torch(pop.ops, pop.consts, pop.length, X)

@@ -1,0 +1,316 @@
+"""The evolution loop: R independent runs of P programs held as one population of R*P rows.
+
+Run r owns rows ``r*P .. (r+1)*P``; selection, elitism and the hall of fame stay inside a run,
+while initialisation, variation and evaluation are single batched calls over all runs. The
+whole state (``EvolutionState``) is a handful of tensors plus the RNG state, which is what a
+checkpoint saves.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from .population import Population, init_population, pad_to
+from .primitives import PrimitiveSet
+from .variation import Limits, VariationRates, breed
+
+
+class FitnessFunction(Protocol):
+    def __call__(self, pop: Population) -> torch.Tensor:  # float32[P], higher is better, NaN = invalid
+        ...
+
+
+@dataclass
+class EvolutionConfig:
+    population: int = 1000
+    generations: int = 50
+    runs: int = 1
+    tournament_size: int = 7
+    elitism: int = 2  # copied unchanged into the next generation, per run
+    rates: VariationRates = field(default_factory=VariationRates)
+    max_len: int = 64
+    max_depth: int = 8
+    init_depth: tuple[int, int] = (2, 5)
+    const_prob: float = 0.05  # share of terminals that are ephemeral constants
+    parsimony: float = 0.0  # selection fitness = fitness - parsimony * length
+    hall_of_fame: int = 10
+    patience: int = 0  # stop after this many generations without improvement (0 = never)
+    target: float | None = None  # stop once every run's best reaches this fitness
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.population < 2:
+            raise ValueError("population must be at least 2")
+        if self.generations < 0:
+            raise ValueError("generations must be >= 0")
+        if self.runs < 1:
+            raise ValueError("runs must be >= 1")
+        if not 0 <= self.elitism < self.population:
+            raise ValueError("elitism must be in [0, population)")
+        if self.tournament_size < 1:
+            raise ValueError("tournament_size must be >= 1")
+        if self.max_depth < 1 or self.max_len < 3:
+            raise ValueError("max_depth must be >= 1 and max_len >= 3")
+        lo, hi = self.init_depth
+        if not 0 <= lo <= hi <= self.max_depth:
+            raise ValueError(f"init_depth {self.init_depth} must lie within [0, max_depth={self.max_depth}]")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_len, self.max_depth)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["init_depth"] = list(self.init_depth)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvolutionConfig":
+        d = dict(d)
+        d["rates"] = VariationRates(**d["rates"])
+        d["init_depth"] = tuple(d["init_depth"])
+        return cls(**d)
+
+
+@dataclass
+class HallOfFame:
+    """Best distinct programs seen so far, per run: ``pop`` rows ``r*H .. (r+1)*H``."""
+
+    pop: Population
+    fitness: torch.Tensor  # float32[R*H], -inf for empty slots
+    size: int
+
+    def best(self, run: int = 0) -> tuple[Population, float]:
+        i = run * self.size
+        return self.pop[i], float(self.fitness[i])
+
+
+@dataclass
+class GenStats:
+    generation: int
+    best: float  # best raw fitness, max over runs
+    mean: float  # mean finite fitness
+    mean_size: float
+    eval_s: float
+    fitness_s: float
+    variation_s: float
+    nodes: int  # node-evaluations this generation (program nodes x rows)
+    programs: int  # programs evaluated this generation
+    best_per_run: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.eval_s + self.fitness_s + self.variation_s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvolutionState:
+    pop: Population
+    fitness: torch.Tensor
+    hof: HallOfFame
+    generation: int
+    history: list[GenStats]
+    stale: int  # generations since the best improved
+    rng_state: torch.Tensor
+
+
+def _row_keys(pop: Population) -> torch.Tensor:
+    """``int64[P]`` hash of each program (ops and constant bits), equal for equal programs."""
+    L = pop.max_len
+    g = torch.Generator(device="cpu").manual_seed(12345)
+    w1 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
+    w2 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
+    cbits = pop.consts.contiguous().view(torch.int32).long()
+    return (pop.ops.long() * w1).sum(1) * 1000003 + (cbits * w2).sum(1) + pop.length.long()
+
+
+def _update_hof(hof: HallOfFame | None, pop: Population, fit: torch.Tensor, runs: int, H: int, L: int) -> HallOfFame:
+    P = pop.size // runs
+    f = torch.nan_to_num(fit, nan=-float("inf"))
+    parts_pop, parts_fit = [], []
+    for r in range(runs):  # a loop over runs, not individuals
+        seg = slice(r * P, (r + 1) * P)
+        k = min(H * 2, P)
+        top = torch.topk(f[seg], k).indices + r * P
+        cand = pop[top]
+        cf = f[top]
+        if hof is not None:
+            hs = slice(r * H, (r + 1) * H)
+            cand = Population.cat([hof.pop[hs], cand])
+            cf = torch.cat([hof.fitness[hs], cf])
+        keys = _row_keys(Population(pad_to(cand.ops, L), pad_to(cand.consts, L), cand.length))
+        order = torch.argsort(cf, descending=True, stable=True)
+        keys_sorted = keys[order]
+        # keep the first (best) of each distinct program
+        uniq, inverse = torch.unique(keys_sorted, return_inverse=True)
+        first = torch.full((len(uniq),), len(order), dtype=torch.long, device=order.device)
+        first.scatter_reduce_(0, inverse, torch.arange(len(order), device=order.device), reduce="amin")
+        keep = order[torch.sort(first).values][:H]
+        sel = cand[keep]
+        sf = cf[keep]
+        if len(keep) < H:  # pad with empty slots
+            pad = H - len(keep)
+            sel = Population.cat([sel, Population(torch.zeros(pad, 1, dtype=torch.int32, device=f.device),
+                                                  torch.zeros(pad, 1, device=f.device),
+                                                  torch.zeros(pad, dtype=torch.int32, device=f.device))])
+            sf = torch.cat([sf, torch.full((pad,), -float("inf"), device=f.device)])
+        parts_pop.append(Population(pad_to(sel.ops, L), pad_to(sel.consts, L), sel.length))
+        parts_fit.append(sf)
+    return HallOfFame(Population.cat(parts_pop), torch.cat(parts_fit), H)
+
+
+class Evolver:
+    """Steps the evolution of ``config.runs`` independent runs over one fitness function."""
+
+    def __init__(self, config: EvolutionConfig, pset: PrimitiveSet, fitness: FitnessFunction,
+                 device: str | torch.device = "cpu", count_rows: int = 1):
+        self.config = config
+        self.pset = pset
+        self.fitness_fn = fitness
+        self.device = torch.device(device)
+        self.count_rows = count_rows  # rows each program is evaluated on (for node-evaluation counts)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.state: EvolutionState | None = None
+
+    # -------------------------------------------------------------- steps
+    def _evaluate(self, pop: Population) -> tuple[torch.Tensor, float, float]:
+        t0 = time.perf_counter()
+        fit = self.fitness_fn(pop)
+        dt = time.perf_counter() - t0
+        split = getattr(self.fitness_fn, "last_split", None)  # (eval_s, fitness_s) when the function knows
+        if split is not None:
+            return fit, split[0], split[1]
+        return fit, dt, 0.0
+
+    def _selection_fitness(self, pop: Population, fit: torch.Tensor) -> torch.Tensor:
+        if self.config.parsimony:
+            return fit - self.config.parsimony * pop.length.float()
+        return fit
+
+    def initialize(self) -> EvolutionState:
+        c = self.config
+        R, P = c.runs, c.population
+        t0 = time.perf_counter()
+        pop = init_population(R * P, self.pset, self.generator, max_len=c.max_len, depth_range=c.init_depth,
+                              const_prob=c.const_prob, device=self.device)
+        tv = time.perf_counter() - t0
+        fit, te, tf = self._evaluate(pop)
+        hof = _update_hof(None, pop, fit, R, c.hall_of_fame, c.max_len)
+        st = EvolutionState(pop, fit, hof, 0, [], 0, self.generator.get_state())
+        st.history.append(self._stats(st, te, tf, tv))
+        self.state = st
+        return st
+
+    def step(self) -> GenStats:
+        """One generation for every run."""
+        if self.state is None:
+            self.initialize()
+            return self.state.history[-1]
+        c = self.config
+        st = self.state
+        R, P = c.runs, c.population
+        t0 = time.perf_counter()
+        sel_fit = self._selection_fitness(st.pop, st.fitness)
+        n_child = P - c.elitism
+        elite_parts = []
+        kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
+        if c.elitism:
+            f = torch.nan_to_num(sel_fit, nan=-float("inf")).view(R, P)
+            elite = (torch.topk(f, c.elitism, dim=1).indices + torch.arange(R, device=f.device)[:, None] * P)
+            elite_parts.append(elite.reshape(-1))
+        tv = time.perf_counter() - t0
+        new_fit_kids, te, tf = self._evaluate(kids)
+        if c.elitism:
+            e_idx = elite_parts[0]
+            elite_pop = st.pop[e_idx]
+            # interleave per run: [elites of run r, children of run r]
+            new_pop = _interleave(elite_pop, kids, R, c.max_len)
+            new_fit = torch.cat([st.fitness[e_idx].view(R, -1), new_fit_kids.view(R, -1)], 1).reshape(-1)
+        else:
+            new_pop, new_fit = kids, new_fit_kids
+        prev_best = float(torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max())
+        st.hof = _update_hof(st.hof, kids, new_fit_kids, R, c.hall_of_fame, c.max_len)
+        st.pop, st.fitness = new_pop, new_fit
+        st.generation += 1
+        best = float(st.hof.fitness.view(R, -1)[:, 0].max())
+        st.stale = 0 if best > prev_best + 1e-9 else st.stale + 1
+        st.rng_state = self.generator.get_state()
+        stats = self._stats(st, te, tf, tv, evaluated=kids)
+        st.history.append(stats)
+        return stats
+
+    def done(self) -> bool:
+        c, st = self.config, self.state
+        if st is None:
+            return False
+        if st.generation >= c.generations:
+            return True
+        if c.patience and st.stale >= c.patience:
+            return True
+        if c.target is not None and bool((st.hof.fitness.view(c.runs, -1)[:, 0] >= c.target).all()):
+            return True
+        return False
+
+    def run(self, callback: Callable[[GenStats], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> EvolutionState:
+        if self.state is None:
+            self.initialize()
+            if callback:
+                callback(self.state.history[-1])
+        while not self.done():
+            if should_stop is not None and should_stop():
+                break
+            stats = self.step()
+            if callback:
+                callback(stats)
+        return self.state
+
+    def _stats(self, st: EvolutionState, te: float, tf: float, tv: float, evaluated: Population | None = None) -> GenStats:
+        R = self.config.runs
+        f = st.fitness
+        finite = torch.isfinite(f)
+        per_run = st.hof.fitness.view(R, -1)[:, 0].tolist()
+        ev = evaluated if evaluated is not None else st.pop
+        return GenStats(
+            generation=st.generation,
+            best=max(per_run),
+            mean=float(f[finite].mean()) if bool(finite.any()) else float("nan"),
+            mean_size=float(st.pop.length.float().mean()),
+            eval_s=te,
+            fitness_s=tf,
+            variation_s=tv,
+            nodes=int(ev.length.sum()) * self.count_rows,
+            programs=ev.size,
+            best_per_run=per_run,
+        )
+
+    # -------------------------------------------------------------- state io (checkpoints)
+    def restore(self, state: EvolutionState) -> None:
+        self.state = state
+        self.generator.set_state(state.rng_state)
+
+
+def _interleave(elite: Population, kids: Population, runs: int, L: int) -> Population:
+    E = elite.size // runs
+    K = kids.size // runs
+
+    def merge(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a.view(runs, E, *a.shape[1:]), b.view(runs, K, *b.shape[1:])], 1).reshape(runs * (E + K), *a.shape[1:])
+
+    return Population(merge(pad_to(elite.ops, L), pad_to(kids.ops, L)),
+                      merge(pad_to(elite.consts, L), pad_to(kids.consts, L)),
+                      merge(elite.length, kids.length))
+
+
+def breed_runs(pop: Population, sel_fit: torch.Tensor, runs: int, n_child: int, pset: PrimitiveSet,
+               generator: torch.Generator, c: EvolutionConfig) -> Population:
+    """``n_child`` children per run, parents drawn only from their own run; one batched call."""
+    P = pop.size // runs
+    return breed(pop, sel_fit, runs * n_child, pset, generator, c.limits, c.rates, c.tournament_size,
+                 c.const_prob, groups=runs, group_size=P)

@@ -1,0 +1,223 @@
+"""Evolve a zero-cost proxy on training tasks and score formulas on tasks: the library behind
+``tensorgp run`` and ``tensorgp eval``. Returns plain dicts (the result JSON); presentation is
+the CLI's job."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import __version__
+from . import expression as E
+from .data import Batch, DataError, Task, common_proxies, load, make_batch, select
+from .evaluate import evaluate, resolve_backend
+from .evolve import EvolutionConfig, Evolver, GenStats
+from .objective import RankObjective, correlation
+from .population import Population
+from .primitives import PrimitiveSet
+
+
+@dataclass
+class RunSpec:
+    data: Sequence[str | Path]
+    train: str
+    test: str | None = None
+    proxies: Sequence[str] | None = None
+    preprocess: str = "rank"
+    functions: Sequence[str] | None = None
+    constants: bool = True
+    metric: str = "kendall"
+    aggregation: str = "mean"
+    device: str = "cpu"
+    backend: str = "auto"
+    config: EvolutionConfig = field(default_factory=EvolutionConfig)
+
+
+@dataclass
+class Prepared:
+    train: list[Task]
+    test: list[Task]
+    proxies: list[str]
+    pset: PrimitiveSet
+    train_batch: Batch
+
+
+def split_tasks(tasks: list[Task], train: str, test: str | None) -> tuple[list[Task], list[Task]]:
+    """Train tasks match ``train``; test tasks match ``test`` and are not training tasks."""
+    tr = select(tasks, train)
+    names = {t.name for t in tr}
+    te = [t for t in select(tasks, test) if t.name not in names] if test else []
+    return tr, te
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    tasks = load(spec.data)
+    train, test = split_tasks(tasks, spec.train, spec.test)
+    proxies = common_proxies(train + test, list(spec.proxies) if spec.proxies else None)
+    if not proxies:
+        raise DataError(f"no proxy is present on every selected task ({', '.join(t.name for t in train + test)})")
+    pset = PrimitiveSet(tuple(proxies), PrimitiveSet.parse_functions(spec.functions), spec.constants)
+    batch = make_batch(train, proxies, spec.preprocess, spec.device)
+    return Prepared(train, test, proxies, pset, batch)
+
+
+def program_population(node: E.Node, device: str | torch.device = "cpu") -> Population:
+    ops, consts = E.to_postfix(node)
+    return Population(torch.tensor([ops], dtype=torch.int32, device=device),
+                      torch.tensor([consts], dtype=torch.float32, device=device),
+                      torch.tensor([len(ops)], dtype=torch.int32, device=device))
+
+
+def task_scores(pop: Population, tasks: list[Task], proxies: list[str], preprocess: str,
+                device: str = "cpu", backend: str = "auto") -> dict[str, dict[str, float]]:
+    """Kendall and Spearman of each program row on each task -> ``{task: {kendall, spearman, n}}`` for row 0."""
+    batch = make_batch(tasks, proxies, preprocess, device)
+    pred = evaluate(pop, batch.X, backend)
+    k = correlation(pred, batch, "kendall")[0].tolist()
+    s = correlation(pred, batch, "spearman")[0].tolist()
+    return {t.name: {"n": len(t), "kendall": k[i], "spearman": s[i]} for i, t in enumerate(tasks)}
+
+
+def single_proxy_scores(tasks: list[Task], proxies: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Kendall of every proxy used as is, on every task where it is present: ``{task: {proxy: tau}}``.
+    Rank statistics ignore monotone preprocessing, so raw values are used."""
+    out: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        names = [p for p in (proxies or t.proxies) if t.present(p)]
+        if not names:
+            out[t.name] = {}
+            continue
+        cols = torch.stack([t.column(p) for p in names])  # [k, n] one "program" per proxy
+        off = torch.tensor([0, len(t)])
+        taus = correlation(cols, Batch([t.name], names, cols.t(), t.accuracy, off), "kendall")[:, 0].tolist()
+        out[t.name] = dict(zip(names, taus))
+    return out
+
+
+def best_single(scores: dict[str, float]) -> dict:
+    if not scores:
+        return {"proxy": None, "kendall": float("nan")}
+    p = max(scores, key=lambda k: scores[k])
+    return {"proxy": p, "kendall": scores[p]}
+
+
+def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, prepared: Prepared | None = None) -> dict:
+    """Evolve a proxy formula on the training tasks; score it and every single proxy on all tasks."""
+    t_start = time.perf_counter()
+    prep = prepared or prepare(spec)
+    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    evolver = Evolver(spec.config, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
+    state = evolver.run(callback, should_stop)
+    return build_result(spec, prep, evolver, objective.backend, time.perf_counter() - t_start,
+                        interrupted=not evolver.done())
+
+
+def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, time_s: float,
+                 interrupted: bool = False) -> dict:
+    state = evolver.state
+    cfg = spec.config
+    R = cfg.runs
+    H = state.hof.size
+    run_best = state.hof.fitness.view(R, H)[:, 0]
+    best_run = int(torch.argmax(torch.nan_to_num(run_best, nan=-float("inf"))))
+    best_pop, best_fit = state.hof.best(best_run)
+    node = E.row(best_pop.ops, best_pop.consts, best_pop.length, 0)
+    simple = E.simplify(node)
+    expr = E.to_infix(simple, prep.pset.variables)
+    prog = program_population(simple, spec.device)
+    all_tasks = prep.train + prep.test
+    scores = task_scores(prog, all_tasks, prep.proxies, spec.preprocess, spec.device, spec.backend)
+    singles = single_proxy_scores(all_tasks)
+    tasks = {}
+    for t in all_tasks:
+        split = "train" if t in prep.train else "test"
+        sc = scores[t.name]
+        tasks[t.name] = {"split": split, "n": sc["n"], "kendall": sc["kendall"], "spearman": sc["spearman"],
+                         "best_single": best_single(singles[t.name]), "single": singles[t.name]}
+    hof = []
+    for r in range(R):
+        for h in range(H):
+            f = float(state.hof.fitness[r * H + h])
+            if not math.isfinite(f):
+                continue
+            n = E.simplify(E.row(state.hof.pop.ops, state.hof.pop.consts, state.hof.pop.length, r * H + h))
+            hof.append({"run": r, "expression": E.to_infix(n, prep.pset.variables), "fitness": f, "size": E.size(n)})
+    hist = state.history
+    eval_s = sum(h.eval_s for h in hist)
+    fit_s = sum(h.fitness_s for h in hist)
+    var_s = sum(h.variation_s for h in hist)
+    nodes = sum(h.nodes for h in hist)
+    split_means = {}
+    for split in ("train", "test"):
+        ks = [v["kendall"] for v in tasks.values() if v["split"] == split]
+        split_means[split] = sum(ks) / len(ks) if ks else None
+    return {
+        "version": __version__,
+        "expression": expr,
+        "expression_raw": E.to_infix(node, prep.pset.variables),
+        "program": {"ops": E.to_postfix(simple)[0], "consts": E.to_postfix(simple)[1]},
+        "size": E.size(simple),
+        "depth": E.depth(simple),
+        "fitness": best_fit,
+        "metric": spec.metric,
+        "aggregation": spec.aggregation,
+        "preprocess": spec.preprocess,
+        "seed": cfg.seed,
+        "population": cfg.population,
+        "generations": cfg.generations,
+        "generations_run": state.generation,
+        "runs": R,
+        "run_fitness": run_best.tolist(),
+        "interrupted": interrupted,
+        "time_s": time_s,
+        "device": str(spec.device),
+        "backend": backend,
+        "proxies": prep.proxies,
+        "functions": list(prep.pset.functions),
+        "train_tasks": [t.name for t in prep.train],
+        "test_tasks": [t.name for t in prep.test],
+        "mean_kendall": split_means,
+        "tasks": tasks,
+        "hall_of_fame": hof,
+        "timing": {"eval_s": eval_s, "fitness_s": fit_s, "variation_s": var_s,
+                   "node_evals": nodes, "node_evals_per_s": nodes / eval_s if eval_s > 0 else None,
+                   "arch_evals": sum(h.programs for h in hist) * evolver.count_rows,
+                   "arch_evals_per_s": sum(h.programs for h in hist) * evolver.count_rows / (eval_s + fit_s)
+                   if eval_s + fit_s > 0 else None},
+        "history": [{"generation": h.generation, "best": h.best, "mean": h.mean, "mean_size": h.mean_size,
+                     "seconds": h.seconds} for h in hist],
+        "config": cfg.to_dict(),
+    }
+
+
+def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, preprocess: str = "rank",
+                        device: str = "cpu", backend: str = "auto") -> dict:
+    """Score one formula on tasks. A task lacking a proxy the formula names is reported with
+    ``error`` and left out of the mean, never scored silently."""
+    tasks = select(load(data), tasks_glob)
+    names = E.names_in(text)
+    all_proxies = sorted({p for t in tasks for p in t.proxies})
+    unknown = [n for n in names if n not in all_proxies]
+    if unknown:
+        raise E.ParseError(f"unknown proxy {', '.join(map(repr, unknown))} in the formula; "
+                           f"proxies in the selected tasks: {', '.join(all_proxies)}")
+    node = E.parse(text, names or all_proxies[:1])
+    variables = names or all_proxies[:1]
+    prog = program_population(node, device)
+    out: dict[str, dict] = {}
+    for t in tasks:
+        missing = [p for p in names if not t.present(p)]
+        if missing:
+            out[t.name] = {"n": len(t), "error": f"task {t.name} lacks proxy {', '.join(missing)} "
+                                                 f"(absent or mostly failed values)"}
+            continue
+        out.update(task_scores(prog, [t], variables, preprocess, device, backend))
+    ks = [v["kendall"] for v in out.values() if "error" not in v]
+    return {"expression": E.to_infix(node, variables), "preprocess": preprocess, "tasks": out,
+            "mean_kendall": sum(ks) / len(ks) if ks else None,
+            "backend": resolve_backend(backend, device)}

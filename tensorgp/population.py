@@ -1,0 +1,258 @@
+"""Population representation: postfix program tensors, batched structure queries, initialisation.
+
+A population is three tensors on one device:
+
+    ops:    int32[P, L]    opcodes (see ``primitives``), left-aligned, PAD after ``length``
+    consts: float32[P, L]  constant values where ops == CONST, else 0
+    length: int32[P]       number of nodes of each program
+
+Postfix order puts a node after its children, so the subtree rooted at position i is the
+contiguous span ``start[i] .. i``. Spans, depths and heights are computed for the whole
+population at once from prefix sums of stack effects (see ``structure``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .primitives import CONST, FIRST_VAR, PAD, PrimitiveSet, arity_table
+
+
+@dataclass
+class Population:
+    ops: torch.Tensor
+    consts: torch.Tensor
+    length: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.ops.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.ops.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.ops.device
+
+    def __getitem__(self, idx) -> "Population":
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1)
+        return Population(self.ops[idx], self.consts[idx], self.length[idx])
+
+    def to(self, device: str | torch.device) -> "Population":
+        return Population(self.ops.to(device), self.consts.to(device), self.length.to(device))
+
+    def clone(self) -> "Population":
+        return Population(self.ops.clone(), self.consts.clone(), self.length.clone())
+
+    @staticmethod
+    def cat(pops: list["Population"]) -> "Population":
+        L = max(p.max_len for p in pops)
+        return Population(
+            torch.cat([pad_to(p.ops, L) for p in pops]),
+            torch.cat([pad_to(p.consts, L) for p in pops]),
+            torch.cat([p.length for p in pops]),
+        )
+
+    def trimmed(self) -> "Population":
+        """Drop trailing columns that are PAD in every row (narrower tensors evaluate faster)."""
+        L = int(self.length.max().item()) if self.size else 1
+        return Population(self.ops[:, :L], self.consts[:, :L], self.length)
+
+    def n_nodes(self) -> int:
+        return int(self.length.sum().item())
+
+
+def pad_to(t: torch.Tensor, L: int) -> torch.Tensor:
+    """Right-pad ``t[P, L0]`` with zeros (PAD / 0.0) to width L."""
+    if t.shape[1] == L:
+        return t
+    if t.shape[1] > L:
+        raise ValueError(f"cannot pad width {t.shape[1]} to {L}")
+    return torch.nn.functional.pad(t, (0, L - t.shape[1]))
+
+
+_ARITY_CACHE: dict[torch.device, torch.Tensor] = {}
+
+
+def arity_of(ops: torch.Tensor) -> torch.Tensor:
+    """``int32[P, L]``: arity of every opcode (features, CONST and PAD have 0)."""
+    table = _ARITY_CACHE.get(ops.device)
+    if table is None:
+        table = _ARITY_CACHE[ops.device] = arity_table().to(ops.device)
+    return torch.where(ops < FIRST_VAR, table[ops.clamp(max=FIRST_VAR - 1).long()], torch.zeros_like(ops))
+
+
+@dataclass
+class Structure:
+    """Per-node structure of every program (all ``int64[P, L]``; undefined past ``length``).
+
+    start:  first position of the subtree rooted at each node
+    depth:  number of ancestors (root has depth 0)
+    height: height of the subtree rooted at each node (a leaf has height 0)
+    """
+
+    start: torch.Tensor
+    depth: torch.Tensor
+    height: torch.Tensor
+
+
+def structure(ops: torch.Tensor, length: torch.Tensor) -> Structure:
+    """Subtree spans, depths and heights for ``ops: int32[P, L]``.
+
+    One pass over positions simulates the evaluation stack for all rows at once, holding for
+    each stack slot the position of the node that produced it; a function pops its children,
+    which gives spans, parents and heights. A second pass top-down gives depths. Cost O(P L)
+    tensor work in 2L steps (no O(L^2) masks), so it is cheap for the variation operators.
+    """
+    P, L = ops.shape
+    dev = ops.device
+    rows = torch.arange(P, device=dev)
+    valid = torch.arange(L, device=dev)[None, :] < length[:, None]
+    ar = torch.where(valid, arity_of(ops), torch.zeros_like(ops)).long()
+    S = L + 1
+    slot = torch.zeros(P, S, dtype=torch.long, device=dev)  # position of the node in each stack slot
+    sp = torch.zeros(P, dtype=torch.long, device=dev)
+    start = torch.zeros(P, L, dtype=torch.long, device=dev)
+    height = torch.zeros(P, L, dtype=torch.long, device=dev)
+    parent = torch.full((P, L), -1, dtype=torch.long, device=dev)
+    max_ar = int(ar.max().item()) if ar.numel() else 0
+    for t in range(L):
+        a = ar[:, t]
+        v = valid[:, t]
+        first = (sp - a).clamp(min=0)  # slot of the first (leftmost) child
+        st = torch.full((P,), t, dtype=torch.long, device=dev)
+        h = torch.zeros(P, dtype=torch.long, device=dev)
+        for j in range(max_ar):
+            has = v & (a > j)
+            child = slot[rows, (first + j).clamp(max=S - 1)]
+            if j == 0:
+                st = torch.where(has, start.gather(1, child[:, None])[:, 0], st)
+            h = torch.where(has, torch.maximum(h, height.gather(1, child[:, None])[:, 0] + 1), h)
+            parent.scatter_(1, child[:, None], torch.where(has, t, parent.gather(1, child[:, None])[:, 0])[:, None])
+        start[:, t] = st
+        height[:, t] = h
+        sp = torch.where(v, first, sp)
+        slot[rows, sp.clamp(max=S - 1)] = torch.where(v, t, slot[rows, sp.clamp(max=S - 1)])
+        sp = sp + v.long()
+    depth = torch.zeros(P, L, dtype=torch.long, device=dev)
+    for t in range(L - 1, -1, -1):
+        par = parent[:, t]
+        d = depth.gather(1, par.clamp(min=0)[:, None])[:, 0] + 1
+        depth[:, t] = torch.where(par >= 0, d, torch.zeros_like(d))
+    pos = torch.arange(L, device=dev)[None, :].expand(P, L)
+    start = torch.where(valid, start, pos)
+    return Structure(start, depth, height)
+
+
+def program_depth(ops: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """``int64[P]``: depth (height of the root) of each program."""
+    st = structure(ops, length)
+    return st.height.gather(1, (length.long() - 1).clamp(min=0)[:, None])[:, 0]
+
+
+def is_valid(ops: torch.Tensor, length: torch.Tensor, n_vars: int) -> torch.Tensor:
+    """``bool[P]``: each row is a well-formed postfix program (never underflows, ends at stack 1, PAD after)."""
+    P, L = ops.shape
+    valid = torch.arange(L, device=ops.device)[None, :] < length[:, None]
+    known = (ops >= 1) & (ops < FIRST_VAR + n_vars)
+    eff = torch.where(valid, 1 - arity_of(ops), torch.zeros_like(ops)).long()
+    S = torch.cumsum(eff, 1)
+    # stack before a node of arity a must hold >= a values, i.e. S after it >= 1
+    ok = ((S >= 1) | ~valid).all(1)
+    ok &= (torch.where(valid, known, ops == PAD)).all(1)
+    ok &= (length >= 1) & (length <= L)
+    ok &= S.gather(1, (length.long() - 1).clamp(min=0)[:, None])[:, 0] == 1
+    return ok
+
+
+def random_terminals(
+    shape: tuple[int, ...], pset: PrimitiveSet, generator: torch.Generator, device: torch.device, const_prob: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random terminal opcodes and their constants: ``(int32[shape], float32[shape])``."""
+    var = torch.randint(0, pset.n_vars, shape, generator=generator, device=device).int() + FIRST_VAR
+    lo, hi = pset.const_range
+    c = torch.rand(shape, generator=generator, device=device) * (hi - lo) + lo
+    if pset.constants and const_prob > 0:
+        is_c = torch.rand(shape, generator=generator, device=device) < const_prob
+        return torch.where(is_c, torch.full_like(var, CONST), var), torch.where(is_c, c, torch.zeros_like(c))
+    return var, torch.zeros(shape, device=device)
+
+
+def random_functions(shape: tuple[int, ...], pset: PrimitiveSet, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    fops = pset.function_ops().to(device)
+    return fops[torch.randint(0, len(fops), shape, generator=generator, device=device)]
+
+
+def init_population(
+    n: int,
+    pset: PrimitiveSet,
+    generator: torch.Generator,
+    max_len: int = 64,
+    depth_range: tuple[int, int] = (2, 6),
+    const_prob: float = 0.1,
+    device: str | torch.device = "cpu",
+    method: str = "half",
+) -> Population:
+    """Ramped half-and-half initialisation, generated for all n trees at once.
+
+    Trees are grown in prefix order with a per-tree stack of pending slot depths; reversing a
+    prefix row gives a valid postfix row of the mirror-image tree, which has the same
+    distribution, so no conversion is needed. A function is only placed where the length limit
+    still leaves room for a terminal in every open slot. ``method``: half | full | grow.
+    """
+    device = torch.device(device)
+    lo, hi = depth_range
+    if not 0 <= lo <= hi:
+        raise ValueError(f"bad depth_range {depth_range}")
+    g, dev = generator, device
+    target = torch.arange(n, device=dev) % (hi - lo + 1) + lo  # ramp over depths
+    if method == "half":
+        full = torch.arange(n, device=dev) // (hi - lo + 1) % 2 == 0
+    else:
+        full = torch.full((n,), method == "full", device=dev)
+    fops = pset.function_ops().to(dev)
+    ar = arity_table().to(dev)
+    n_term = pset.n_vars + (1 if pset.constants and const_prob > 0 else 0)
+    # grow: probability of a function at a slot, as in Koza's grow over functions+terminals
+    p_func = len(fops) / (len(fops) + max(n_term, 1))
+    S = max_len + 1
+    stack = torch.zeros(n, S, dtype=torch.long, device=dev)  # pending slot depths
+    sp = torch.ones(n, dtype=torch.long, device=dev)  # one pending slot (the root, depth 0)
+    ops = torch.zeros(n, max_len, dtype=torch.int32, device=dev)
+    consts = torch.zeros(n, max_len, device=dev)
+    length = torch.zeros(n, dtype=torch.int32, device=dev)
+    rows = torch.arange(n, device=dev)
+    for t in range(max_len):
+        active = sp > 0
+        if not bool(active.any()):
+            break
+        d = stack[rows, (sp - 1).clamp(min=0)]
+        f = fops[torch.randint(0, len(fops), (n,), generator=g, device=dev)]
+        a = ar[f.long()].long()
+        room = t + sp + a <= max_len  # after placing f: t+1 nodes, sp-1+a open slots, each needs >= 1 node
+        want_f = torch.where(full, d < target, (d < target) & (torch.rand(n, generator=g, device=dev) < p_func))
+        want_f |= (d == 0) & (target > 0)  # the root is a function unless the target depth is 0
+        use_f = active & want_f & room
+        term, c = random_terminals((n,), pset, g, dev, const_prob)
+        op = torch.where(use_f, f, term)
+        ops[:, t] = torch.where(active, op, torch.zeros_like(op))
+        consts[:, t] = torch.where(active & ~use_f, c, torch.zeros_like(c))
+        length += active.int()
+        sp = sp - active.long()
+        # push a slots of depth d + 1
+        for j in range(pset.max_arity):
+            push = use_f & (a > j)
+            stack[rows, sp.clamp(max=S - 1)] = torch.where(push, d + 1, stack[rows, sp.clamp(max=S - 1)])
+            sp = sp + push.long()
+    # reverse each prefix row into postfix
+    L = max_len
+    pos = torch.arange(L, device=dev)[None, :]
+    src = (length[:, None].long() - 1 - pos).clamp(min=0)
+    inside = pos < length[:, None]
+    ops = torch.where(inside, ops.gather(1, src), torch.zeros_like(ops))
+    consts = torch.where(inside, consts.gather(1, src), torch.zeros_like(consts))
+    return Population(ops, consts, length)

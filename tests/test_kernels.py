@@ -1,0 +1,218 @@
+"""Triton kernels vs the torch semantics of ``tensorgp.primitives``.
+
+Runs under the Triton interpreter on CPU (tiny inputs). On a CUDA machine run without
+TRITON_INTERPRET (bench/gpu_check.sh) and the same tests exercise the compiled kernels.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+ON_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+if not ON_CUDA:
+    # must precede the first triton import: triton picks interpreter vs compiler at import time
+    os.environ["TRITON_INTERPRET"] = "1"
+
+triton = pytest.importorskip("triton", reason="triton is not installed: Triton kernels untested")
+
+
+
+def _kernels_module(name: str):
+    """``tensorgp.kernels.<name>`` when installed (package-dir mapping), else ``kernels.<name>`` from the checkout."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    try:
+        return importlib.import_module(f"tensorgp.kernels.{name}")
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        return importlib.import_module(f"kernels.{name}")
+
+
+evaluate_triton = _kernels_module("eval_kernel").evaluate_triton
+max_stack_depth = _kernels_module("eval_kernel").max_stack_depth
+from tensorgp.primitives import CONST, EPS, FIRST_VAR, FUNCTIONS, OPCODE
+
+DEV = torch.device("cuda" if ON_CUDA else "cpu")
+EXACT_OPS = ("add", "sub", "mul", "div", "neg", "abs", "square", "inv", "min", "max")
+INEXACT_OPS = ("log", "sqrt", "exp", "tanh")  # torch CPU sqrt is not always correctly rounded
+RTOL, ATOL = 1e-5, 1e-6  # the documented contract for log/sqrt/exp/tanh
+
+
+def reference(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """The lead's torch interpreter when present, else a per-program stack machine over FUNCTIONS."""
+    try:
+        from tensorgp.evaluate import evaluate_torch
+    except ImportError:
+        evaluate_torch = None
+    if evaluate_torch is not None:
+        return evaluate_torch(ops, consts, length, X)
+    out = torch.empty(ops.shape[0], X.shape[0], dtype=torch.float32, device=X.device)
+    for p in range(ops.shape[0]):
+        stack: list[torch.Tensor] = []
+        for i in range(int(length[p])):
+            o = int(ops[p, i])
+            if o >= FIRST_VAR:
+                stack.append(X[:, o - FIRST_VAR])
+            elif o == CONST:
+                stack.append(torch.full((X.shape[0],), float(consts[p, i]), device=X.device))
+            else:
+                f = FUNCTIONS[o - 1]
+                args = stack[len(stack) - f.arity:]
+                del stack[len(stack) - f.arity:]
+                stack.append(f.fn(*args))
+        assert len(stack) == 1
+        out[p] = stack[0]
+    return out
+
+
+def random_tree(rng: np.random.Generator, depth: int, funcs: list[int], n_vars: int, const_p: float) -> tuple[list[int], list[float]]:
+    """Postfix (ops, consts) of a random tree of depth <= depth (grow method)."""
+    if depth == 0 or rng.random() < 0.25:
+        if rng.random() < const_p:
+            return [CONST], [float(rng.choice([rng.uniform(-2, 2), 0.0, 1e-7, -1e-7, 100.0, 3e38]))]
+        return [FIRST_VAR + int(rng.integers(n_vars))], [0.0]
+    op = int(rng.choice(funcs))
+    ops: list[int] = []
+    cs: list[float] = []
+    for _ in range(FUNCTIONS[op - 1].arity):
+        o, c = random_tree(rng, depth - 1, funcs, n_vars, const_p)
+        ops += o
+        cs += c
+    return ops + [op], cs + [0.0]
+
+
+def population(progs: list[tuple[list[int], list[float]]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-aligned, PAD-filled tensors (plus ``pad`` extra PAD columns)."""
+    L = max(len(o) for o, _ in progs) + pad
+    ops = torch.zeros(len(progs), L, dtype=torch.int32)
+    consts = torch.zeros(len(progs), L, dtype=torch.float32)
+    for p, (o, c) in enumerate(progs):
+        ops[p, : len(o)] = torch.tensor(o, dtype=torch.int32)
+        consts[p, : len(c)] = torch.tensor(c, dtype=torch.float32)
+    length = torch.tensor([len(o) for o, _ in progs], dtype=torch.int32)
+    return ops, consts, length
+
+
+def edge_X(n_random: int, m: int, seed: int) -> torch.Tensor:
+    """Rows mixing random values with the edges of the protected operators, per column."""
+    f32 = np.float32
+    eps32 = f32(EPS)
+    specials = np.array([
+        0.0, -0.0, eps32, -eps32, np.nextafter(eps32, f32(1)), np.nextafter(eps32, f32(0)), 1e-7, -1e-7,
+        1.0, -1.0, 80.0, 80.5, 88.0, 100.0, -100.0, 1e20, -1e20, 3e38, -3e38, np.inf, -np.inf, np.nan,
+    ], dtype=f32)
+    rng = np.random.default_rng(seed)
+    cols = []
+    for j in range(m):
+        col = np.concatenate([rng.permutation(specials), (rng.standard_normal(n_random) * 3).astype(f32)])
+        cols.append(rng.permutation(col) if j else col)
+    return torch.from_numpy(np.stack(cols, 1).astype(f32))
+
+
+def run(ops, consts, length, X, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    ref = reference(ops, consts, length, X)
+    got = evaluate_triton(ops.to(DEV), consts.to(DEV), length.to(DEV), X.to(DEV), **kw).cpu()
+    return got, ref
+
+
+def assert_exact(got: torch.Tensor, ref: torch.Tensor) -> None:
+    torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", [f.name for f in FUNCTIONS])
+def test_each_operator_on_edge_values(name: str) -> None:
+    op = OPCODE[name]
+    X = edge_X(10, 2, seed=op)
+    args = [[FIRST_VAR], [FIRST_VAR + 1]][: FUNCTIONS[op - 1].arity]
+    # the operator on (x0[, x1]) and on (x1[, x0]): both argument orders
+    progs = [(sum(args, []) + [op], [0.0] * (len(args) + 1)), (sum(args[::-1], []) + [op], [0.0] * (len(args) + 1))]
+    if FUNCTIONS[op - 1].arity == 1:
+        progs[1] = ([FIRST_VAR + 1, op], [0.0, 0.0])
+    got, ref = run(*population(progs), X)
+    if name in EXACT_OPS:
+        assert_exact(got, ref)
+    else:  # atol only for log: its absolute error near |x| = 1 is what is bounded
+        torch.testing.assert_close(got, ref, rtol=RTOL, atol=ATOL if name == "log" else 0.0, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", INEXACT_OPS)
+def test_inexact_operators_relative_accuracy(name: str) -> None:
+    # a sweep across the tanh switch point (0.55), log near 1, exp up to its clamp
+    x = torch.cat([torch.linspace(-4, 4, 161), torch.logspace(-30, 1.9, 63), -torch.logspace(-30, 1.9, 63)])
+    x = torch.cat([x, torch.tensor([0.5499999, 0.55, 0.5500001, 1.0000001, 0.9999999])]).float()[:, None]
+    got, ref = run(*population([([FIRST_VAR, OPCODE[name]], [0.0, 0.0])]), x)
+    torch.testing.assert_close(got, ref, rtol=RTOL, atol=ATOL if name == "log" else 0.0, equal_nan=True)
+
+
+def test_argument_order_and_constants() -> None:
+    # x0 - x1, x0 / 2.5, min(c, x1) with c = NaN propagates, max(x0, c)
+    X = torch.tensor([[1.0, 4.0], [-3.0, 0.5], [float("nan"), 2.0]])
+    progs = [
+        ([16, 17, OPCODE["sub"]], [0, 0, 0]),
+        ([16, CONST, OPCODE["div"]], [0, 2.5, 0]),
+        ([CONST, 17, OPCODE["min"]], [float("nan"), 0, 0]),
+        ([16, CONST, OPCODE["max"]], [0, -1.0, 0]),
+    ]
+    got = evaluate_triton(*(t.to(DEV) for t in population(progs)), X.to(DEV)).cpu()
+    nan = float("nan")
+    expect = torch.tensor([[-3.0, -3.5, nan], [0.4, -1.2, nan], [nan, nan, nan], [1.0, -1.0, nan]])
+    assert_exact(got, expect)
+
+
+def test_random_programs_exact_ops() -> None:
+    rng = np.random.default_rng(0)
+    funcs = [OPCODE[f] for f in EXACT_OPS]
+    progs = [random_tree(rng, 5, funcs, 3, 0.3) for _ in range(16)]
+    X = edge_X(18, 3, seed=0)  # 40 rows: two row blocks of 32 in the interpreter, one partial
+    ops, consts, length = population(progs, pad=2)
+    got, ref = run(ops, consts, length, X)
+    assert np.isnan(ref.numpy()).any() and np.isfinite(ref.numpy()).any()  # the edges are exercised
+    assert_exact(got, ref)
+
+
+def test_random_programs_all_ops() -> None:
+    rng = np.random.default_rng(100)
+    funcs = list(range(1, len(FUNCTIONS) + 1))
+    progs = [random_tree(rng, 5, funcs, 3, 0.3) for _ in range(16)]
+    assert set(funcs) <= {o for p, _ in progs for o in p}
+    X = edge_X(18, 3, seed=1)
+    got, ref = run(*population(progs), X)
+    # log/sqrt/exp/tanh may round differently (1 ulp), deep compositions amplify that, and a
+    # value within rounding of an EPS threshold may take the other branch: allow 1% of entries
+    # (NaN vs number included) outside the per-operator tolerance.
+    close = torch.isclose(got, ref, rtol=RTOL, atol=ATOL, equal_nan=True)
+    assert (~close).sum() <= close.numel() // 100, f"{(~close).sum()} of {close.numel()} entries differ"
+
+
+def test_deep_stack_and_block_sizes() -> None:
+    # right-leaning chain x0 (x1 (x2 ... (x11 + x0)))): stack depth 13 -> S = 16 register slots
+    names = ["add", "sub", "mul", "min", "max", "div"]
+    k = 12
+    ops = [FIRST_VAR + (i % 3) for i in range(k)] + [FIRST_VAR] + [OPCODE[names[i % len(names)]] for i in range(k)]
+    progs = [(ops, [0.0] * len(ops)), ([FIRST_VAR + 2], [0.0]), ([CONST], [0.75])]
+    pop = population(progs, pad=3)
+    assert max_stack_depth(pop[0]) == k + 1
+    X = edge_X(40, 3, seed=7)
+    ref = reference(*pop, X)
+    for kw in ({}, {"block_n": 16}, {"block_n": 64}, {"max_stack": 20}):
+        got = evaluate_triton(*(t.to(DEV) for t in pop), X.to(DEV), **kw).cpu()
+        assert_exact(got, ref)
+    assert_exact(ref[2], torch.full((X.shape[0],), 0.75))
+
+
+def test_max_stack_depth() -> None:
+    progs = [([16, 17, 1], [0.0] * 3), ([16, 17, 18, 1, 1], [0.0] * 5), ([16, 5, 6], [0.0] * 3)]
+    assert max_stack_depth(population(progs, pad=4)[0]) == 3
+    assert max_stack_depth(torch.zeros(0, 4, dtype=torch.int32)) == 0
+
+
+def test_empty_and_invalid_inputs() -> None:
+    pop = population([([16], [0.0])])
+    assert evaluate_triton(*(t.to(DEV) for t in pop), torch.zeros(0, 1, device=DEV)).shape == (1, 0)
+    with pytest.raises(ValueError):
+        evaluate_triton(pop[0].to(DEV), pop[1][:, :0].to(DEV), pop[2].to(DEV), torch.zeros(3, 1, device=DEV))

@@ -1,0 +1,66 @@
+import torch
+from hypothesis import given, settings, strategies as st
+
+from reference import random_pop
+from tensorgp import expression as E
+from tensorgp.population import init_population, is_valid, program_depth, structure
+from tensorgp.primitives import FIRST_VAR, PrimitiveSet
+
+
+def _tree_spans(node, pos=None):
+    """(start, depth, height) per postfix position, computed recursively."""
+    out = []
+
+    def walk(n, d):
+        first = len(out)
+        hs = [walk(c, d + 1) for c in n.children]
+        h = 1 + max(hs) if hs else 0
+        out.append((first, d, h))
+        return h
+
+    walk(node, 0)
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), lo=st.integers(0, 3), span=st.integers(0, 4), max_len=st.integers(3, 64))
+def test_init_valid_within_limits(seed, lo, span, max_len):
+    pset = PrimitiveSet(("a", "b", "c"))
+    g = torch.Generator().manual_seed(seed)
+    pop = init_population(64, pset, g, max_len=max_len, depth_range=(lo, lo + span))
+    assert bool(is_valid(pop.ops, pop.length, 3).all())
+    assert int(pop.length.max()) <= max_len
+    assert int(program_depth(pop.ops, pop.length).max()) <= lo + span
+
+
+def test_init_ramps_depths_and_is_seeded():
+    pset = PrimitiveSet(("a", "b"))
+    p1 = init_population(200, pset, torch.Generator().manual_seed(3), max_len=64, depth_range=(2, 6))
+    p2 = init_population(200, pset, torch.Generator().manual_seed(3), max_len=64, depth_range=(2, 6))
+    assert torch.equal(p1.ops, p2.ops) and torch.equal(p1.consts, p2.consts)
+    d = program_depth(p1.ops, p1.length)
+    assert set(d.tolist()) >= {2, 3, 4, 5, 6}  # the full half reaches every target depth
+
+
+def test_structure_matches_recursive():
+    pop, _ = random_pop(300, seed=1)
+    s = structure(pop.ops, pop.length)
+    for i in range(pop.size):
+        n = int(pop.length[i])
+        ref = _tree_spans(E.row(pop.ops, pop.consts, pop.length, i))
+        assert s.start[i, :n].tolist() == [r[0] for r in ref]
+        assert s.depth[i, :n].tolist() == [r[1] for r in ref]
+        assert s.height[i, :n].tolist() == [r[2] for r in ref]
+
+
+def test_is_valid_rejects_broken_rows():
+    pop, _ = random_pop(10, seed=2, depth=(2, 3))
+    assert bool(is_valid(pop.ops, pop.length, 4).all())
+    bad = pop.ops.clone()
+    bad[:, 0] = 1  # a binary function first: stack underflow
+    assert not bool(is_valid(bad, pop.length, 4).any())
+    short = pop.length - 1  # drops the root: more than one value left
+    assert not bool(is_valid(pop.ops, short.clamp(min=1), 4)[pop.length > 1].any())
+    unknown = pop.ops.clone()
+    unknown[:, 0] = FIRST_VAR + 4  # feature 4 does not exist
+    assert not bool(is_valid(unknown, pop.length, 4).any())
