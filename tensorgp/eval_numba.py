@@ -146,66 +146,67 @@ if _HAVE_NUMBA:
         return n_regs, 0
 
     @njit(inline="always", **_JIT)
-    def _exec(R, op, d, a, b, c, nb):
-        """One instruction over the first nb rows of the block buffer R: float32[regs, B]."""
+    def _exec(D, d, o, R, op, a, b, c, nb):
+        """One instruction over the first nb rows of the block buffer R: float32[regs, B], into
+        D[d, o:o + nb] (D is R, or the output for a program's last instruction)."""
         if op == 1:
             for j in range(nb):
-                R[d, j] = R[a, j] + R[b, j]
+                D[d, o + j] = R[a, j] + R[b, j]
         elif op == 2:
             for j in range(nb):
-                R[d, j] = R[a, j] - R[b, j]
+                D[d, o + j] = R[a, j] - R[b, j]
         elif op == 3:
             for j in range(nb):
-                R[d, j] = R[a, j] * R[b, j]
+                D[d, o + j] = R[a, j] * R[b, j]
         elif op == 4:
             for j in range(nb):
                 x = R[b, j]
-                R[d, j] = R[a, j] / x if abs(x) > _E else _ONE
+                D[d, o + j] = R[a, j] / x if abs(x) > _E else _ONE
         elif op == 5:
             for j in range(nb):
-                R[d, j] = -R[a, j]
+                D[d, o + j] = -R[a, j]
         elif op == 6:
             for j in range(nb):
                 x = abs(R[a, j])
-                R[d, j] = math.log(x) if x > _E else _ZERO
+                D[d, o + j] = math.log(x) if x > _E else _ZERO
         elif op == 7:
             for j in range(nb):
-                R[d, j] = math.sqrt(abs(R[a, j]))
+                D[d, o + j] = math.sqrt(abs(R[a, j]))
         elif op == 8:
             for j in range(nb):
-                R[d, j] = abs(R[a, j])
+                D[d, o + j] = abs(R[a, j])
         elif op == 9:
             for j in range(nb):
                 x = R[a, j]
-                R[d, j] = x * x
+                D[d, o + j] = x * x
         elif op == 10:
             for j in range(nb):
                 x = R[a, j]
-                R[d, j] = _ONE / x if abs(x) > _E else _ZERO
+                D[d, o + j] = _ONE / x if abs(x) > _E else _ZERO
         elif op == 11:
             for j in range(nb):
                 x = R[a, j]
-                R[d, j] = math.exp(_XMAX if x > _XMAX else x)  # NaN passes through
+                D[d, o + j] = math.exp(_XMAX if x > _XMAX else x)  # NaN passes through
         elif op == 12:
             for j in range(nb):
-                R[d, j] = math.tanh(R[a, j])
+                D[d, o + j] = math.tanh(R[a, j])
         elif op == 13:  # torch.minimum: NaN if either is NaN
             for j in range(nb):
                 x = R[a, j]
                 y = R[b, j]
                 t = x if x < y else y
                 t = t if y == y else y
-                R[d, j] = x if x != x else t
+                D[d, o + j] = x if x != x else t
         elif op == 14:
             for j in range(nb):
                 x = R[a, j]
                 y = R[b, j]
                 t = x if x > y else y
                 t = t if y == y else y
-                R[d, j] = x if x != x else t
+                D[d, o + j] = x if x != x else t
         else:  # FILL
             for j in range(nb):
-                R[d, j] = c
+                D[d, o + j] = c
 
     @njit(parallel=True, **_JIT)
     def _run(code, cval, res, Xt, out, n_regs, block, chunk):
@@ -224,11 +225,16 @@ if _HAVE_NUMBA:
                 for j in range(nb):
                     R[f, j] = Xt[f, r0 + j]
             for p in range(p0, min(p0 + chunk, P)):
-                for k in range(res[p, 0]):
-                    _exec(R, code[p, k, 0], code[p, k, 1], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
-                r = res[p, 1]
-                for j in range(nb):
-                    out[p, r0 + j] = R[r, j]
+                n = res[p, 0]
+                for k in range(n - 1):
+                    _exec(R, code[p, k, 1], 0, R, code[p, k, 0], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
+                if n > 0:  # the last instruction writes straight into the output
+                    k = n - 1
+                    _exec(out, p, r0, R, code[p, k, 0], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
+                else:  # a single feature
+                    r = res[p, 1]
+                    for j in range(nb):
+                        out[p, r0 + j] = R[r, j]
 
     @njit(**_JIT)
     def _dedup_compile(ops, consts, length, m, table_size):
@@ -394,7 +400,7 @@ if _HAVE_NUMBA:
                 for j in range(nb):
                     out[out_at[i], r0 + j] = R[r, j]
             for k in range(K):
-                _exec(R, code[k, 0], code[k, 1], code[k, 2], code[k, 3], cval[k], nb)
+                _exec(R, code[k, 1], 0, R, code[k, 0], code[k, 2], code[k, 3], cval[k], nb)
                 for i in range(out_ptr[k + 1], out_ptr[k + 2]):
                     r = out_reg[i]
                     for j in range(nb):

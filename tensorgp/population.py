@@ -81,14 +81,15 @@ _ARITY_CACHE: dict[torch.device, torch.Tensor] = {}
 def arity_of(ops: torch.Tensor) -> torch.Tensor:
     """``int32[P, L]``: arity of every opcode (features, CONST and PAD have 0)."""
     table = _ARITY_CACHE.get(ops.device)
-    if table is None:
-        table = _ARITY_CACHE[ops.device] = arity_table().to(ops.device)
-    return torch.where(ops < FIRST_VAR, table[ops.clamp(max=FIRST_VAR - 1).long()], torch.zeros_like(ops))
+    if table is None:  # one extra zero entry stands for every feature opcode
+        table = _ARITY_CACHE[ops.device] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(ops.device)
+    return table[ops.clamp(max=FIRST_VAR).long()]
 
 
 @dataclass
 class Structure:
-    """Per-node structure of every program (all ``int64[P, L]``; undefined past ``length``).
+    """Per-node structure of every program (all ``int64[P, L']`` with L' the longest program's
+    length; undefined past each ``length``).
 
     start:  first position of the subtree rooted at each node
     depth:  number of ancestors (root has depth 0)
@@ -108,7 +109,9 @@ def structure(ops: torch.Tensor, length: torch.Tensor) -> Structure:
     which gives spans, parents and heights. A second pass top-down gives depths. Cost O(P L)
     tensor work in 2L steps (no O(L^2) masks), so it is cheap for the variation operators.
     """
-    P, L = ops.shape
+    P = ops.shape[0]
+    L = int(length.max().item()) if P else 1  # columns past the longest program are all PAD
+    ops = ops[:, :L]
     dev = ops.device
     rows = torch.arange(P, device=dev)
     valid = torch.arange(L, device=dev)[None, :] < length[:, None]

@@ -216,3 +216,68 @@ def test_empty_and_invalid_inputs() -> None:
     assert evaluate_triton(*(t.to(DEV) for t in pop), torch.zeros(0, 1, device=DEV)).shape == (1, 0)
     with pytest.raises(ValueError):
         evaluate_triton(pop[0].to(DEV), pop[1][:, :0].to(DEV), pop[2].to(DEV), torch.zeros(3, 1, device=DEV))
+
+
+# ---- Kendall tau-b --------------------------------------------------------------------------
+
+
+def _kendall_reference(pred: np.ndarray, target: np.ndarray, offsets: np.ndarray, high: bool) -> np.ndarray:
+    from scipy.stats import kendalltau
+
+    fill = np.inf if high else -np.inf
+    pred = np.where(np.isfinite(pred), pred, fill)
+    target = np.where(np.isfinite(target), target, fill)
+    out = np.zeros((pred.shape[0], len(offsets) - 1))
+    for p in range(pred.shape[0]):
+        for t in range(len(offsets) - 1):
+            x, y = pred[p, offsets[t]:offsets[t + 1]], target[offsets[t]:offsets[t + 1]]
+            if len(x) >= 2:
+                tau = kendalltau(x, y, variant="b").statistic
+                out[p, t] = 0.0 if np.isnan(tau) else tau  # constant input -> 0
+    return out
+
+
+def test_kendall_tau_b_matches_scipy() -> None:
+    pytest.importorskip("scipy")
+    kendall_tau_b_triton = _kernels_module("kendall_kernel").kendall_tau_b_triton
+    rng = np.random.default_rng(3)
+    sizes = [37, 0, 1, 45, 2]  # 45 rows: 2 tile rows of 32, the triangle crosses tiles
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    N = int(offsets[-1])
+    target = np.round(rng.standard_normal(N), 1).astype(np.float32)  # ties in the target
+    target[5] = np.nan  # a non-finite target value ties with nothing finite
+    pred = np.round(target + rng.standard_normal((6, N)), 0).astype(np.float32)  # correlated, many ties
+    pred[1, rng.random(N) < 0.2] = np.nan
+    pred[1, rng.random(N) < 0.1] = np.inf
+    pred[1, rng.random(N) < 0.1] = -np.inf
+    pred[2] = 3.0  # constant -> 0
+    pred[3] = np.nan  # all non-finite: constant -> 0
+    pred[4] = target * 2 + 1  # perfectly concordant where finite
+    pred[5] = -target  # discordant
+
+    def tau(pred: np.ndarray, high: bool) -> np.ndarray:
+        return kendall_tau_b_triton(torch.from_numpy(pred).to(DEV), torch.from_numpy(target).to(DEV),
+                                    torch.from_numpy(offsets).to(DEV), block=32, nonfinite_high=high).cpu().numpy()
+
+    got = tau(pred, True)
+    ref = _kendall_reference(pred, target, offsets, True)
+    assert got.shape == (6, len(sizes)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert (got[2] == 0).all() and (got[3] == 0).all() and got[4, 0] == pytest.approx(1.0)
+    assert np.abs(ref[0, [0, 3]]).min() > 0.2 and np.abs(ref[:2, [0, 3]]).max() < 1  # non-trivial cases
+    # non-finite values ranked first instead: only the row holding them changes
+    low = tau(pred[1:2], False)
+    np.testing.assert_allclose(low, _kendall_reference(pred[1:2], target, offsets, False), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(low, got[1:2])
+
+
+def test_kendall_counts_are_exact_integers() -> None:
+    kendall = _kernels_module("kendall_kernel")
+    # x = [1, 2, 2, 3], y = [1, 3, 2, 2]: pairs (i<j) -> sx*sy: 12:+1 13:+1 14:+1 23:0 24:-1 34:0 -> S = 2
+    # untied in x: all but (2,3) -> 5; untied in y: all but (3,4) -> 5; tau_b = 2/5
+    pred = torch.tensor([[1.0, 2.0, 2.0, 3.0]], device=DEV)
+    target = torch.tensor([1.0, 3.0, 2.0, 2.0], device=DEV)
+    off = torch.tensor([0, 4], device=DEV)
+    c = kendall.kendall_counts_triton(pred, target, off, block=2).cpu()
+    assert c.dtype == torch.int64 and c.tolist() == [[[2, 5, 5]]]
+    assert kendall.kendall_tau_b_triton(pred, target, off).item() == pytest.approx(0.4)
