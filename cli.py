@@ -86,6 +86,7 @@ class _Interrupt:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories (several allowed)."),
     train: str = typer.Option("*", help="Comma-separated globs of training tasks."),
     test: Optional[str] = typer.Option(None, help="Comma-separated globs of held-out tasks."),
@@ -97,8 +98,13 @@ def run(
     preprocess: str = typer.Option("rank", help="raw | signed-log | rank | zscore (per task)."),
     functions: Optional[str] = typer.Option(None, help="Comma-separated function set (default: all 14)."),
     constants: bool = typer.Option(True, help="Allow ephemeral random constants."),
-    metric: str = typer.Option("kendall", help="kendall | spearman."),
-    aggregation: str = typer.Option("mean", help="mean | min | mean-std across training tasks."),
+    metric: str = typer.Option("kendall", help="kendall | spearman | kendall-top (mean of the global Kendall and the Kendall among the top 10% by accuracy; kendall-topNN: top NN%)."),
+    aggregation: str = typer.Option("mean", help="mean | min | mean-std across training tasks; space-mean | space-min: mean within each search space, then mean | min over spaces."),
+    fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
+    validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),
+    select: str = typer.Option("train", "--select", help="Formula reported: train (best training fitness) | validation | parsimony (smallest within 0.01 of the best) | ensemble (mean rank of every run's best)."),
+    protocol: str = typer.Option("split", "--protocol", help="split (train/test globs) | leave-one-space-out (one evolution per search space of the --train tasks, that space held out)."),
     parsimony: float = typer.Option(0.0, help="Selection penalty per program node."),
     tournament: int = typer.Option(7, help="Tournament size."),
     elitism: int = typer.Option(2, help="Programs copied unchanged per generation and run."),
@@ -110,6 +116,12 @@ def run(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write OUT/result.json (atomically)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
     quiet: bool = typer.Option(False, help="No progress display."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Write DIR/checkpoint.pt atomically every --every generations and at the end (the result goes to DIR/result.json unless --out)."),
+    every: int = typer.Option(10, "--every", help="Generations between checkpoints (0: only the final one)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run checkpointed in DIR (its saved options apply; only --gens, --patience, --backend, --every may change)."),
+    islands: int = typer.Option(1, "--islands", help="Migrating islands batched in this process (under torchrun: per process)."),
+    migrate_every: int = typer.Option(5, "--migrate-every", help="Generations between island migrations."),
+    migrants: int = typer.Option(2, "--migrants", help="Best programs each island sends to the next island of the ring."),
 ) -> None:
     """Evolve a zero-cost proxy formula on training tasks; report it on every task next to the best single proxy."""
     from tensorgp.data import DataError
@@ -122,10 +134,21 @@ def run(
                               elitism=elitism, max_depth=max_depth, max_len=max_len,
                               init_depth=(min(2, max_depth), min(5, max_depth)), parsimony=parsimony,
                               patience=patience, seed=seed)
-        spec = RunSpec(data=_data_paths(data), train=train, test=test,
+        spec = RunSpec(data=_data_paths(data) if data or resume is None else [], train=train, test=test,
                        proxies=[p.strip() for p in proxies.split(",") if p.strip()] if proxies else None,
                        preprocess=preprocess, functions=functions, constants=constants, metric=metric,
-                       aggregation=aggregation, device=device, backend=backend, config=cfg)
+                       aggregation=aggregation, device=device, backend=backend, config=cfg,
+                       fit_fraction=fit_fraction, split_seed=split_seed, validation=validation, select=select)
+        if protocol != "split":  # several evolutions: tensorgp.protocols drives them
+            return _run_protocol(spec, protocol, checkpoint is not None or resume is not None or islands > 1,
+                                 out_dir, as_json, quiet)
+        from tensorgp.distributed import plan_run  # checkpoints, resume, islands (torchrun)
+
+        plan = plan_run(spec, islands=islands, migrate_every=migrate_every, migrants=migrants, checkpoint=checkpoint,
+                        every=every, resume=resume, explicit={n for n in ctx.params if getattr(
+                            ctx.get_parameter_source(n), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")})
+        spec, quiet = plan.spec, quiet or plan.world.rank != 0  # rank 0 alone reports
+        out_dir = out_dir if out_dir is not None else plan.checkpoint
         prep = prepare(spec)
     except (DataError, ValueError) as e:
         _fail(str(e))
@@ -136,7 +159,7 @@ def run(
                         TextColumn("best {task.fields[best]:.4f}  mean {task.fields[mean]:.4f}  "
                                    "size {task.fields[size]:.1f}  {task.fields[rate]:.2e} node-evals/s"),
                         TimeElapsedColumn(), console=err, disable=quiet, transient=False)
-    bar = progress.add_task("evolve", total=gens, best=float("nan"), mean=float("nan"), size=0.0, rate=0.0)
+    bar = progress.add_task("evolve", total=spec.config.generations, best=float("nan"), mean=float("nan"), size=0.0, rate=0.0)
 
     def on_gen(s) -> None:
         rate = s.nodes / s.eval_s if s.eval_s > 0 else 0.0
@@ -144,9 +167,13 @@ def run(
 
     with progress, _Interrupt() as intr:
         try:
-            result = evolve_proxy(spec, on_gen, lambda: intr.requested, prepared=prep)
+            result = evolve_proxy(spec, on_gen, lambda: intr.requested, prepared=prep, **plan.evolve_kwargs())
         except (DataError, ValueError) as e:
             _fail(str(e))
+        finally:
+            plan.world.close()
+    if result is None:  # an island process other than rank 0: rank 0 writes the result
+        return
     if out_dir is not None:
         path = write_json(Path(out_dir) / "result.json", result)
         if not quiet:
@@ -175,7 +202,8 @@ def _print_run(r: dict) -> None:
                   _fmt(bs["kendall"]), f"[{colour}]{_fmt(delta)}[/]")
     out.print(t)
     mk = r.get("mean_kendall", {})
-    out.print(f"mean kendall: train {_fmt(mk.get('train'))}, test {_fmt(mk.get('test'))}")
+    out.print("mean kendall: " + ", ".join(f"{s} {_fmt(v)}" for s, v in mk.items()))
+    _print_protocol(r)
 
 
 @app.command("eval")
@@ -210,6 +238,160 @@ def eval_cmd(
             t.add_row(name, str(v["n"]), _fmt(v["kendall"]), _fmt(v["spearman"]))
     out.print(t)
     out.print(f"mean kendall: {_fmt(res['mean_kendall'])}")
+
+
+def _print_protocol(r: dict) -> None:
+    """Selection strategies and baselines of one split-protocol result, as mean Kendall per split."""
+    from tensorgp.report import predictor_means
+
+    if not r.get("selection") or not r.get("sets"):
+        return
+    splits = [s for s in ("train", "holdout", "validation", "test") if any(x["split"] == s for x in r["sets"])]
+    t = Table(title=f"mean Kendall tau per split (reported: {r.get('selected')})")
+    t.add_column("predictor")
+    for s in splits:
+        t.add_column(s, justify="right")
+    cols = {s: predictor_means(r, s) for s in splits}
+    for i, (name, _) in enumerate(cols[splits[0]]):
+        t.add_row(name, *[_fmt(cols[s][i][1]) for s in splits])
+    summ = r.get("summary", {}).get("splits", {})
+    if r.get("runs", 1) > 1:
+        t.add_row(f"each run's best, median [IQR] of {r['runs']}",
+                  *[f"{_fmt(summ[s]['median'])} [{_fmt(summ[s]['q1'])}, {_fmt(summ[s]['q3'])}]" if s in summ else "-"
+                    for s in splits])
+    out.print(t)
+
+
+def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], as_json: bool, quiet: bool) -> None:
+    """``run --protocol leave-one-space-out``: one evolution per search space."""
+    from tensorgp.data import DataError
+    from tensorgp.protocols import leave_one_space_out
+    from tensorgp.report import fmt, fmt_iqr
+    from tensorgp.results import dumps, write_json
+
+    if protocol != "leave-one-space-out":
+        _fail(f"unknown protocol {protocol!r}; choose split or leave-one-space-out")
+    if managed:
+        _fail("--protocol leave-one-space-out does not take --checkpoint, --resume or --islands")
+    progress = Progress(TextColumn("{task.fields[fold]} gen {task.completed:>4}/{task.total}"), BarColumn(),
+                        TextColumn("best {task.fields[best]:.4f}"), TimeElapsedColumn(), console=err,
+                        disable=quiet, transient=False)
+    bar = progress.add_task("evolve", total=spec.config.generations, best=float("nan"), fold="")
+
+    def on_fold(space: str, i: int, k: int) -> None:
+        progress.reset(bar, total=spec.config.generations, best=float("nan"), fold=f"[{i + 1}/{k}] {space} held out")
+
+    with progress, _Interrupt() as intr:
+        try:
+            result = leave_one_space_out(spec, lambda s: progress.update(bar, completed=s.generation, best=s.best),
+                                         lambda: intr.requested, on_fold)
+        except (DataError, ValueError) as e:
+            _fail(str(e))
+    if out_dir is not None:
+        path = write_json(Path(out_dir) / "result.json", result)
+        if not quiet:
+            err.print(f"wrote {path}")
+    if as_json:
+        print(dumps(result))
+    else:
+        t = Table(title=f"leave-one-space-out: mean Kendall tau on the held-out space (reported: {spec.select})")
+        for c in ("held-out space", "evolved", "runs median [IQR]", "best-on-train", "oracle", "mean-rank", "loses to"):
+            t.add_column(c, justify="left" if c in ("held-out space", "loses to") else "right")
+        for s, v in result["summary"].items():
+            if v:
+                t.add_row(s, fmt(v["selected"]), fmt_iqr(v["runs"]),
+                          f"{fmt(v['best_on_train']['kendall'])} ({v['best_on_train']['proxy']})", fmt(v["oracle"]),
+                          fmt(v["mean_rank"]), ", ".join(v["beaten_by"]) or "none")
+        out.print(t)
+        for s, r in result["folds"].items():
+            out.print(f"{s} held out: [cyan]{r['selection'].get(spec.select, r['selection']['train']).get('expression', '(ensemble)')}[/]")
+    if result.get("interrupted"):
+        raise typer.Exit(130)
+
+
+@app.command("report")
+def report_cmd(
+    results: List[Path] = typer.Argument(..., help="result.json files (or run directories holding one), from run."),
+    out_file: Path = typer.Option(Path("results.md"), "--out", help="Markdown file to write."),
+    figures: str = typer.Option("figures", "--figures", help="PNG folder, relative to --out's folder ('' for none; needs matplotlib)."),
+    title: str = typer.Option("tensorgp results", "--title", help="Report title."),
+    command: Optional[str] = typer.Option(None, "--command", help="The command that produced the results, shown in the header."),
+) -> None:
+    """Write a markdown report (tables per task, evolved vs baselines, formulas, settings, figures) of run results."""
+    from tensorgp.report import write_report
+
+    missing = [str(p) for p in results if not (p / "result.json" if p.is_dir() else p).exists()]
+    if missing:
+        _fail(f"no such result file: {', '.join(missing)}")
+    try:
+        path = write_report(results, out_file, figures or None, title=title, command=command)
+    except (ValueError, KeyError) as e:
+        _fail(f"cannot report these results: {e}")
+    err.print(f"wrote {path}")
+
+
+@app.command("search")
+def search_cmd(
+    task: str = typer.Option(..., "--task", help="The task whose table is the search space, e.g. nasbench201/cifar10."),
+    expr: Optional[str] = typer.Option(None, "--expr", help="The proxy formula to maximise."),
+    from_result: Optional[Path] = typer.Option(None, "--from", help="A `tensorgp run` result.json: use its formula and preprocessing."),
+    data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories."),
+    preprocess: Optional[str] = typer.Option(None, help="raw | signed-log | rank | zscore (default: the --from result's, else rank)."),
+    budget: int = typer.Option(1000, help="Distinct architectures scored per search."),
+    runs: int = typer.Option(10, help="Independent searches, batched."),
+    seed: int = typer.Option(0, help="Random seed (the baselines use the same)."),
+    population: Optional[int] = typer.Option(None, help="Regularized-evolution population (default 50)."),
+    sample_size: Optional[int] = typer.Option(None, help="Tournament sample size (default 10)."),
+    baseline_proxy: Optional[str] = typer.Option(None, help="Single proxy of the baseline search (default: the best by Kendall tau on the task)."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
+    backend: str = typer.Option("auto", help="auto | torch | numba | triton (formula evaluation)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
+) -> None:
+    """Regularized-evolution NAS over a task's table driven by a proxy formula, next to random search and a single-proxy search."""
+    from tensorgp.data import DataError
+    from tensorgp.results import dumps
+    from tensorgp.search import read_result, run_search
+
+    if (expr is None) == (from_result is None):
+        _fail("give exactly one of --expr and --from")
+    try:
+        if from_result is not None:
+            expr, pre = read_result(from_result)
+            preprocess = preprocess or pre
+        kw = {k: v for k, v in (("population", population), ("sample_size", sample_size)) if v is not None}
+        res = run_search(_data_paths(data), task, expr, preprocess or "rank", budget, runs, seed,
+                         baseline_proxy=baseline_proxy, device=device, backend=backend, **kw)
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        print(dumps(res))
+        return
+    fa = res["formula_argmax"]
+    out.print(f"[bold]search[/] {res['task']} ({res['table_size']} architectures, best accuracy "
+              f"{res['table_best_accuracy']:.2f}); budget {res['budget']}, {res['runs']} runs, seed {res['seed']}, "
+              f"population {res['population']}, sample {res['sample_size']}, preprocess {res['preprocess']}")
+    out.print(f"  objective [cyan]{res['expression']}[/]; its maximum over the whole table: {fa['arch']} "
+              f"(accuracy {fa['accuracy']:.2f}, percentile {fa['percentile']:.2f})")
+    t = Table(title="regularized evolution driven by the formula, per run")
+    for c in ("run", "architecture", "score", "accuracy", "percentile", "evaluations"):
+        t.add_column(c, justify="left" if c == "architecture" else "right")
+    for r in res["per_run"]:
+        t.add_row(str(r["run"]), r["arch"], f"{r['score']:.4g}", f"{r['accuracy']:.2f}", f"{r['percentile']:.2f}",
+                  str(r["evaluations"]))
+    out.print(t)
+    s = Table(title="medians over runs (percentile: share of the table with accuracy <= the found one)")
+    for c in ("search", "accuracy", "percentile", "time (all runs)"):
+        s.add_column(c, justify="left" if c == "search" else "right")
+    m = res["median"]
+    s.add_row("evolution, formula", f"{m['accuracy']:.2f}", f"[bold]{m['percentile']:.2f}[/]", f"{m['time_s']:.2f} s")
+    for b in res["baselines"].values():
+        colour = "green" if m["percentile"] >= b["percentile"] else "red"
+        s.add_row(b["method"].replace("regularized ", ""), f"{b['accuracy']:.2f}",
+                  f"[{colour}]{b['percentile']:.2f}[/]", f"{b['time_s']:.2f} s")
+    out.print(s)
+    tm = res["timing"]
+    out.print(f"total {tm['total_s']:.2f} s (load {tm['load_s']:.2f} s, formula {tm['score_s']:.2f} s, "
+              f"search {tm['search_s']:.2f} s, baselines {tm['baselines_s']:.2f} s)")
 
 
 def main() -> None:

@@ -225,6 +225,8 @@ def evaluate_triton(
     len_c = length.to(torch.int32).contiguous()
     Xt = X.to(torch.float32).t().contiguous()  # [m, N]: one feature's rows are contiguous
     grid = (P, triton.cdiv(N, block_n))
+    if grid[1] > 65535:  # CUDA's limit on grid.y
+        raise ValueError(f"N={N} rows need {grid[1]} row blocks of {block_n}: over 65535; raise block_n or split X")
     _eval_kernel[grid](ops_c, consts_c, len_c, Xt, out, N, L,
                  S=S, BLOCK_N=block_n, PRECISE=precise, num_warps=num_warps)
     return out

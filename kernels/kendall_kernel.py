@@ -76,7 +76,7 @@ def _kendall_kernel(
 
 def kendall_counts_triton(
     pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, *, block: int = DEFAULT_BLOCK,
-    nonfinite_high: bool = True,
+    nonfinite_high: bool = False,
 ) -> torch.Tensor:
     """``int64[P, T, 3]``: (C - D, pairs untied in pred, pairs untied in target) per program and task."""
     if pred.dim() != 2 or target.dim() != 1 or pred.shape[1] != target.shape[0] or offsets.dim() != 1:
@@ -98,15 +98,17 @@ def kendall_counts_triton(
 
 def kendall_tau_b_triton(
     pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, *, block: int = DEFAULT_BLOCK,
-    nonfinite_high: bool = True,
+    nonfinite_high: bool = False,
 ) -> torch.Tensor:
     """Kendall tau-b per program and task.
 
     pred: float32[P, N], target: float32[N], offsets: int64[T + 1] (task t is rows
-    offsets[t]:offsets[t+1]) -> float32[P, T]. Non-finite values (NaN, +-inf; in pred or target)
-    tie with each other and rank after every finite value (``nonfinite_high``; False: before).
-    A constant pred or target on a task (no untied pair) gives 0, as does a task of < 2 rows.
-    Exact counts (int64); the final ratio in float64.
+    offsets[t]:offsets[t+1]) -> float32[P, T]. Same semantics as ``tensorgp.fitness.kendall_tau_b``
+    (= scipy ``kendalltau(variant="b")``): non-finite values (NaN, +-inf) tie with each other and
+    rank below every finite value, so a failing formula ranks the architecture worst
+    (``nonfinite_high=True``: above instead). Applied to the target too (fitness rejects a
+    non-finite target). A constant pred or target on a task (no untied pair) gives 0, as does a
+    task of < 2 rows. Exact counts (int64); the final ratio in float64.
     """
     c = kendall_counts_triton(pred, target, offsets, block=block, nonfinite_high=nonfinite_high).double()
     denom = torch.sqrt(c[..., 1] * c[..., 2])

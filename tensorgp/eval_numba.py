@@ -69,7 +69,102 @@ class DedupStats:
 
 
 if _HAVE_NUMBA:
+    # error_model="numpy": no ZeroDivisionError checks (they would also block vectorisation).
+    # The runners allow only FMA contraction: it fuses a * b + c inside the exp/log/tanh
+    # polynomials (faster, as accurate); every other operation stays exactly IEEE float32, as
+    # each program node is its own loop that stores its result.
     _JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+    _JIT_RUN = dict(_JIT, fastmath={"contract"})
+
+    from llvmlite import ir as _ir
+    from numba.core import types as _t
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _f2i(typingctx, x):
+        """float32 -> its bits as int32 (a plain bitcast, so loops using it still vectorise)."""
+        if x != _t.float32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], _ir.IntType(32))
+
+        return _t.int32(_t.float32), codegen
+
+    @intrinsic
+    def _i2f(typingctx, i):
+        """int32 bits -> float32 (truncates a wider int first)."""
+        if not isinstance(i, _t.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            if v.type.width != 32:
+                v = builder.trunc(v, _ir.IntType(32))
+            return builder.bitcast(v, _ir.FloatType())
+
+        return _t.float32(i), codegen
+
+    # Branch-free float32 exp/log/tanh (Cephes polynomials, <= 2 ulp): libm calls would keep
+    # LLVM from vectorising the loop and cost 10-20 ns each.
+    _F = np.float32
+    _MAGIC = _F(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer kept in the low bits
+    _MAGIC_BITS = np.int32(0x4B400000)
+    _LOG2E = _F(1.44269504088896341)
+    _LN2_HI = _F(0.693359375)
+    _LN2_LO = _F(-2.12194440e-4)
+    _SQRTHF = _F(0.707106781186547524)
+    _INF = _F(np.inf)
+    _HALF = _F(0.5)
+    _TWO = _F(2.0)
+
+    @njit(inline="always", **_JIT)
+    def _expf(x):
+        """exp for float32; NaN -> NaN, -inf -> 0, overflow -> inf."""
+        nan = x != x
+        x = _F(-104.0) if x < _F(-104.0) else x
+        x = _F(89.0) if x > _F(89.0) else x
+        x = _ZERO if nan else x
+        t = x * _LOG2E + _MAGIC
+        n = _f2i(t) - _MAGIC_BITS  # round(x / ln 2), in [-150, 129]
+        fn = t - _MAGIC
+        r = x - fn * _LN2_HI - fn * _LN2_LO
+        p = (((((_F(1.9875691500e-4) * r + _F(1.3981999507e-3)) * r + _F(8.3334519073e-3)) * r
+               + _F(4.1665795894e-2)) * r + _F(1.6666665459e-1)) * r + _F(5.0000001201e-1)) * r * r + r + _ONE
+        n1 = n >> 1  # two factors 2**n1 * 2**n2 keep both normal, so subnormal results round once
+        n2 = n - n1
+        y = p * _i2f((n1 + 127) << 23) * _i2f((n2 + 127) << 23)
+        return _NAN if nan else y
+
+    @njit(inline="always", **_JIT)
+    def _logf(x):
+        """log for float32 x > 0 normal or +inf (callers guarantee x > EPS); NaN -> NaN."""
+        bits = _f2i(x)
+        e = _F((bits >> 23) - 126)
+        m = _i2f((bits & 0x007FFFFF) | 0x3F000000)  # mantissa in [0.5, 1)
+        small = m < _SQRTHF
+        e = e - _ONE if small else e
+        f = (m + m if small else m) - _ONE
+        z = f * f
+        y = (((((((((_F(7.0376836292e-2) * f - _F(1.1514610310e-1)) * f + _F(1.1676998740e-1)) * f
+                   - _F(1.2420140846e-1)) * f + _F(1.4249322787e-1)) * f - _F(1.6668057665e-1)) * f
+                + _F(2.0000714765e-1)) * f - _F(2.4999993993e-1)) * f + _F(3.3333331174e-1)) * f * z)
+        y = y + _LN2_LO * e - _HALF * z
+        y = f + y + _LN2_HI * e
+        y = _INF if x == _INF else y
+        return x if x != x else y
+
+    @njit(inline="always", **_JIT)
+    def _tanhf(x):
+        """tanh for float32; odd, NaN -> NaN."""
+        z = abs(x)
+        big = _ONE - _TWO / (_expf(z + z) + _ONE)
+        big = -big if x < _ZERO else big
+        w = x * x
+        small = ((((_F(-5.70498872745e-3) * w + _F(2.06390887954e-2)) * w - _F(5.37397155531e-2)) * w
+                  + _F(1.33314422036e-1)) * w - _F(3.33332819422e-1)) * w * x + x
+        small = x if z == _ZERO else small  # keeps the sign of -0
+        return small if z <= _F(0.625) else (big if z == z else x)
 
     @njit(**_JIT)
     def _arity(op):
@@ -145,7 +240,7 @@ if _HAVE_NUMBA:
             n_regs = max(n_regs, top - m)
         return n_regs, 0
 
-    @njit(inline="always", **_JIT)
+    @njit(**_JIT_RUN)
     def _exec(D, d, o, R, op, a, b, c, nb):
         """One instruction over the first nb rows of the block buffer R: float32[regs, B], into
         D[d, o:o + nb] (D is R, or the output for a program's last instruction)."""
@@ -168,7 +263,7 @@ if _HAVE_NUMBA:
         elif op == 6:
             for j in range(nb):
                 x = abs(R[a, j])
-                D[d, o + j] = math.log(x) if x > _E else _ZERO
+                D[d, o + j] = _logf(x) if x > _E else _ZERO
         elif op == 7:
             for j in range(nb):
                 D[d, o + j] = math.sqrt(abs(R[a, j]))
@@ -186,10 +281,10 @@ if _HAVE_NUMBA:
         elif op == 11:
             for j in range(nb):
                 x = R[a, j]
-                D[d, o + j] = math.exp(_XMAX if x > _XMAX else x)  # NaN passes through
+                D[d, o + j] = _expf(_XMAX if x > _XMAX else x)  # NaN passes through
         elif op == 12:
             for j in range(nb):
-                D[d, o + j] = math.tanh(R[a, j])
+                D[d, o + j] = _tanhf(R[a, j])
         elif op == 13:  # torch.minimum: NaN if either is NaN
             for j in range(nb):
                 x = R[a, j]
@@ -208,7 +303,7 @@ if _HAVE_NUMBA:
             for j in range(nb):
                 D[d, o + j] = c
 
-    @njit(parallel=True, **_JIT)
+    @njit(parallel=True, **_JIT_RUN)
     def _run(code, cval, res, Xt, out, n_regs, block, chunk):
         """Execute register code. Xt: float32[m, N] (features transposed); out: float32[P, N]."""
         m, N = Xt.shape
@@ -380,7 +475,7 @@ if _HAVE_NUMBA:
         e = np.empty(0, np.int32)
         return np.empty((0, 4), np.int32), np.empty(0, np.float32), e, e, e, 0, 0, p + 1
 
-    @njit(parallel=True, **_JIT)
+    @njit(parallel=True, **_JIT_RUN)
     def _run_dag(code, cval, out_at, out_reg, out_ptr, Xt, out, n_regs, block):
         """Execute DAG code per row block. Copy-out schedule, CSR over slots (slot 0: before any
         instruction, slot k + 1: after instruction k): for out_ptr[s] <= i < out_ptr[s + 1], copy
@@ -425,10 +520,12 @@ def _check_inputs(ops, consts, length, X, out):
         out = torch.empty(P, N, dtype=torch.float32)
     elif out.shape != (P, N) or out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous CPU float32[{P}, {N}] tensor")
-    o = ops.to(torch.int32).contiguous().numpy()
-    c = consts.to(torch.float32).contiguous().numpy()
-    ln = length.to(torch.int32).contiguous().numpy()
-    Xt = X.to(torch.float32).t().contiguous().numpy()  # [m, N]: one feature's block is contiguous
+    # numpy, not torch, for the conversions: a torch op here wakes torch's OpenMP pool, whose
+    # spinning threads then compete with numba's on a small machine
+    o = np.ascontiguousarray(ops.numpy(), dtype=np.int32)
+    c = np.ascontiguousarray(consts.numpy(), dtype=np.float32)
+    ln = np.ascontiguousarray(length.numpy(), dtype=np.int32)
+    Xt = np.ascontiguousarray(X.numpy().T, dtype=np.float32)  # [m, N]: one feature's block is contiguous
     return o, c, ln, Xt, out
 
 

@@ -35,6 +35,13 @@ class RunSpec:
     device: str = "cpu"
     backend: str = "auto"
     config: EvolutionConfig = field(default_factory=EvolutionConfig)
+    # protocols (tensorgp.protocols): evolve on a seeded share of each training task's rows and
+    # report the rest as "holdout"; tasks matching ``validation`` are scored but never fitted
+    # (they choose the formula when ``select == "validation"``)
+    fit_fraction: float | None = None
+    split_seed: int = 0
+    validation: str | None = None
+    select: str = "train"
 
 
 @dataclass
@@ -44,6 +51,8 @@ class Prepared:
     proxies: list[str]
     pset: PrimitiveSet
     train_batch: Batch
+    holdout: list[Task] = field(default_factory=list)  # the unfitted rows of each training task
+    validation: list[Task] = field(default_factory=list)
 
 
 def split_tasks(tasks: list[Task], train: str, test: str | None) -> tuple[list[Task], list[Task]]:
@@ -55,14 +64,17 @@ def split_tasks(tasks: list[Task], train: str, test: str | None) -> tuple[list[T
 
 
 def prepare(spec: RunSpec) -> Prepared:
+    from .protocols import split_validation_holdout
+
     tasks = load(spec.data)
     train, test = split_tasks(tasks, spec.train, spec.test)
-    proxies = common_proxies(train + test, list(spec.proxies) if spec.proxies else None)
+    train, validation, holdout = split_validation_holdout(spec, tasks, train, test)
+    proxies = common_proxies(train + test + validation, list(spec.proxies) if spec.proxies else None)
     if not proxies:
         raise DataError(f"no proxy is present on every selected task ({', '.join(t.name for t in train + test)})")
     pset = PrimitiveSet(tuple(proxies), PrimitiveSet.parse_functions(spec.functions), spec.constants)
     batch = make_batch(train, proxies, spec.preprocess, spec.device)
-    return Prepared(train, test, proxies, pset, batch)
+    return Prepared(train, test, proxies, pset, batch, holdout, validation)
 
 
 def program_population(node: E.Node, device: str | torch.device = "cpu") -> Population:
@@ -106,8 +118,19 @@ def best_single(scores: dict[str, float]) -> dict:
 
 
 def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, prepared: Prepared | None = None) -> dict:
-    """Evolve a proxy formula on the training tasks; score it and every single proxy on all tasks."""
+                 should_stop: Callable[[], bool] | None = None, prepared: Prepared | None = None, *,
+                 checkpoint: str | Path | None = None, every: int = 0, resume: str | Path | None = None,
+                 islands=None, world=None) -> dict | None:
+    """Evolve a proxy formula on the training tasks; score it and every single proxy on all tasks.
+
+    ``checkpoint``/``every``/``resume``/``islands`` (``distributed.Islands``)/``world``
+    (``distributed.init_world``): see ``tensorgp.distributed.evolve_proxy_managed``; with any of
+    them the result is None on ranks other than 0."""
+    if checkpoint is not None or resume is not None or islands is not None or world is not None:
+        from .distributed import evolve_proxy_managed
+
+        return evolve_proxy_managed(spec, callback, should_stop, prepared, world=world, islands=islands,
+                                    checkpoint=checkpoint, every=every, resume=resume)
     t_start = time.perf_counter()
     prep = prepared or prepare(spec)
     objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
@@ -156,7 +179,7 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
     for split in ("train", "test"):
         ks = [v["kendall"] for v in tasks.values() if v["split"] == split]
         split_means[split] = sum(ks) / len(ks) if ks else None
-    return {
+    res = {
         "version": __version__,
         "expression": expr,
         "expression_raw": E.to_infix(node, prep.pset.variables),
@@ -193,6 +216,9 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
                      "seconds": h.seconds} for h in hist],
         "config": cfg.to_dict(),
     }
+    from .protocols import extend_result  # per-run figures, selection strategies, baselines
+
+    return extend_result(res, spec, prep, state)
 
 
 def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, preprocess: str = "rank",

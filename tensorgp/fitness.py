@@ -60,7 +60,8 @@ class RankTarget:
     All arrays are numpy, on the CPU: ``perm: int64[N]`` global row of the k-th row of each
     segment in ascending target order; ``trank: int32[N]`` its dense target rank in the task
     (0, 1, ...); ``ct2: int64[N]`` twice its centred average target rank (2 r - (n + 1), an
-    integer); ``lengths, ytie, st4: int64[T]`` rows, target-tied pairs and sum(ct2**2).
+    integer); ``gend: int32[N]`` the first position (in the task, target order) of a larger
+    target; ``lengths, ytie, st4: int64[T]`` rows, target-tied pairs and sum(ct2**2).
     """
 
     offsets: np.ndarray
@@ -68,6 +69,7 @@ class RankTarget:
     perm: np.ndarray
     trank: np.ndarray
     ct2: np.ndarray
+    gend: np.ndarray
     ytie: np.ndarray
     st4: np.ndarray
     _device_tables: dict = field(default_factory=dict, compare=False, repr=False)
@@ -89,6 +91,7 @@ def _build_rank_target(y: np.ndarray, off: np.ndarray) -> RankTarget:
     perm = np.empty(len(y), np.int64)
     trank = np.empty(len(y), np.int32)
     ct2 = np.empty(len(y), np.int64)
+    gend = np.empty(len(y), np.int32)
     ytie = np.zeros(T, np.int64)
     st4 = np.zeros(T, np.int64)
     for t in range(T):  # T is small (tasks, not individuals)
@@ -107,9 +110,10 @@ def _build_rank_target(y: np.ndarray, off: np.ndarray) -> RankTarget:
         perm[a:b] = a + order
         trank[a:b] = dense
         ct2[a:b] = ct2_group[dense]
+        gend[a:b] = (starts + sizes)[dense]
         ytie[t] = int((sizes * (sizes - 1) // 2).sum())
         st4[t] = int((ct2[a:b] ** 2).sum())
-    return RankTarget(off.astype(np.int64), lengths.astype(np.int64), perm, trank, ct2, ytie, st4)
+    return RankTarget(off.astype(np.int64), lengths.astype(np.int64), perm, trank, ct2, gend, ytie, st4)
 
 
 _CACHE: OrderedDict[bytes, RankTarget] = OrderedDict()
@@ -170,93 +174,108 @@ def _rho_from_sums(num4, sp4, st4, n):
 
 if _HAVE_NUMBA:
 
-    _RUN = 24  # insertion-sorted run length before merging
+    _U32 = np.uint64(0xFFFFFFFF)
+    _SIGN = np.uint64(0x80000000)
+    _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
     @njit(cache=True, inline="always")
-    def _nb_load(pred, i, perm, o, n, v):
+    def _popcount(x):
+        # the classic bit trick; LLVM turns it into one popcnt instruction
+        x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+        x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+        x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+        return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+    @njit(cache=True)
+    def _nb_sorted_items(pred, i, perm, o, n, f, items, tmp):
+        """Rows of task segment o:o+n of individual i, sorted by prediction (stable on the
+        target-order index j): ``uint64 (key << 32) | j`` with key the order-preserving
+        uint32 image of the float32 (non-finite -> -inf, -0 -> +0). LSD radix, 8-bit digits,
+        constant digits skipped. Returns the array (items or tmp) that holds the result."""
         for k in range(n):
             x = pred[i, perm[o + k]]
             if not np.isfinite(x):
                 x = -np.inf
-            v[k] = x
+            elif x == 0:
+                x = 0.0
+            f[k] = x
+        bits = f.view(np.uint32)
+        hist = np.zeros(1024, np.int32)
+        for k in range(n):
+            u = np.uint64(bits[k])
+            u = u ^ (_U32 if u >= _SIGN else _SIGN)
+            items[k] = (u << np.uint64(32)) | np.uint64(k)
+            hist[u & np.uint64(255)] += 1
+            hist[256 + ((u >> np.uint64(8)) & np.uint64(255))] += 1
+            hist[512 + ((u >> np.uint64(16)) & np.uint64(255))] += 1
+            hist[768 + (u >> np.uint64(24))] += 1
+        src = items
+        dst = tmp
+        for d in range(4):
+            sh = np.uint64(32 + 8 * d)
+            h = 256 * d
+            if hist[h + ((src[0] >> sh) & np.uint64(255))] == n:
+                continue  # every key has this digit
+            acc = 0
+            for b in range(256):
+                c = hist[h + b]
+                hist[h + b] = acc
+                acc += c
+            for k in range(n):
+                x = src[k]
+                dg = h + ((x >> sh) & np.uint64(255))
+                pos = hist[dg]
+                hist[dg] = pos + 1
+                dst[pos] = x
+            src, dst = dst, src
+        return src
 
     @njit(cache=True)
-    def _nb_sort_ties(v, trank, o, n):
-        """Sort v ascending inside each run of equal target rank (rows are in target order)."""
-        k = 0
-        while k < n:
-            j = k + 1
-            tk = trank[o + k]
-            while j < n and trank[o + j] == tk:
-                j += 1
-            if j - k > 1:
-                if j - k <= 32:
-                    for a in range(k + 1, j):
-                        x = v[a]
-                        b = a - 1
-                        while b >= k and v[b] > x:
-                            v[b + 1] = v[b]
-                            b -= 1
-                        v[b + 1] = x
-                else:
-                    v[k:j] = np.sort(v[k:j])
-            k = j
-
-    @njit(cache=True)
-    def _nb_sort_count(v, p, tv, tp, n):
-        """Stable sort of (v, p) by v; returns (number of strict inversions, array holding
-        the sorted values, array holding the matching p) — the result may be in tv/tp."""
-        inv = np.int64(0)
-        for lo in range(0, n, _RUN):
-            hi = min(lo + _RUN, n)
-            for k in range(lo + 1, hi):
-                x = v[k]
-                q = p[k]
-                j = k - 1
-                while j >= lo and v[j] > x:
-                    v[j + 1] = v[j]
-                    p[j + 1] = p[j]
-                    j -= 1
-                v[j + 1] = x
-                p[j + 1] = q
-                inv += k - 1 - j
-        src_v, src_p, dst_v, dst_p = v, p, tv, tp
-        width = _RUN
-        while width < n:
-            for lo in range(0, n, 2 * width):
-                mid = min(lo + width, n)
-                hi = min(lo + 2 * width, n)
-                i = lo
-                j = mid
-                k = lo
-                if mid < hi and src_v[mid - 1] > src_v[mid]:
-                    while i < mid and j < hi:
-                        if src_v[j] < src_v[i]:
-                            dst_v[k] = src_v[j]
-                            dst_p[k] = src_p[j]
-                            inv += mid - i
-                            j += 1
-                        else:
-                            dst_v[k] = src_v[i]
-                            dst_p[k] = src_p[i]
-                            i += 1
-                        k += 1
-                while i < mid:
-                    dst_v[k] = src_v[i]
-                    dst_p[k] = src_p[i]
-                    i += 1
-                    k += 1
-                while j < hi:
-                    dst_v[k] = src_v[j]
-                    dst_p[k] = src_p[j]
-                    j += 1
-                    k += 1
-            src_v, src_p, dst_v, dst_p = dst_v, dst_p, src_v, src_p
-            width *= 2
-        return inv, src_v, src_p
+    def _nb_discordant(items, n, gend, o):
+        """Pairs (a before b in prediction order, target rank of a > that of b): for each row j,
+        count earlier rows at target positions >= gend[j] (the first position of a larger
+        target). A bitset of seen positions with suffix counts per 64-bit word (and per
+        1024-position superblock when n > 2048); the count updates are fixed-length masked
+        loops, which vectorise and never mispredict."""
+        nw = (n + 63) >> 6
+        acc = np.int64(0)
+        if nw <= 32:
+            words = np.zeros(nw + 1, np.uint64)
+            cs = np.zeros(nw + 2, np.int16)
+            for k in range(n):
+                j = np.int64(items[k] & _U32)
+                g = np.int64(gend[o + j])
+                w = g >> 6
+                acc += np.int64(cs[w + 1]) + _popcount(words[w] & (_ALL << np.uint64(g & 63)))
+                jw = j >> 6
+                words[jw] |= np.uint64(1) << np.uint64(j & 63)
+                for u in range(nw + 1):
+                    cs[u] += np.int16(u <= jw)
+        else:
+            nsb = (nw + 15) >> 4
+            words = np.zeros((nsb + 1) * 16, np.uint64)
+            wsuf = np.zeros((nsb + 1) * 17, np.int16)
+            css = np.zeros(nsb + 2, np.int32)
+            for k in range(n):
+                j = np.int64(items[k] & _U32)
+                g = np.int64(gend[o + j])
+                w = g >> 6
+                sb = w >> 4
+                acc += (np.int64(css[sb + 1]) + np.int64(wsuf[sb * 17 + (w & 15) + 1])
+                        + _popcount(words[w] & (_ALL << np.uint64(g & 63))))
+                jw = j >> 6
+                jsb = jw >> 4
+                jwi = jw & 15
+                words[jw] |= np.uint64(1) << np.uint64(j & 63)
+                base = jsb * 17
+                for x in range(16):
+                    wsuf[base + x] += np.int16(x <= jwi)
+                for u in range(nsb + 1):
+                    css[u] += np.int32(u <= jsb)
+        return acc
 
     @njit(parallel=True, cache=True, fastmath=False)
-    def _nb_rank_counts(pred, perm, trank, ct2, off, do_tau, out):
+    def _nb_rank_counts(pred, perm, trank, ct2, gend, off, do_tau, out):
         """out: int64[P, T, 5] = (discordant, pred-tied, jointly-tied pairs, sum rc2*ct2, sum rc2**2)."""
         P = pred.shape[0]
         T = off.shape[0] - 1
@@ -269,44 +288,39 @@ if _HAVE_NUMBA:
                 for c in range(5):
                     out[i, t, c] = 0
                 continue
-            v = np.empty(n, pred.dtype)
-            tv = np.empty(n, pred.dtype)
-            p = np.empty(n, np.int32)
-            tp = np.empty(n, np.int32)
-            _nb_load(pred, i, perm, o, n, v)
-            if do_tau:  # within a target tie, order by prediction so those pairs are not inversions
-                _nb_sort_ties(v, trank, o, n)
-            for k in range(n):
-                p[k] = k
-            dis, sv, sp = _nb_sort_count(v, p, tv, tp, n)
+            f = np.empty(n, np.float32)
+            items = np.empty(n, np.uint64)
+            tmp = np.empty(n, np.uint64)
+            srt = _nb_sorted_items(pred, i, perm, o, n, f, items, tmp)
             xtie = np.int64(0)
             ntie = np.int64(0)
             num = np.int64(0)
             ss = np.int64(0)
             a = 0
             while a < n:
+                key = srt[a] >> np.uint64(32)
                 b = a + 1
-                while b < n and sv[b] == sv[a]:
+                while b < n and (srt[b] >> np.uint64(32)) == key:
                     b += 1
                 g = b - a
-                xtie += g * (g - 1) // 2
                 rc = a + b - n  # twice the centred average rank of positions a..b-1
                 csum = np.int64(0)
                 for k in range(a, b):
-                    csum += ct2[o + sp[k]]
+                    csum += ct2[o + np.int64(srt[k] & _U32)]
                 num += rc * csum
                 ss += g * rc * rc
-                if g > 1:  # stable sort: rows of a prediction tie are in target order
+                if g > 1:  # a stable sort leaves the rows of a prediction tie in target order
+                    xtie += g * (g - 1) // 2
                     c = a
                     while c < b:
                         d = c + 1
-                        tc = trank[o + sp[c]]
-                        while d < b and trank[o + sp[d]] == tc:
+                        tc = trank[o + np.int64(srt[c] & _U32)]
+                        while d < b and trank[o + np.int64(srt[d] & _U32)] == tc:
                             d += 1
                         ntie += (d - c) * (d - c - 1) // 2
                         c = d
                 a = b
-            out[i, t, 0] = dis
+            out[i, t, 0] = _nb_discordant(srt, n, gend, o) if do_tau else 0
             out[i, t, 1] = xtie
             out[i, t, 2] = ntie
             out[i, t, 3] = num
@@ -318,13 +332,10 @@ def numba_available() -> bool:
 
 
 def _numba_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool) -> torch.Tensor:
-    x = pred.detach().numpy()
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float32)
-    x = np.ascontiguousarray(x)
+    x = np.ascontiguousarray(pred.detach().to(torch.float32).numpy())
     out = np.empty((x.shape[0], rt.n_tasks, 5), np.int64)
     if x.shape[0] and rt.n_tasks:
-        _nb_rank_counts(x, rt.perm, rt.trank, rt.ct2, rt.offsets, do_tau, out)
+        _nb_rank_counts(x, rt.perm, rt.trank, rt.ct2, rt.gend, rt.offsets, do_tau, out)
     return torch.from_numpy(out)
 
 
@@ -349,7 +360,6 @@ class _TorchTables:
     ytie: torch.Tensor  # int64[T]
     st4: torch.Tensor  # int64[T]
     pad_pairs: torch.Tensor  # int64[T] tied pairs among the pads
-    pad_cubes: torch.Tensor  # int64[T] m**3 - m for m pads
 
     @staticmethod
     def build(rt: RankTarget, device: torch.device) -> "_TorchTables":
@@ -384,75 +394,99 @@ class _TorchTables:
             ytie=torch.from_numpy(rt.ytie).to(device),
             st4=torch.from_numpy(rt.st4).to(device),
             pad_pairs=torch.from_numpy(m * (m - 1) // 2).to(device),
-            pad_cubes=torch.from_numpy(m**3 - m).to(device),
         )
         if W:
-            tables.ref = _wavelet_sums(tables.s_tab[None], tables)[0]
+            tables.ref = _wavelet_sums(tables.s_tab[None].clone(), tables)[0]
         return tables
 
 
-def _wavelet_sums(v: torch.Tensor, tab: _TorchTables) -> torch.Tensor:
+# CPU torch notes: every fresh large tensor costs page faults, int16 torch.where and int16 ->
+# int64 reductions are slow, so the passes below write into reused buffers, select with
+# arithmetic and reduce through int32.
+
+
+def _wavelet_sums(v: torch.Tensor, tab: _TorchTables, pos: torch.Tensor | None = None) -> torch.Tensor:
     """``v: idx_dtype[P, T, W]`` -> ``int64[P, T]``: sum over bit passes of the inclusive
     cumsum of the bit, in wavelet-matrix order. Minus the same for the sorted sequence it is
-    the number of strict inversions of v (see the module docstring)."""
+    the number of strict inversions of v (see the module docstring). ``v`` is overwritten;
+    ``pos``: optional int64 scratch of v's shape."""
     W = v.shape[-1]
     ar = torch.arange(W, device=v.device, dtype=v.dtype)
-    acc = torch.zeros(v.shape[:-1], dtype=torch.int64, device=v.device)
+    acc = torch.zeros_like(v, dtype=torch.int16 if tab.bits * W < 2**15 else torch.int32)
+    bit, ones, x, v2 = (torch.empty_like(v) for _ in range(4))
+    pos = torch.empty(v.shape, dtype=torch.int64, device=v.device) if pos is None else pos
     for b in reversed(range(tab.bits)):
-        bit = (v >> b) & 1
-        ones = torch.cumsum(bit, -1, dtype=v.dtype)  # ones up to and including each position
-        acc += ones.sum(-1, dtype=torch.int64)
+        torch.bitwise_right_shift(v, b, out=bit)
+        bit.bitwise_and_(1)
+        torch.cumsum(bit, -1, out=ones)  # ones up to and including each position
+        acc += ones
         if b == 0:
             break
-        # stable partition: zeros keep their order first, then the ones
-        newpos = torch.where(bit.bool(), ones + tab.nz_m1[b], ar - ones)
-        v = torch.empty_like(v).scatter_(-1, newpos.long(), v)
-    return acc
+        # stable partition, zeros first: one -> nz + ones - 1, zero -> position - ones
+        torch.add(ones, tab.nz_m1[b], out=x)
+        ones.neg_().add_(ar)
+        x.sub_(ones).mul_(bit).add_(ones)
+        pos.copy_(x)
+        v2.scatter_(-1, pos, v)
+        v, v2 = v2, v
+    return acc.sum(-1, dtype=torch.int32 if acc.dtype == torch.int16 else torch.int64).long()
 
 
-def _group_start(start: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
-    """Position of the first element of each element's run; ``start: bool[..., W]``."""
-    return torch.cummax(torch.where(start, ar, torch.zeros_like(ar)), -1).values
+def _group_start(start: torch.Tensor, ar: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Position of the first element of each element's run; ``start: bool[..., W]``,
+    ``idx``: int64 scratch of that shape (cummax's index output)."""
+    out = torch.empty_like(start, dtype=ar.dtype)
+    torch.cummax(ar * start, -1, out=(out, idx))
+    return out
+
+
+def _row_sum(x: torch.Tensor) -> torch.Tensor:
+    """int64 row sums of a small-integer tensor whose row sums fit in int32."""
+    return x.sum(-1, dtype=torch.int32).long()
 
 
 def _torch_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, do_rho: bool) -> dict:
     tab = rt.tables(pred.device)
     P, T, W = pred.shape[0], rt.n_tasks, tab.W
-    x = pred.detach()[:, tab.gidx]  # [P, T, W], rows in target order
-    x = torch.where(torch.isfinite(x), x, torch.full_like(x, -math.inf))
-    x = x.masked_fill(tab.pad, math.inf)  # pads sort last, behind every real (finite or -inf) value
-    sv, si = torch.sort(x, dim=-1, stable=True)
+    x = pred.detach().index_select(1, tab.gidx.view(-1)).view(P, T, W)  # rows in target order
+    torch.nan_to_num_(x, nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
+    x.masked_fill_(tab.pad, math.inf)  # pads sort last, behind every real (finite or -inf) value
+    sv, idx = torch.sort(x, dim=-1, stable=True)
     del x
-    s = tab.s_tab.expand(P, T, W).gather(-1, si)  # dense target rank in prediction order
-    del si
+    s = tab.s_tab.expand(P, T, W).gather(-1, idx)  # dense target rank in prediction order
+    # from here on idx is int64 scratch
     ar = torch.arange(W, device=pred.device, dtype=tab.idx_dtype)
-    new = torch.ones_like(sv, dtype=torch.bool)
+    new = torch.ones_like(sv, dtype=torch.bool)  # first of a prediction tie
     new[..., 1:] = sv[..., 1:] != sv[..., :-1]
     del sv
-    gs = _group_start(new, ar)
-    e = ar - gs  # earlier elements of the same prediction tie
+    gs = _group_start(new, ar, idx)
     out = {}
     if do_tau:
-        out["xtie"] = e.sum(-1, dtype=torch.int64) - tab.pad_pairs
-        jnew = new.clone()
-        jnew[..., 1:] |= s[..., 1:] != s[..., :-1]
-        out["ntie"] = (ar - _group_start(jnew, ar)).sum(-1, dtype=torch.int64) - tab.pad_pairs
+        out["xtie"] = _row_sum(ar - gs) - tab.pad_pairs
+        jnew = s[..., 1:] != s[..., :-1]
+        jnew |= new[..., 1:]
+        jnew = torch.cat([new[..., :1], jnew], -1)
+        out["ntie"] = _row_sum(ar - _group_start(jnew, ar, idx)) - tab.pad_pairs
         del jnew
-        out["dis"] = _wavelet_sums(s, tab) - tab.ref
     if do_rho:
-        # sum_g (g^3 - g) = sum over elements of 3 e (e + 1); then sum rc2^2 = (n^3 - n - that) / 3
-        e64 = e.to(torch.int64)
-        cubes = (3 * e64 * (e64 + 1)).sum(-1) - tab.pad_cubes
-        n = tab.n
-        out["sp4"] = (n**3 - n - cubes) // 3
-        c = tab.ct2_tab.expand(P, T, -1).gather(-1, s.long())  # pads: 0
-        q = torch.cumsum(c, -1, dtype=torch.int64)
-        q0 = torch.cat([torch.zeros_like(q[..., :1]), q], -1)
-        csum = q - q0.gather(-1, gs.long())  # sum of c over the tie group up to here
-        end = torch.ones_like(new)
-        end[..., :-1] = new[..., 1:]
-        rc = gs.to(torch.int64) + ar.to(torch.int64) - (n[:, None] - 1)  # at a group end: start + end - (n-1)
-        out["num4"] = torch.where(end, rc * csum, torch.zeros_like(csum)).sum(-1)
+        # last position of each tie = W - 1 - run start in the reversed row
+        end_r = torch.ones_like(new)
+        end_r[..., 1:] = new.flip(-1)[..., :-1]
+        ge = _group_start(end_r, ar, idx).flip(-1)
+        del end_r
+        rc = (gs - ge).to(torch.int32)  # gs + ge - (n - 1) = twice the centred average rank
+        rc += (W - 1) - (tab.n[:, None].to(torch.int32) - 1)
+        rc.masked_fill_(tab.pad, 0)
+        del ge
+        idx.copy_(s)
+        c = tab.ct2_tab.expand(P, T, -1).gather(-1, idx).to(torch.int32)  # pads: 0
+        c *= rc
+        out["num4"] = c.sum(-1, dtype=torch.int64)
+        rc *= rc
+        out["sp4"] = rc.sum(-1, dtype=torch.int64)
+        del c, rc
+    if do_tau:
+        out["dis"] = _wavelet_sums(s, tab, idx) - tab.ref
     return out
 
 
@@ -527,3 +561,36 @@ def aggregate(scores: torch.Tensor, how: str = "mean") -> torch.Tensor:
     if how == "mean-std":
         return scores.mean(-1) - scores.std(-1, correction=0)
     raise ValueError(f"unknown aggregation {how!r}; expected one of {AGGREGATIONS}")
+
+
+# ----------------------------------------------------------------------------------------
+# Top-weighted rank correlation: a NAS search only needs the top of the ranking right
+
+
+def top_rows(target: torch.Tensor, offsets: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best ``fraction`` of each task by target: ``(idx int64[N'], offsets int64[T+1])``.
+
+    ``idx`` are global rows (ascending, so each task's rows stay contiguous), at least 2 per
+    task with >= 2 rows; ties at the cut are broken by row order. On ``target``'s device.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"top fraction must be in (0, 1], got {fraction}")
+    off = torch.as_tensor(offsets).cpu().tolist()
+    y = torch.as_tensor(target).detach().cpu()
+    parts, sizes = [], [0]
+    for a, b in zip(off[:-1], off[1:]):  # loop over tasks, not rows
+        n = b - a
+        k = min(n, max(2, math.ceil(fraction * n)))
+        top = torch.argsort(y[a:b], descending=True, stable=True)[:k]
+        parts.append(torch.sort(top).values + a)
+        sizes.append(k)
+    idx = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+    return idx.to(target.device), torch.cumsum(torch.tensor(sizes), 0).to(target.device)
+
+
+def top_kendall(pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, fraction: float = 0.1,
+                backend: str = "auto") -> torch.Tensor:
+    """``float32[P, T]``: Kendall tau-b among the top ``fraction`` of each task by target, i.e.
+    how well each individual orders the architectures that a search would actually pick from."""
+    idx, off = top_rows(target, offsets, fraction)
+    return kendall_tau_b(pred[:, idx], target[idx], off, backend)

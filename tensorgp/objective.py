@@ -8,14 +8,38 @@ import torch
 
 from .data import Batch
 from .evaluate import evaluate, resolve_backend
-from .fitness import aggregate, kendall_tau_b, spearman
+from .fitness import AGGREGATIONS, aggregate, kendall_tau_b, spearman, top_kendall
 from .population import Population
 
-METRICS = ("kendall", "spearman")
+METRICS = ("kendall", "spearman", "kendall-top")
+# Aggregations over search spaces (the task-name prefix before "/"): mean within each space
+# first, so a space with many tasks does not outvote one with few; then mean or min over spaces.
+SPACE_AGGREGATIONS = ("space-mean", "space-min")
+
+
+def parse_metric(metric: str) -> tuple[str, float]:
+    """``kendall`` | ``spearman`` | ``kendall-top`` (top 10%) | ``kendall-topNN`` (top NN%)
+    -> ``(base metric, top fraction or 0)``. ``kendall-top*`` is the mean of the global Kendall
+    and the Kendall among the top fraction of each task by accuracy."""
+    if metric in ("kendall", "spearman"):
+        return metric, 0.0
+    if metric.startswith("kendall-top"):
+        pct = metric[len("kendall-top"):] or "10"
+        try:
+            frac = float(pct) / 100.0
+        except ValueError:
+            frac = -1.0
+        if 0.0 < frac <= 1.0:
+            return "kendall-top", frac
+    raise ValueError(f"unknown metric {metric!r}; choose from kendall, spearman, kendall-top, kendall-topNN (NN in %)")
 
 
 def correlation(pred: torch.Tensor, batch: Batch, metric: str) -> torch.Tensor:
     """``pred float32[P, N]`` -> ``float32[P, T]`` rank correlation per task."""
+    if metric.startswith("kendall-top"):
+        frac = parse_metric(metric)[1]
+        k = kendall_tau_b(pred, batch.accuracy, batch.offsets)
+        return 0.5 * (k + top_kendall(pred, batch.accuracy, batch.offsets, frac))
     if metric == "kendall":
         return kendall_tau_b(pred, batch.accuracy, batch.offsets)
     if metric == "spearman":
@@ -33,15 +57,21 @@ class RankObjective:
 
     def __init__(self, batch: Batch, metric: str = "kendall", aggregation: str = "mean",
                  backend: str = "auto", chunk: int = 4096):
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+        parse_metric(metric)  # validates the name early
         self.batch = batch
         self.metric = metric
         self.aggregation = aggregation
         self.backend = resolve_backend(backend, batch.X.device)
         self.chunk = chunk
         self.last_split = (0.0, 0.0)
-        aggregate(torch.zeros(1, max(batch.n_tasks, 1)), aggregation)  # validates the name early
+        self.space_weights = None
+        if aggregation in SPACE_AGGREGATIONS:
+            spaces = sorted({n.split("/", 1)[0] for n in batch.names})
+            w = torch.tensor([[float(n.split("/", 1)[0] == s) for s in spaces] for n in batch.names])
+            self.space_weights = (w / w.sum(0, keepdim=True)).to(batch.X.device)  # [T, G] mean per space
+        elif aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {aggregation!r}; expected one of "
+                             f"{', '.join(AGGREGATIONS + SPACE_AGGREGATIONS)}")
 
     def scores(self, pop: Population) -> torch.Tensor:
         """``float32[P, T]`` per-task correlation of every program."""
@@ -61,4 +91,7 @@ class RankObjective:
         return torch.cat(outs)
 
     def __call__(self, pop: Population) -> torch.Tensor:
-        return aggregate(self.scores(pop), self.aggregation)
+        s = self.scores(pop)
+        if self.space_weights is not None:  # [P, T] -> [P, G] per-space means
+            return aggregate(s @ self.space_weights, self.aggregation[len("space-"):])
+        return aggregate(s, self.aggregation)

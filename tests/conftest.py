@@ -1,6 +1,14 @@
 import os
 from pathlib import Path
 
+# Triton decides between compiling and interpreting when it is imported: without a GPU the
+# kernel tests run under the interpreter, so set it before anything imports triton.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,6 +6,7 @@ TRITON_INTERPRET (bench/gpu_check.sh) and the same tests exercise the compiled k
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,16 +15,20 @@ import torch
 ON_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 if not ON_CUDA:
     # must precede the first triton import: triton picks interpreter vs compiler at import time
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("triton was imported before this module could set TRITON_INTERPRET=1 and there is no "
+                    "CUDA device: run with TRITON_INTERPRET=1 in the environment", allow_module_level=True)
     os.environ["TRITON_INTERPRET"] = "1"
 
 triton = pytest.importorskip("triton", reason="triton is not installed: Triton kernels untested")
 
+from tensorgp.evaluate import evaluate_torch as reference  # the torch reference interpreter
+from tensorgp.primitives import CONST, EPS, FIRST_VAR, FUNCTIONS, OPCODE
 
 
 def _kernels_module(name: str):
     """``tensorgp.kernels.<name>`` when installed (package-dir mapping), else ``kernels.<name>`` from the checkout."""
     import importlib
-    import sys
     from pathlib import Path
 
     try:
@@ -35,39 +40,10 @@ def _kernels_module(name: str):
 
 evaluate_triton = _kernels_module("eval_kernel").evaluate_triton
 max_stack_depth = _kernels_module("eval_kernel").max_stack_depth
-from tensorgp.primitives import CONST, EPS, FIRST_VAR, FUNCTIONS, OPCODE
-
 DEV = torch.device("cuda" if ON_CUDA else "cpu")
 EXACT_OPS = ("add", "sub", "mul", "div", "neg", "abs", "square", "inv", "min", "max")
 INEXACT_OPS = ("log", "sqrt", "exp", "tanh")  # torch CPU sqrt is not always correctly rounded
 RTOL, ATOL = 1e-5, 1e-6  # the documented contract for log/sqrt/exp/tanh
-
-
-def reference(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """The lead's torch interpreter when present, else a per-program stack machine over FUNCTIONS."""
-    try:
-        from tensorgp.evaluate import evaluate_torch
-    except ImportError:
-        evaluate_torch = None
-    if evaluate_torch is not None:
-        return evaluate_torch(ops, consts, length, X)
-    out = torch.empty(ops.shape[0], X.shape[0], dtype=torch.float32, device=X.device)
-    for p in range(ops.shape[0]):
-        stack: list[torch.Tensor] = []
-        for i in range(int(length[p])):
-            o = int(ops[p, i])
-            if o >= FIRST_VAR:
-                stack.append(X[:, o - FIRST_VAR])
-            elif o == CONST:
-                stack.append(torch.full((X.shape[0],), float(consts[p, i]), device=X.device))
-            else:
-                f = FUNCTIONS[o - 1]
-                args = stack[len(stack) - f.arity:]
-                del stack[len(stack) - f.arity:]
-                stack.append(f.fn(*args))
-        assert len(stack) == 1
-        out[p] = stack[0]
-    return out
 
 
 def random_tree(rng: np.random.Generator, depth: int, funcs: list[int], n_vars: int, const_p: float) -> tuple[list[int], list[float]]:
@@ -115,9 +91,9 @@ def edge_X(n_random: int, m: int, seed: int) -> torch.Tensor:
 
 
 def run(ops, consts, length, X, **kw) -> tuple[torch.Tensor, torch.Tensor]:
-    ref = reference(ops, consts, length, X)
-    got = evaluate_triton(ops.to(DEV), consts.to(DEV), length.to(DEV), X.to(DEV), **kw).cpu()
-    return got, ref
+    """(kernel, torch reference), both computed on DEV, returned on the CPU."""
+    args = [t.to(DEV) for t in (ops, consts, length, X)]
+    return evaluate_triton(*args, **kw).cpu(), reference(*args).cpu()
 
 
 def assert_exact(got: torch.Tensor, ref: torch.Tensor) -> None:
@@ -140,12 +116,13 @@ def test_each_operator_on_edge_values(name: str) -> None:
         torch.testing.assert_close(got, ref, rtol=RTOL, atol=ATOL if name == "log" else 0.0, equal_nan=True)
 
 
+@pytest.mark.parametrize("precise", [None, False] if ON_CUDA else [None])  # False: tl.exp/tl.log, not libdevice
 @pytest.mark.parametrize("name", INEXACT_OPS)
-def test_inexact_operators_relative_accuracy(name: str) -> None:
+def test_inexact_operators_relative_accuracy(name: str, precise: bool | None) -> None:
     # a sweep across the tanh switch point (0.55), log near 1, exp up to its clamp
     x = torch.cat([torch.linspace(-4, 4, 161), torch.logspace(-30, 1.9, 63), -torch.logspace(-30, 1.9, 63)])
     x = torch.cat([x, torch.tensor([0.5499999, 0.55, 0.5500001, 1.0000001, 0.9999999])]).float()[:, None]
-    got, ref = run(*population([([FIRST_VAR, OPCODE[name]], [0.0, 0.0])]), x)
+    got, ref = run(*population([([FIRST_VAR, OPCODE[name]], [0.0, 0.0])]), x, precise=precise)
     torch.testing.assert_close(got, ref, rtol=RTOL, atol=ATOL if name == "log" else 0.0, equal_nan=True)
 
 
@@ -198,7 +175,7 @@ def test_deep_stack_and_block_sizes() -> None:
     pop = population(progs, pad=3)
     assert max_stack_depth(pop[0]) == k + 1
     X = edge_X(40, 3, seed=7)
-    ref = reference(*pop, X)
+    ref = reference(*(t.to(DEV) for t in pop), X.to(DEV)).cpu()
     for kw in ({}, {"block_n": 16}, {"block_n": 64}, {"max_stack": 20}):
         got = evaluate_triton(*(t.to(DEV) for t in pop), X.to(DEV), **kw).cpu()
         assert_exact(got, ref)
@@ -259,16 +236,32 @@ def test_kendall_tau_b_matches_scipy() -> None:
         return kendall_tau_b_triton(torch.from_numpy(pred).to(DEV), torch.from_numpy(target).to(DEV),
                                     torch.from_numpy(offsets).to(DEV), block=32, nonfinite_high=high).cpu().numpy()
 
-    got = tau(pred, True)
-    ref = _kendall_reference(pred, target, offsets, True)
+    got = tau(pred, False)  # the default: non-finite ranks lowest, as in tensorgp.fitness
+    ref = _kendall_reference(pred, target, offsets, False)
     assert got.shape == (6, len(sizes)) and got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
     assert (got[2] == 0).all() and (got[3] == 0).all() and got[4, 0] == pytest.approx(1.0)
     assert np.abs(ref[0, [0, 3]]).min() > 0.2 and np.abs(ref[:2, [0, 3]]).max() < 1  # non-trivial cases
-    # non-finite values ranked first instead: only the row holding them changes
-    low = tau(pred[1:2], False)
-    np.testing.assert_allclose(low, _kendall_reference(pred[1:2], target, offsets, False), rtol=1e-6, atol=1e-7)
-    assert not np.allclose(low, got[1:2])
+    # non-finite values ranked highest instead: the row holding them changes
+    high = tau(pred[1:2], True)
+    np.testing.assert_allclose(high, _kendall_reference(pred[1:2], target, offsets, True), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(high, got[1:2])
+
+
+def test_kendall_matches_fitness_module() -> None:
+    fitness = pytest.importorskip("tensorgp.fitness", reason="tensorgp.fitness not present yet")
+    kendall_tau_b_triton = _kernels_module("kendall_kernel").kendall_tau_b_triton
+    rng = np.random.default_rng(5)
+    offsets = torch.tensor([0, 40, 41, 90])
+    target = torch.from_numpy(np.round(rng.random(90), 1).astype(np.float32))
+    pred = torch.from_numpy(np.round(rng.standard_normal((5, 90)), 1).astype(np.float32))
+    pred[0, ::3] = float("nan")
+    pred[1, ::4] = float("-inf")
+    pred[2, ::5] = float("inf")
+    pred[3] = 1.0
+    got = kendall_tau_b_triton(pred.to(DEV), target.to(DEV), offsets.to(DEV), block=32).cpu()
+    ref = fitness.kendall_tau_b(pred, target, offsets).cpu()
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
 
 
 def test_kendall_counts_are_exact_integers() -> None:

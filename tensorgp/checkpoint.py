@@ -1,0 +1,309 @@
+"""Checkpoints: one file per process holding everything a run needs to continue bit-for-bit.
+
+A checkpoint is a ``torch.save`` dict written atomically (temporary file in the same directory,
+fsync, ``os.replace``, directory fsync), so a crash or SIGKILL at any moment leaves the previous
+file intact. It holds
+
+    state:    the ``EvolutionState`` tensors (pop, fitness, hall of fame), generation, history,
+              stale counter and the ``torch.Generator`` state of the run device
+    run:      the run spec (data paths, task globs, proxies, config...), island and checkpoint
+              settings, so ``tensorgp run --resume DIR`` alone continues the run
+    progress: elapsed seconds, migrations so far, the proxies and training tasks the run used
+
+Files in DIR: ``checkpoint.pt`` (rank 0; the only one of a single-process run) and
+``checkpoint.rankR.pt`` for the other ranks of an island run, each with a ``.prev.pt`` copy of
+the checkpoint before it, so the ranks of an island run can agree on a generation they all
+have even if one was killed between its two writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
+from .population import Population
+from .primitives import PrimitiveSet
+
+FORMAT = "tensorgp-checkpoint"
+VERSION = 1
+# settings a resumed run may change; every other explicitly given flag must equal the saved value
+MUTABLE = frozenset({"spec.config.generations", "spec.config.patience", "spec.config.target", "spec.backend",
+                     "every"})
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def file_name(rank: int = 0, prev: bool = False) -> str:
+    stem = "checkpoint" if rank == 0 else f"checkpoint.rank{rank}"
+    return f"{stem}.prev.pt" if prev else f"{stem}.pt"
+
+
+# ---------------------------------------------------------------- (de)serialisation
+def _pop_dict(p: Population) -> dict:
+    return {"ops": p.ops.cpu(), "consts": p.consts.cpu(), "length": p.length.cpu()}
+
+
+def _pop_from(d: Mapping, device: torch.device) -> Population:
+    return Population(d["ops"].to(device), d["consts"].to(device), d["length"].to(device))
+
+
+def state_to_dict(st: EvolutionState, rng_state: torch.Tensor | None = None) -> dict:
+    """Plain dict of CPU tensors and numbers (loadable with ``weights_only=True``)."""
+    return {"pop": _pop_dict(st.pop), "fitness": st.fitness.cpu(),
+            "hof": {**_pop_dict(st.hof.pop), "fitness": st.hof.fitness.cpu(), "size": st.hof.size},
+            "generation": st.generation, "history": [h.to_dict() for h in st.history], "stale": st.stale,
+            "rng_state": (st.rng_state if rng_state is None else rng_state).cpu()}
+
+
+def state_from_dict(d: Mapping, device: str | torch.device = "cpu") -> EvolutionState:
+    dev = torch.device(device)
+    h = d["hof"]
+    hof = HallOfFame(_pop_from(h, dev), h["fitness"].to(dev), int(h["size"]))
+    return EvolutionState(_pop_from(d["pop"], dev), d["fitness"].to(dev), hof, int(d["generation"]),
+                          [GenStats(**g) for g in d["history"]], int(d["stale"]), d["rng_state"].cpu())
+
+
+def spec_to_dict(spec) -> dict:
+    """A ``RunSpec`` as plain data (every field, so fields added later are carried too); data
+    paths absolute, the function set spelled out."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.name == "data":
+            v = [str(Path(p).resolve()) for p in v]
+        elif f.name == "functions":
+            v = list(PrimitiveSet.parse_functions(v))
+        elif f.name == "config":
+            v = v.to_dict()
+        elif f.name == "device":
+            v = str(v)
+        elif isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, (tuple, list)):
+            v = [str(x) if isinstance(x, Path) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+def spec_from_dict(d: Mapping):
+    from .experiment import RunSpec  # experiment imports the island driver, which imports this module
+
+    known = {f.name for f in dataclasses.fields(RunSpec)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise CheckpointError(f"the checkpoint's run spec has fields this tensorgp lacks: {', '.join(unknown)}")
+    d = dict(d)
+    d["config"] = EvolutionConfig.from_dict(d["config"])
+    return RunSpec(**d)
+
+
+@dataclass
+class Checkpoint:
+    spec: Any  # RunSpec
+    state: EvolutionState
+    run: dict  # {"spec": spec dict, "islands": {"every", "migrants"} | None, "every": K, "world_size": W}
+    progress: dict = field(default_factory=dict)  # elapsed_s, migrations, migration_s, proxies, train_tasks
+    path: Path | None = None
+    rank: int = 0
+
+    @property
+    def generation(self) -> int:
+        return self.state.generation
+
+
+# ---------------------------------------------------------------- files
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(directory: str | Path, spec, state: EvolutionState, *, rng_state: torch.Tensor | None = None,
+         rank: int = 0, world_size: int = 1, every: int = 0, islands: Mapping | None = None,
+         progress: Mapping | None = None) -> Path:
+    """Write ``DIR/checkpoint[.rankR].pt`` atomically; the file it replaces becomes ``.prev.pt``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    obj = {"format": FORMAT, "version": VERSION, "rank": rank,
+           "run": {"spec": spec_to_dict(spec), "islands": dict(islands) if islands else None, "every": every,
+                   "world_size": world_size},
+           "state": state_to_dict(state, rng_state), "progress": dict(progress or {})}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    cur, prev = d / file_name(rank), d / file_name(rank, prev=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{cur.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        if cur.exists():
+            os.replace(cur, prev)  # a kill between the two renames leaves prev, never a torn file
+        os.replace(tmp, cur)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(d)
+    return cur
+
+
+def _read(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tensorgp checkpoint")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {obj.get('version')}, this tensorgp reads {VERSION}")
+    return obj
+
+
+def candidates(directory: str | Path, rank: int = 0) -> list[Path]:
+    """Existing checkpoint files of ``rank`` in ``directory``, newest first."""
+    d = Path(directory)
+    return [p for p in (d / file_name(rank), d / file_name(rank, prev=True)) if p.exists()]
+
+
+def generations(directory: str | Path, rank: int = 0) -> dict[int, Path]:
+    """``{generation: path}`` of the readable checkpoints of ``rank`` (unreadable ones skipped)."""
+    out: dict[int, Path] = {}
+    for p in reversed(candidates(directory, rank)):
+        try:
+            out[int(_read(p)["state"]["generation"])] = p
+        except CheckpointError:
+            continue
+    return out
+
+
+def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu") -> Checkpoint:
+    """A checkpoint file, or the newest readable one of ``rank`` in a directory."""
+    p = Path(path)
+    if p.is_dir():
+        files = candidates(p, rank)
+        if not files:
+            raise CheckpointError(f"no checkpoint of rank {rank} in {p} (expected {p / file_name(rank)})")
+        errors = []
+        for f in files:
+            try:
+                return load(f, rank, device)
+            except CheckpointError as e:
+                errors.append(str(e))
+        raise CheckpointError("; ".join(errors))
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    obj = _read(p)
+    return Checkpoint(spec_from_dict(obj["run"]["spec"]), state_from_dict(obj["state"], device), obj["run"],
+                      obj.get("progress", {}), p, int(obj.get("rank", rank)))
+
+
+# ---------------------------------------------------------------- resume precedence
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        *head, last = key.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    return out
+
+
+def run_settings(spec, islands: Mapping | None, every: int, world_size: int = 1) -> dict:
+    return {"spec": spec_to_dict(spec), "islands": dict(islands) if islands else None, "every": every,
+            "world_size": world_size}
+
+
+# `tensorgp run` options -> the run-settings key they set (see ``run_settings``)
+FLAG_KEYS = {"data": "spec.data", "train": "spec.train", "test": "spec.test", "proxies": "spec.proxies",
+             "preprocess": "spec.preprocess", "functions": "spec.functions", "constants": "spec.constants",
+             "metric": "spec.metric", "aggregation": "spec.aggregation", "device": "spec.device",
+             "backend": "spec.backend", "pop": "spec.config.population", "gens": "spec.config.generations",
+             "runs": "spec.config.runs", "islands": "spec.config.runs", "seed": "spec.config.seed",
+             "parsimony": "spec.config.parsimony", "tournament": "spec.config.tournament_size",
+             "elitism": "spec.config.elitism", "max_depth": "spec.config.max_depth",
+             "max_len": "spec.config.max_len", "patience": "spec.config.patience",
+             "migrate_every": "islands.every", "migrants": "islands.migrants", "every": "every"}
+# options that never touch the run settings
+OPERATIONAL = frozenset({"ctx", "out_dir", "as_json", "quiet", "checkpoint", "resume"})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def merge_resume(saved: Mapping, given: Mapping, explicit: Iterable[str]) -> dict:
+    """Resume precedence: the checkpoint's settings win over defaults; an option the user gave
+    explicitly (``explicit``: ``tensorgp run`` parameter names) may change a key of ``MUTABLE``
+    and must otherwise equal the saved value, else a ``CheckpointError`` names every
+    contradicting option. An explicit option of unknown meaning (not in ``FLAG_KEYS``)
+    contradicts when the given settings differ from the saved ones in a key no known option
+    sets. ``saved``/``given``: ``run_settings`` dicts; returns the merged one."""
+    s, g = _flatten(saved), _flatten(given)
+    explicit = set(explicit) - OPERATIONAL
+    conflicts = []
+    for name in sorted(explicit & set(FLAG_KEYS)):
+        key, flag = FLAG_KEYS[name], _flag(name)
+        gv = g.get(key)
+        if key in MUTABLE:
+            s[key] = gv
+            continue
+        if key.startswith("islands.") and saved.get("islands") is None:
+            conflicts.append(f"{flag} (the checkpoint was written by a run without islands)")
+            continue
+        if not _same(key, gv, s.get(key)):
+            conflicts.append(f"{flag} {_show(gv)} (checkpoint: {_show(s.get(key))})")
+    unmapped = sorted(explicit - set(FLAG_KEYS))
+    if unmapped:
+        covered = set(FLAG_KEYS.values()) | MUTABLE | {"world_size", "islands"}
+        diff = [k for k in sorted(set(s) | set(g)) if k not in covered and not _same(k, g.get(k), s.get(k))]
+        if diff:
+            conflicts.append(f"{', '.join(map(_flag, unmapped))} (the given settings differ from the checkpoint in "
+                             + ", ".join(f"{k.removeprefix('spec.')} {_show(g.get(k))} vs {_show(s.get(k))}"
+                                         for k in diff) + ")")
+    if conflicts:
+        raise CheckpointError("these options contradict the checkpoint: " + "; ".join(conflicts)
+                              + ". Drop them to continue the saved run, or start a new run without --resume "
+                              "(on resume only --gens, --patience, --backend and --every may change)")
+    return _unflatten(s)
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "spec.device" and a is not None and b is not None:
+        da, db = torch.device(a), torch.device(b)  # "cuda" matches any "cuda:N"
+        return da.type == db.type and (da.index is None or db.index is None or da.index == db.index)
+    return a == b
+
+
+def _show(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)

@@ -1,0 +1,379 @@
+"""Constant optimisation: Levenberg-Marquardt on the ephemeral constants of a few programs.
+
+``jacobian(ops, consts, length, X)`` is a forward-mode (dual-number) interpreter: it runs the
+postfix programs like ``evaluate_torch`` (one batched step per position and opcode) in float64
+and carries, with every stack value, its derivative with respect to each constant of its
+program, so one pass gives the outputs ``f[K, n]`` and the exact Jacobian ``J[K, C, n]``. The
+derivative rules follow the protected semantics of ``primitives.FUNCTIONS``: where a protected
+function returns its fallback (``div``/``inv``/``log`` at |x| <= EPS, ``exp`` above its clamp)
+the derivative is 0; ``sqrt|a|`` at |a| <= EPS also gets 0 instead of an infinite slope.
+
+``optimize_constants`` runs batched LM on the least-squares error of ``a + b f(x; c)`` (or of
+``f`` without linear scaling): parameters ``[c, a, b]``, damping ``lambda * diag(J^T J)`` per
+program, a step kept only where it lowers that program's error. The caller decides whether to
+keep the result (it re-scores the programs with the real loss on all rows).
+"""
+from __future__ import annotations
+
+import torch
+
+import numpy as np
+
+from .evaluate import max_stack
+from .population import Population, arity_of
+from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, OPCODE
+
+try:  # numba is optional: the torch interpreter below gives the same numbers
+    from numba import njit
+
+    _HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    _HAVE_NUMBA = False
+
+
+def const_slots(ops: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(is_const bool[K, L], slot int64[K, L], C)``: which positions hold constants, the index of
+    each among its program's constants (-1 elsewhere), and the largest count C (at least 1)."""
+    valid = torch.arange(ops.shape[1], device=ops.device)[None, :] < length[:, None]
+    is_c = (ops == CONST) & valid
+    slot = torch.where(is_c, is_c.long().cumsum(1) - 1, torch.full_like(ops, -1, dtype=torch.long))
+    C = max(1, int(is_c.sum(1).max().item())) if ops.numel() else 1
+    return is_c, slot, C
+
+
+def _rule(name: str, a, da, b=None, db=None):
+    """Value and derivative of one function: ``a, b: [k, n]``, ``da, db: [k, C, n]``."""
+    if name == "add":
+        return a + b, da + db
+    if name == "sub":
+        return a - b, da - db
+    if name == "mul":
+        return a * b, b[:, None] * da + a[:, None] * db
+    if name == "div":
+        safe = b.abs() > EPS
+        bs = torch.where(safe, b, torch.ones_like(b))
+        v = torch.where(safe, a / bs, torch.ones_like(a))
+        dv = (da * bs[:, None] - a[:, None] * db) / (bs * bs)[:, None]
+        return v, torch.where(safe[:, None], dv, torch.zeros_like(dv))
+    if name == "neg":
+        return -a, -da
+    if name == "log":
+        safe = a.abs() > EPS
+        as_ = torch.where(safe, a, torch.ones_like(a))
+        return torch.where(safe, torch.log(as_.abs()), torch.zeros_like(a)), torch.where(safe[:, None], da / as_[:, None], torch.zeros_like(da))
+    if name == "sqrt":
+        v = torch.sqrt(a.abs())
+        safe = a.abs() > EPS
+        g = torch.where(safe, torch.sign(a) / (2 * torch.where(safe, v, torch.ones_like(v))), torch.zeros_like(a))
+        return v, g[:, None] * da
+    if name == "abs":
+        return a.abs(), torch.sign(a)[:, None] * da
+    if name == "square":
+        return a * a, (2 * a)[:, None] * da
+    if name == "inv":
+        safe = a.abs() > EPS
+        as_ = torch.where(safe, a, torch.ones_like(a))
+        return torch.where(safe, 1 / as_, torch.zeros_like(a)), torch.where(safe[:, None], -da / (as_ * as_)[:, None], torch.zeros_like(da))
+    if name == "exp":
+        v = torch.exp(torch.clamp(a, max=EXP_MAX))
+        return v, torch.where((a < EXP_MAX)[:, None], v[:, None] * da, torch.zeros_like(da))
+    if name == "tanh":
+        v = torch.tanh(a)
+        return v, (1 - v * v)[:, None] * da
+    if name == "min":
+        return torch.minimum(a, b), torch.where((a <= b)[:, None], da, db)
+    if name == "max":
+        return torch.maximum(a, b), torch.where((a >= b)[:, None], da, db)
+    raise ValueError(f"no derivative rule for {name!r}")
+
+
+def jacobian(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor,
+             backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and constant-Jacobian of K programs on ``X [n, m]``, float64: ``(f [K, n], J [K, C, n])``,
+    where column j of program k is its j-th constant in postfix order (see ``const_slots``).
+
+    ``backend``: ``numba`` (CPU; one compiled pass per program and row, no per-node tensor
+    calls, which matters because K is small), ``torch`` (any device), ``auto`` (numba for CPU
+    tensors when available)."""
+    if backend == "auto":
+        backend = "numba" if _HAVE_NUMBA and X.device.type == "cpu" else "torch"
+    if backend == "numba":
+        return _jacobian_numba(ops, consts, length, X)
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; choose auto, numba or torch")
+    return _jacobian_torch(ops, consts, length, X)
+
+
+def _jacobian_torch(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor,
+                    dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    K, L = ops.shape
+    n = X.shape[0]
+    dev = X.device
+    is_c, slot, C = const_slots(ops, length)
+    Xt = X.t().to(dtype)
+    S = max_stack(ops, length)
+    V = torch.zeros(S, K, n, dtype=dtype, device=dev)
+    D = torch.zeros(S, K, C, n, dtype=dtype, device=dev)
+    sp = torch.zeros(K, dtype=torch.long, device=dev)
+    ar = arity_of(ops).long()
+    Lmax = int(length.max().item()) if K else 0
+    for t in range(Lmax):
+        op = ops[:, t]
+        live = t < length
+        term = live & (op >= CONST)
+        if bool(term.any()):
+            idx = term.nonzero()[:, 0]
+            o = op[idx].long()
+            is_var = o >= FIRST_VAR
+            vals = Xt[(o - FIRST_VAR).clamp(min=0)]
+            vals = torch.where(is_var[:, None], vals, consts[idx, t].to(dtype)[:, None].expand(-1, n))
+            V[sp[idx], idx] = vals
+            D[sp[idx], idx] = 0
+            ci = idx[~is_var]
+            if len(ci):
+                D[sp[ci], ci, slot[ci, t]] = 1
+        fn_rows = live & (op < CONST) & (op > 0)
+        if bool(fn_rows.any()):
+            for code in torch.unique(op[fn_rows]).tolist():
+                idx = ((op == code) & live).nonzero()[:, 0]
+                f = FUNCTIONS[code - 1]
+                base = sp[idx] - f.arity
+                if f.arity == 1:
+                    v, dv = _rule(f.name, V[base, idx], D[base, idx])
+                else:
+                    v, dv = _rule(f.name, V[base, idx], D[base, idx], V[base + 1, idx], D[base + 1, idx])
+                V[base, idx] = v
+                D[base, idx] = dv
+        sp = sp + torch.where(live, 1 - ar[:, t], torch.zeros_like(sp))
+    return V[0], D[0]
+
+
+def _jacobian_numba(ops, consts, length, X):
+    is_c, slot, C = const_slots(ops, length)
+    K, n = ops.shape[0], X.shape[0]
+    S = max_stack(ops, length)
+    f = np.zeros((K, n), np.float64)
+    J = np.zeros((K, C, n), np.float64)
+    if K and n:
+        _jac_kernel(ops.to(torch.int32).contiguous().numpy(), consts.to(torch.float64).contiguous().numpy(),
+                    length.to(torch.int64).contiguous().numpy(), X.t().to(torch.float64).contiguous().numpy(),
+                    slot.contiguous().numpy(), S, f, J)
+    return torch.from_numpy(f), torch.from_numpy(J)
+
+
+if _HAVE_NUMBA:
+    _O = {k: np.int32(v) for k, v in OPCODE.items()}
+    _ADD, _SUB, _MUL, _DIV, _NEG, _LOG, _SQRT = _O["add"], _O["sub"], _O["mul"], _O["div"], _O["neg"], _O["log"], _O["sqrt"]
+    _ABS, _SQUARE, _INV, _EXP, _TANH, _MIN, _MAX = _O["abs"], _O["square"], _O["inv"], _O["exp"], _O["tanh"], _O["min"], _O["max"]
+    _CONST, _FIRST = np.int32(CONST), np.int32(FIRST_VAR)
+    _EPS, _XMAX = float(EPS), float(EXP_MAX)
+
+    @njit(cache=True, nogil=True, error_model="numpy")  # serial: K x n is small, threads cost more than they save
+    def _jac_kernel(ops, consts, length, Xt, slot, S, f, J):
+        K = ops.shape[0]
+        C = J.shape[1]
+        n = Xt.shape[1]
+        B = 64
+        nb = (n + B - 1) // B
+        for w in range(K * nb):
+            k = w // nb
+            r0 = (w % nb) * B
+            r1 = min(n, r0 + B)
+            v = np.zeros(S)
+            d = np.zeros((S, C))
+            for i in range(r0, r1):
+                sp = 0
+                for t in range(length[k]):
+                    op = ops[k, t]
+                    if op >= _FIRST:
+                        v[sp] = Xt[op - _FIRST, i]
+                        d[sp, :] = 0.0
+                        sp += 1
+                    elif op == _CONST:
+                        v[sp] = consts[k, t]
+                        d[sp, :] = 0.0
+                        d[sp, slot[k, t]] = 1.0
+                        sp += 1
+                    elif op == _ADD or op == _SUB or op == _MUL or op == _DIV or op == _MIN or op == _MAX:
+                        a = v[sp - 2]
+                        b = v[sp - 1]
+                        p = sp - 2
+                        q = sp - 1
+                        if op == _ADD:
+                            v[p] = a + b
+                            for j in range(C):
+                                d[p, j] += d[q, j]
+                        elif op == _SUB:
+                            v[p] = a - b
+                            for j in range(C):
+                                d[p, j] -= d[q, j]
+                        elif op == _MUL:
+                            v[p] = a * b
+                            for j in range(C):
+                                d[p, j] = b * d[p, j] + a * d[q, j]
+                        elif op == _DIV:
+                            if abs(b) > _EPS:
+                                v[p] = a / b
+                                for j in range(C):
+                                    d[p, j] = (d[p, j] * b - a * d[q, j]) / (b * b)
+                            else:
+                                v[p] = 1.0
+                                d[p, :] = 0.0
+                        elif op == _MIN:
+                            if a <= b:
+                                v[p] = a
+                            else:
+                                v[p] = b
+                                d[p, :] = d[q, :]
+                            if a != a or b != b:
+                                v[p] = np.nan
+                        else:
+                            if a >= b:
+                                v[p] = a
+                            else:
+                                v[p] = b
+                                d[p, :] = d[q, :]
+                            if a != a or b != b:
+                                v[p] = np.nan
+                        sp -= 1
+                    else:
+                        p = sp - 1
+                        a = v[p]
+                        g = 0.0
+                        if op == _NEG:
+                            v[p] = -a
+                            g = -1.0
+                        elif op == _LOG:
+                            if abs(a) > _EPS:
+                                v[p] = np.log(abs(a))
+                                g = 1.0 / a
+                            else:
+                                v[p] = 0.0
+                        elif op == _SQRT:
+                            s = np.sqrt(abs(a))
+                            v[p] = s
+                            if abs(a) > _EPS:
+                                g = (1.0 if a > 0 else -1.0) / (2.0 * s)
+                        elif op == _ABS:
+                            v[p] = abs(a)
+                            g = 1.0 if a > 0 else (-1.0 if a < 0 else 0.0)
+                        elif op == _SQUARE:
+                            v[p] = a * a
+                            g = 2.0 * a
+                        elif op == _INV:
+                            if abs(a) > _EPS:
+                                v[p] = 1.0 / a
+                                g = -1.0 / (a * a)
+                            else:
+                                v[p] = 0.0
+                        elif op == _EXP:
+                            if a < _XMAX:
+                                v[p] = np.exp(a)
+                                g = v[p]
+                            elif a != a:
+                                v[p] = np.nan
+                            else:
+                                v[p] = np.exp(_XMAX)
+                        else:  # tanh
+                            v[p] = np.tanh(a)
+                            g = 1.0 - v[p] * v[p]
+                        for j in range(C):
+                            d[p, j] *= g
+                f[k, i] = v[0]
+                for j in range(C):
+                    J[k, j, i] = d[0, j]
+
+
+def with_constants(consts: torch.Tensor, is_c: torch.Tensor, slot: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``consts [K, L]`` with the constant positions replaced by ``c [K, C]`` (float32)."""
+    return torch.where(is_c, c.gather(1, slot.clamp(min=0)).to(consts.dtype), consts)
+
+
+def _solve(M: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched ``M x = g`` for small systems: ``(x [K, p], ok bool[K])``. On the CPU through numpy
+    (LAPACK per matrix, no thread pool: torch's batched solve costs ~20 ms for a 4 x 10 x 10
+    batch on a busy machine)."""
+    if M.device.type == "cpu":
+        Mn, gn = M.numpy(), g.numpy()
+        try:
+            x = np.linalg.solve(Mn, gn[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:  # one singular system: solve them one by one
+            x = np.zeros_like(gn)
+            for i in range(len(Mn)):
+                try:
+                    x[i] = np.linalg.solve(Mn[i], gn[i])
+                except np.linalg.LinAlgError:
+                    x[i] = 0.0
+        x = torch.from_numpy(x)
+        ok = torch.isfinite(x).all(1)
+    else:
+        x, info = torch.linalg.solve_ex(M, g[:, :, None])
+        x = x[:, :, 0]
+        ok = (info == 0) & torch.isfinite(x).all(1)
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), ok
+
+
+def optimize_constants(pop: Population, X: torch.Tensor, y: torch.Tensor, linear_scaling: bool = True,
+                       steps: int = 10, lam0: float = 1e-3) -> tuple[Population, torch.Tensor, torch.Tensor]:
+    """LM on the constants of ``pop`` (K programs) against ``y [n]`` on rows ``X [n, m]``.
+
+    Returns ``(new_pop, sse_before float64[K], sse_after float64[K])`` on ``X``'s device; a
+    program without constants (or whose error never decreased) keeps its constants.
+    """
+    dev = X.device
+    pop = pop.to(dev).trimmed()
+    ops, consts, length = pop.ops, pop.consts, pop.length
+    K = pop.size
+    y = y.to(dev, torch.float64)
+    is_c, slot, C = const_slots(ops, length)
+    c = torch.zeros(K, C, dtype=torch.float64, device=dev)
+    c.scatter_add_(1, slot.clamp(min=0), torch.where(is_c, consts.to(torch.float64), torch.zeros((), dtype=torch.float64, device=dev)))
+    n_c = is_c.sum(1)
+
+    def residual(cc: torch.Tensor):
+        f, J = jacobian(ops, with_constants(consts, is_c, slot, cc), length, X)
+        # exactly the float32 constants the evaluators will see
+        if linear_scaling:
+            fm = f.mean(1, keepdim=True)
+            ym = y.mean()
+            fc = f - fm
+            var = (fc * fc).sum(1)
+            b = torch.where(var > 0, (fc * (y - ym)).sum(1) / var.clamp(min=1e-300), torch.zeros_like(var))
+            a = ym - b * fm[:, 0]
+            r = y - (a[:, None] + b[:, None] * f)
+            Jf = torch.cat([b[:, None, None] * J, torch.ones_like(f)[:, None], f[:, None]], 1)
+        else:
+            r = y - f
+            Jf = J
+        sse = (r * r).sum(1)
+        return r, Jf, torch.where(torch.isfinite(sse), sse, torch.full_like(sse, float("inf")))
+
+    c = c.to(torch.float32).to(torch.float64)
+    r, J, sse = residual(c)
+    sse0 = sse.clone()
+    lam = torch.full((K,), lam0, dtype=torch.float64, device=dev)
+    active = (n_c > 0) & torch.isfinite(sse)
+    for _ in range(steps):
+        if not bool(active.any()):
+            break
+        Jn = torch.nan_to_num(J, nan=0.0, posinf=0.0, neginf=0.0)
+        rn = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+        A = Jn @ Jn.transpose(1, 2)
+        g = (Jn @ rn[:, :, None])[:, :, 0]
+        diag = torch.diagonal(A, dim1=1, dim2=2)
+        floor = 1e-12 * diag.amax(1, keepdim=True) + 1e-30
+        M = A + torch.diag_embed(lam[:, None] * diag.clamp(min=0) + floor)
+        delta, ok = _solve(M, g)
+        # a, b are recomputed in closed form, so only the constants' part of the step is used
+        c_new = (c + delta[:, :C]).to(torch.float32).to(torch.float64)
+        r2, J2, sse2 = residual(c_new)
+        better = active & ok & (sse2 < sse)
+        c = torch.where(better[:, None], c_new, c)
+        r = torch.where(better[:, None], r2, r)
+        J = torch.where(better[:, None, None], J2, J)
+        sse = torch.where(better, sse2, sse)
+        lam = torch.where(better, lam * 0.3, lam * 10).clamp(1e-12, 1e12)
+        # converged (relative improvement below float32 resolution) or hopeless damping
+        active = active & (lam < 1e11)
+    new_consts = with_constants(consts, is_c, slot, c).to(torch.float32)
+    return Population(ops, new_consts, length), sse0, sse

@@ -1,0 +1,662 @@
+"""``SymbolicRegressor``: symbolic regression with scikit-learn conventions on the tensorgp engine.
+
+    from tensorgp import SymbolicRegressor
+    est = SymbolicRegressor(generations=20, random_state=0).fit(X, y)
+    est.expression_, est.predict(X_new), est.score(X_test, y_test), est.to_sympy()
+
+Inputs: numpy arrays, torch tensors, pandas DataFrames/Series (column names become variable
+names, after replacing characters that cannot appear in a name by ``_``) or nested lists;
+neither pandas nor scikit-learn is needed. ``fit`` requires finite X and y (NaN/inf raise a
+ValueError that says where); ``predict`` accepts non-finite X and propagates it (protected
+operators aside). A constant y is not an error: a UserWarning is issued and the model is that
+constant (``expression_`` is the value, ``score`` is 1.0 on data where y is that constant).
+
+How a fit runs:
+
+* Evolution: ``tensorgp.evolve.Evolver`` (tournament selection, subtree crossover and
+  subtree/hoist/point mutation, elitism) with ``losses.RegressionObjective`` as its fitness,
+  ``-loss / scale`` (see ``losses``), minus ``parsimony_coefficient * length``.
+* Linear scaling (``linear_scaling=True``, default): each program f is scored as the
+  least-squares ``a + b f`` (closed form from row sums, batched over the population), and
+  the model is that scaled expression. Scale-free losses (pearson, spearman, kendall) always
+  get it for prediction.
+* Constants: ephemeral random constants (``const_prob`` of terminals, uniform in
+  ``const_range``). With ``const_optimization=True`` (default) the ``const_opt_elites`` best
+  programs that contain constants and were not optimised yet get ``const_opt_steps``
+  Levenberg-Marquardt iterations on ``const_opt_rows`` fixed random rows after every generation
+  (exact Jacobians from a forward-mode interpreter, ``tensorgp.constants``); improved constants
+  are written back into the population (Lamarckian) when the real loss on all rows improves.
+  At the end every program of the Pareto front gets a longer polish the same way.
+* Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
+  values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
+  streamed to the device chunk by chunk.
+* Results: a hall of fame holds the best program of every length (complexity) seen; its
+  non-dominated members are ``pareto_front_``. The model (``program_``, ``expression_``) is the
+  simplest front member whose training loss is within ``selection_tolerance`` (relative) of
+  the best. ``tol`` stops the run early once the best normalised loss reaches it.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import expression as E
+from .constants import optimize_constants
+from .evaluate import evaluate, resolve_backend
+from .evolve import EvolutionConfig, Evolver
+from .losses import SCALE_FREE, RegressionObjective, check_loss
+from .population import Population, pad_to
+from .primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
+from .variation import VariationRates
+
+SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a method that needs a fitted model is called before ``fit``."""
+
+
+# ------------------------------------------------------------------------------- input checks
+
+
+def _is_frame(X: Any) -> bool:
+    return hasattr(X, "columns") and hasattr(X, "to_numpy") and getattr(X, "ndim", 2) == 2
+
+
+def _sanitize(names: list[str]) -> list[str]:
+    """Names usable in formulas: non-word characters -> ``_``, no leading digit, unique."""
+    out: list[str] = []
+    for n in names:
+        s = re.sub(r"\W", "_", n) or "x"
+        if s[0].isdigit():
+            s = "x_" + s
+        base, k = s, 1
+        while s in out:
+            s, k = f"{base}_{k}", k + 1
+        out.append(s)
+    return out
+
+
+def _nonfinite_message(what: str, bad: np.ndarray) -> str:
+    pos = np.argwhere(bad)
+    first = pos[0].tolist()
+    where = f"row {first[0]}" + (f", column {first[1]}" if len(first) > 1 else "")
+    return (f"{what} contains {len(pos)} non-finite value(s) (NaN or inf, or beyond the float32 range "
+            f"for X), first at {where}; remove or impute them before fit")
+
+
+def _check_X(X: Any, allow_nonfinite: bool = False) -> tuple[torch.Tensor, list[str] | None]:
+    """``X`` -> ``(float32[N, m] tensor, column names or None)``."""
+    names = None
+    if torch.is_tensor(X):
+        t = X.detach()
+        if t.is_complex():
+            raise ValueError("X must be real-valued")
+        t = t.to(torch.float32)
+    else:
+        if _is_frame(X):
+            cols = list(X.columns)
+            if all(isinstance(c, str) for c in cols):
+                names = cols
+            try:
+                arr = X.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"X has non-numeric columns: {e}") from e
+        else:
+            try:
+                arr = np.asarray(X, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"X must be numeric: {e}") from e
+        if arr.ndim == 2:
+            arr = arr.astype(np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.ndim == 2 else torch.as_tensor(arr)
+    if t.dim() != 2:
+        raise ValueError(f"X must be 2-D [n_samples, n_features], got shape {tuple(t.shape)}"
+                         + ("; reshape a single feature with X.reshape(-1, 1)" if t.dim() == 1 else ""))
+    if t.shape[0] == 0:
+        raise ValueError(f"X has 0 samples (shape {tuple(t.shape)}); at least one is required")
+    if t.shape[1] == 0:
+        raise ValueError(f"X has 0 features (shape {tuple(t.shape)}); at least one is required")
+    if not allow_nonfinite:
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            raise ValueError(_nonfinite_message("X", bad.cpu().numpy()))
+    return t, names
+
+
+def _check_y(y: Any, n: int) -> torch.Tensor:
+    """``y`` -> ``float64[N]`` CPU tensor (a ``[N, 1]`` column is accepted)."""
+    if torch.is_tensor(y):
+        t = y.detach().to("cpu", torch.float64)
+    else:
+        try:
+            t = torch.from_numpy(np.array(y, dtype=np.float64))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"y must be numeric: {e}") from e
+    if t.dim() == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.dim() != 1:
+        raise ValueError(f"y must be 1-D [n_samples] (one target), got shape {tuple(t.shape)}")
+    if t.shape[0] != n:
+        raise ValueError(f"X and y have different numbers of samples: {n} and {t.shape[0]}")
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        raise ValueError(_nonfinite_message("y", bad.numpy()))
+    return t.contiguous()
+
+
+# ------------------------------------------------------------------------------- hall of fame
+
+
+def _keys(pop: Population) -> torch.Tensor:
+    """``int64[P]`` hash of each program (ops, constant bits, length); equal programs, equal keys."""
+    L = pop.max_len
+    g = torch.Generator().manual_seed(7)
+    w1 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
+    w2 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
+    bits = pop.consts.contiguous().view(torch.int32).long()
+    return (pop.ops.long() * w1).sum(1) * 1000003 + (bits * w2).sum(1) + pop.length.long()
+
+
+class _Archive:
+    """Best program (lowest normalised loss) of every length 1..L seen so far."""
+
+    def __init__(self, L: int, device: torch.device):
+        self.L = L
+        self.ops = torch.zeros(L + 1, L, dtype=torch.int32, device=device)
+        self.consts = torch.zeros(L + 1, L, device=device)
+        self.length = torch.zeros(L + 1, dtype=torch.int32, device=device)
+        self.loss = torch.full((L + 1,), math.inf, dtype=torch.float64, device=device)
+
+    def update(self, pop: Population, loss: torch.Tensor) -> None:
+        dev = self.loss.device
+        pop = pop.to(dev)
+        loss = torch.nan_to_num(loss.to(dev, torch.float64), nan=math.inf)
+        lengths = pop.length.long().clamp(max=self.L)
+        best = torch.full_like(self.loss, math.inf).scatter_reduce(0, lengths, loss, "amin")
+        hit = (loss == best[lengths]) & torch.isfinite(loss)
+        P = pop.size
+        first = torch.full((self.L + 1,), P, dtype=torch.long, device=dev)
+        first.scatter_reduce_(0, lengths[hit], torch.arange(P, device=dev)[hit], "amin")
+        take = (best < self.loss) & (first < P)
+        rows = first[take]
+        self.ops[take] = pad_to(pop.ops[rows], self.L)
+        self.consts[take] = pad_to(pop.consts[rows], self.L)
+        self.length[take] = pop.length[rows]
+        self.loss[take] = best[take]
+
+    def entries(self) -> tuple[Population, torch.Tensor, torch.Tensor]:
+        """``(pop, loss, on_front)`` of the filled slots, by increasing length."""
+        filled = torch.isfinite(self.loss).nonzero()[:, 0]
+        loss = self.loss[filled]
+        prev = torch.cat([loss.new_full((1,), math.inf), torch.cummin(loss, 0).values[:-1]])
+        front = loss < prev
+        return Population(self.ops[filled], self.consts[filled], self.length[filled]), loss, front
+
+    @property
+    def best(self) -> float:
+        return float(self.loss.min())
+
+
+@dataclass
+class FittedProgram:
+    """One hall-of-fame entry: ``intercept + slope * program``."""
+
+    complexity: int  # nodes of the program (without the scaling)
+    loss: float  # training loss, in the loss's units
+    expression: str
+    intercept: float
+    slope: float
+    program: Population
+    pareto: bool
+
+    def to_dict(self) -> dict:
+        return {"complexity": self.complexity, "loss": self.loss, "expression": self.expression,
+                "intercept": self.intercept, "slope": self.slope, "pareto": self.pareto}
+
+
+# ------------------------------------------------------------------------------- formulas
+
+
+def _fmt_num(v: float, digits: int) -> str:
+    if not math.isfinite(v):
+        return str(v)
+    s = f"{v:.{digits}g}"
+    return s
+
+
+def _infix(node: E.Node, names: list[str], digits: int) -> str:
+    if node.op == CONST:
+        s = _fmt_num(node.value, digits)
+        return f"({s})" if s.startswith("-") else s
+    if node.op >= FIRST_VAR:
+        return names[node.op - FIRST_VAR]
+    f = function(node.op)
+    a = [_infix(c, names, digits) for c in node.children]
+    if f.name in ("add", "sub") and node.children[1].op == CONST and node.children[1].value < 0:
+        # x + (-c) -> x - c, x - (-c) -> x + c
+        op = "-" if f.name == "add" else "+"
+        return f"({a[0]} {op} {_fmt_num(-node.children[1].value, digits)})"
+    if f.name in ("add", "sub", "mul", "div"):
+        return f"({a[0]} {dict(add='+', sub='-', mul='*', div='/')[f.name]} {a[1]})"
+    if f.name == "neg":
+        return f"(-{a[0]})"
+    return f"{f.name}({', '.join(a)})"
+
+
+def _model_node(node: E.Node, a: float, b: float) -> E.Node:
+    """``a + b * node`` as a tree (the identity parts left out), simplified exactly."""
+    out = node
+    if b != 1.0:
+        out = E.Node(OPCODE["mul"], 0.0, (E.Node(CONST, float(np.float32(b))), out))
+    if a != 0.0:
+        out = E.Node(OPCODE["add"], 0.0, (out, E.Node(CONST, float(np.float32(a)))))
+    return E.simplify(out)
+
+
+def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6) -> str:
+    """Readable ``a + b * f`` with constants to ``digits`` significant digits."""
+    s = _infix(_model_node(node, a, b), names, digits)
+    if s.startswith("(") and s.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(s):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(s) - 1:
+                break
+        else:
+            s = s[1:-1]
+    return s
+
+
+def node_to_sympy(node: E.Node, symbols: list, a: float = 0.0, b: float = 1.0):
+    """sympy expression of ``a + b * node``. Protected operators become their plain forms
+    (``log|x|``, ``sqrt|x|``, ``x / y``, ``1 / x``, ``exp`` without its clamp): they agree with
+    the program wherever no protection threshold (|x| <= 1e-6, exp argument > 80) is hit."""
+    import sympy as sp
+
+    def conv(n: E.Node):
+        if n.op == CONST:
+            return sp.Float(n.value, 9)
+        if n.op >= FIRST_VAR:
+            return symbols[n.op - FIRST_VAR]
+        name = function(n.op).name
+        c = [conv(k) for k in n.children]
+        table = {
+            "add": lambda: c[0] + c[1], "sub": lambda: c[0] - c[1], "mul": lambda: c[0] * c[1],
+            "div": lambda: c[0] / c[1], "neg": lambda: -c[0], "log": lambda: sp.log(sp.Abs(c[0])),
+            "sqrt": lambda: sp.sqrt(sp.Abs(c[0])), "abs": lambda: sp.Abs(c[0]), "square": lambda: c[0] ** 2,
+            "inv": lambda: 1 / c[0], "exp": lambda: sp.exp(c[0]), "tanh": lambda: sp.tanh(c[0]),
+            "min": lambda: sp.Min(c[0], c[1]), "max": lambda: sp.Max(c[0], c[1]),
+        }
+        return table[name]()
+
+    out = conv(node)
+    if b != 1.0:
+        out = sp.Float(b, 15) * out
+    if a != 0.0:
+        out = out + sp.Float(a, 15)
+    return out
+
+
+# ------------------------------------------------------------------------------- estimator
+
+
+class SymbolicRegressor:
+    """Symbolic regression estimator (scikit-learn API, no scikit-learn needed).
+
+    Parameters
+    ----------
+    population_size, generations : programs per generation, generations to run.
+    tournament_size, elitism : selection pressure; programs copied unchanged per generation.
+    function_set : function names (``tensorgp.primitives.FUNCTIONS``), a tuple or "add,mul,..".
+    max_depth, max_length, init_depth : tree depth and node limits; ramped half-and-half depths.
+    const_prob, const_range : share of terminals that are ephemeral random constants, and their range.
+    p_crossover, p_subtree_mutation, p_hoist_mutation, p_point_mutation : operator probabilities
+        (the rest are copies).
+    parsimony_coefficient : selection fitness = -normalised loss - coefficient * length.
+    loss : "mse" (default), "mae", "r2", "pearson", "spearman", "kendall", or a callable
+        ``(pred float32[P, n], y float32[n]) -> loss[P]`` (lower is better; it receives the
+        scaled predictions when ``linear_scaling``; it sees at most ``chunk_rows`` rows).
+    linear_scaling : score and report ``a + b * f`` with least-squares a, b (default True).
+    const_optimization, const_opt_elites, const_opt_steps, const_opt_rows : Levenberg-Marquardt
+        on the constants of the best programs after each generation (see module docstring).
+    selection_tolerance : the model is the simplest Pareto-front program with training loss
+        <= best + selection_tolerance * |best|.
+    tol : stop once the best normalised loss (mse / var(y), mae / mean|y - median y|, the
+        others as they are) is <= tol; 0 disables. max_time : seconds, None for no limit.
+    chunk_rows : rows per evaluation chunk (bounds memory; see ``losses``).
+    device : "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). backend : evaluator
+        ("auto", "torch", "numba", "triton"; see ``tensorgp.evaluate``).
+    random_state : int for reproducible fits; None draws a seed from numpy's global RNG.
+    verbose : 0 silent, 1 one line per generation.
+    """
+
+    _estimator_type = "regressor"
+
+    def __init__(self, population_size: int = 1000, generations: int = 30, tournament_size: int = 5,
+                 function_set: tuple[str, ...] | str = SR_FUNCTIONS, max_depth: int = 8, max_length: int = 48,
+                 init_depth: tuple[int, int] = (2, 5), const_prob: float = 0.1,
+                 const_range: tuple[float, float] = (-1.0, 1.0), p_crossover: float = 0.8,
+                 p_subtree_mutation: float = 0.05, p_hoist_mutation: float = 0.05, p_point_mutation: float = 0.05,
+                 elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
+                 linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
+                 const_opt_steps: int = 10, const_opt_rows: int = 1024, selection_tolerance: float = 0.01,
+                 tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
+                 device: str = "cpu", backend: str = "auto", random_state: int | None = None, verbose: int = 0):
+        self.population_size = population_size
+        self.generations = generations
+        self.tournament_size = tournament_size
+        self.function_set = function_set
+        self.max_depth = max_depth
+        self.max_length = max_length
+        self.init_depth = init_depth
+        self.const_prob = const_prob
+        self.const_range = const_range
+        self.p_crossover = p_crossover
+        self.p_subtree_mutation = p_subtree_mutation
+        self.p_hoist_mutation = p_hoist_mutation
+        self.p_point_mutation = p_point_mutation
+        self.elitism = elitism
+        self.parsimony_coefficient = parsimony_coefficient
+        self.loss = loss
+        self.linear_scaling = linear_scaling
+        self.const_optimization = const_optimization
+        self.const_opt_elites = const_opt_elites
+        self.const_opt_steps = const_opt_steps
+        self.const_opt_rows = const_opt_rows
+        self.selection_tolerance = selection_tolerance
+        self.tol = tol
+        self.max_time = max_time
+        self.chunk_rows = chunk_rows
+        self.device = device
+        self.backend = backend
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------- sklearn protocol
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> "SymbolicRegressor":
+        valid = set(self._get_param_names())
+        for k, v in params.items():
+            if k not in valid:
+                raise ValueError(f"invalid parameter {k!r} for SymbolicRegressor; valid: {', '.join(sorted(valid))}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        sig = inspect.signature(type(self).__init__)
+        changed = []
+        for k, p in sig.parameters.items():
+            if k == "self":
+                continue
+            v = getattr(self, k)
+            try:
+                same = bool(v == p.default)
+            except Exception:
+                same = v is p.default
+            if not same:
+                changed.append(f"{k}={v!r}")
+        return f"SymbolicRegressor({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True),
+                    regressor_tags=RegressorTags(), input_tags=InputTags(allow_nan=False), non_deterministic=False)
+
+    # ---------------------------------------------------------------- fit
+    def _resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _check_params(self) -> None:
+        if int(self.population_size) < 2:
+            raise ValueError("population_size must be >= 2")
+        if int(self.generations) < 0:
+            raise ValueError("generations must be >= 0")
+        check_loss(self.loss)
+        for name in ("const_opt_elites", "const_opt_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if int(self.const_opt_rows) < 1 or int(self.chunk_rows) < 1:
+            raise ValueError("const_opt_rows and chunk_rows must be >= 1")
+        if self.tol < 0 or self.selection_tolerance < 0 or self.parsimony_coefficient < 0:
+            raise ValueError("tol, selection_tolerance and parsimony_coefficient must be >= 0")
+        if not 0 <= self.const_prob <= 1:
+            raise ValueError("const_prob must be in [0, 1]")
+        lo, hi = self.const_range
+        if not lo <= hi:
+            raise ValueError(f"const_range {self.const_range} must be (low, high) with low <= high")
+
+    def fit(self, X: Any, y: Any) -> "SymbolicRegressor":
+        """Evolve a formula for ``y ~ X``. Returns self."""
+        t_start = time.perf_counter()
+        self._check_params()
+        Xt, names = _check_X(X)
+        yt = _check_y(y, Xt.shape[0])
+        N, m = Xt.shape
+        self.n_features_in_ = m
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.variable_names_ = _sanitize(names if names is not None else [f"x{i}" for i in range(m)])
+        seed = int(self.random_state) if self.random_state is not None else int(np.random.randint(0, 2**31 - 1))
+        dev = self._resolve_device()
+        self._device = dev
+        self._backend = resolve_backend(self.backend, dev)
+        ymin, ymax = float(yt.min()), float(yt.max())
+        if ymin == ymax:
+            warnings.warn(f"y is constant ({ymin!r}); the model is that constant", UserWarning, stacklevel=2)
+            self._set_constant_model(ymin, time.perf_counter() - t_start)
+            return self
+
+        pset = PrimitiveSet(tuple(self.variable_names_), PrimitiveSet.parse_functions(self.function_set),
+                            constants=self.const_prob > 0, const_range=tuple(float(v) for v in self.const_range))
+        g = torch.Generator().manual_seed(seed + 1)
+        obj = RegressionObjective(Xt, yt, self.loss, self.linear_scaling, self._backend, dev, self.chunk_rows, generator=g)
+        self._objective = obj
+        opt_rows = torch.randperm(N, generator=g)[: int(self.const_opt_rows)].sort().values if N > self.const_opt_rows else None
+        Xo = (Xt[opt_rows.to(Xt.device)] if opt_rows is not None else Xt).to(dev)
+        yo = (yt[opt_rows] if opt_rows is not None else yt).to(dev)
+        L = int(self.max_length)
+        cfg = EvolutionConfig(
+            population=int(self.population_size), generations=int(self.generations), tournament_size=int(self.tournament_size),
+            elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
+                                                            self.p_point_mutation),
+            max_len=L, max_depth=int(self.max_depth), init_depth=tuple(self.init_depth), const_prob=float(self.const_prob),
+            parsimony=float(self.parsimony_coefficient), hall_of_fame=1, seed=seed)
+        evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
+        archive = _Archive(L, dev)
+        done_keys: set[int] = set()
+        self.history_ = []
+        t0 = time.perf_counter()
+        st = evolver.initialize()
+        while True:
+            t_opt = time.perf_counter()
+            if self.const_optimization and self.const_opt_elites > 0 and self.const_opt_steps > 0:
+                self._optimize_elites(st, obj, Xo, yo, done_keys, archive)
+            archive.update(st.pop, -st.fitness.to(torch.float64))
+            best = archive.best
+            gs = st.history[-1]
+            rec = {"generation": st.generation, "best_loss": best * obj.scale, "best_normalized_loss": best,
+                   "mean_length": gs.mean_size, "eval_s": gs.eval_s, "variation_s": gs.variation_s,
+                   "const_opt_s": time.perf_counter() - t_opt, "elapsed_s": time.perf_counter() - t0}
+            self.history_.append(rec)
+            if self.verbose:
+                print(f"gen {st.generation:4d}  best normalised loss {best:.4g}  mean length {gs.mean_size:.1f}  "
+                      f"{rec['elapsed_s']:.2f}s", flush=True)
+            if st.generation >= cfg.generations or best <= self.tol:
+                break
+            if self.max_time is not None and time.perf_counter() - t_start >= self.max_time:
+                break
+            evolver.step()
+        self.n_generations_ = st.generation
+        self._finish(archive, obj, Xo, yo, Xt)
+        self.fit_time_ = time.perf_counter() - t_start
+        return self
+
+    def _optimize_elites(self, st, obj: RegressionObjective, Xo, yo, done_keys: set, archive: _Archive) -> None:
+        """LM on the best not-yet-optimised programs with constants; improved ones written back."""
+        k = int(self.const_opt_elites)
+        fit = torch.nan_to_num(st.fitness, nan=-math.inf)
+        has_c = (st.pop.ops == CONST).any(1) & torch.isfinite(fit)
+        cand = torch.nonzero(has_c)[:, 0]
+        if len(cand) == 0:
+            return
+        cand = cand[torch.argsort(fit[cand], descending=True, stable=True)][: 8 * k]
+        keys = _keys(st.pop[cand]).tolist()
+        pick, seen = [], set()
+        for i, key in zip(cand.tolist(), keys):
+            if key in done_keys or key in seen:
+                continue
+            seen.add(key)
+            pick.append(i)
+            if len(pick) == k:
+                break
+        done_keys.update(seen)
+        if not pick:
+            return
+        idx = torch.tensor(pick, device=st.pop.device)
+        new, sse0, sse1 = optimize_constants(st.pop[idx], Xo, yo, obj.linear_scaling, int(self.const_opt_steps))
+        improved = (sse1 < sse0 * (1 - 1e-7)).to(idx.device)
+        if not bool(improved.any()):
+            return
+        rows, new = idx[improved], new.to(st.pop.device)[improved]
+        new_fit = obj(new).to(st.fitness.device)
+        better = torch.nan_to_num(new_fit, nan=-math.inf) > fit[rows]
+        if not bool(better.any()):
+            return
+        rows, new, new_fit = rows[better], new[better], new_fit[better]
+        st.pop.consts[rows] = pad_to(new.consts, st.pop.max_len)
+        st.fitness[rows] = new_fit
+        done_keys.update(_keys(st.pop[rows]).tolist())
+
+    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, Xt) -> None:
+        pop, loss, front = archive.entries()
+        if self.const_optimization and self.const_opt_steps > 0:
+            fp = pop[front.nonzero()[:, 0]]
+            if (fp.ops == CONST).any():
+                new, sse0, sse1 = optimize_constants(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps))
+                archive.update(new, obj.normalized(obj.losses(new)))
+                pop, loss, front = archive.entries()
+        a, b = obj.scaling(pop)
+        a, b = a.cpu().tolist(), b.cpu().tolist()
+        names = self.variable_names_
+        entries = []
+        for i in range(pop.size):
+            node = E.row(pop.ops, pop.consts, pop.length, i)
+            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale, model_expression(node, a[i], b[i], names),
+                                         a[i], b[i], pop[i].trimmed().to("cpu"), bool(front[i])))
+        self.hall_of_fame_ = entries
+        self.pareto_front_ = [e for e in entries if e.pareto]
+        best = min(e.loss for e in self.pareto_front_)
+        limit = best + float(self.selection_tolerance) * abs(best)
+        chosen = next(e for e in self.pareto_front_ if e.loss <= limit)
+        self._set_model(chosen)
+
+    def _set_model(self, e: FittedProgram) -> None:
+        self.program_ = e.program
+        self.intercept_ = float(e.intercept)
+        self.slope_ = float(e.slope)
+        self.loss_ = float(e.loss)
+        self.complexity_ = e.complexity
+        self.expression_ = e.expression
+
+    def _set_constant_model(self, v: float, seconds: float) -> None:
+        prog = Population(torch.tensor([[CONST]], dtype=torch.int32), torch.ones(1, 1), torch.ones(1, dtype=torch.int32))
+        e = FittedProgram(1, 0.0, repr(float(v)), float(v), 0.0, prog, True)
+        self.hall_of_fame_ = [e]
+        self.pareto_front_ = [e]
+        self.history_ = []
+        self.n_generations_ = 0
+        self._set_model(e)
+        self.fit_time_ = seconds
+
+    # ---------------------------------------------------------------- predict / score
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "program_"):
+            raise NotFittedError("this SymbolicRegressor is not fitted yet; call fit(X, y) first")
+
+    def _features(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        if _is_frame(X) and getattr(self, "feature_names_in_", None) is not None:
+            cols = [str(c) for c in X.columns]
+            missing = [c for c in self.feature_names_in_ if c not in cols]
+            if missing:
+                raise ValueError(f"X is missing the column(s) {missing} seen in fit")
+            X = X[list(self.feature_names_in_)]
+        Xt, _ = _check_X(X, allow_nonfinite=True)
+        if Xt.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {Xt.shape[1]} features, but the model was fitted with {self.n_features_in_}")
+        return Xt
+
+    def _raw(self, Xt: torch.Tensor, program: Population | None = None) -> torch.Tensor:
+        """``float32[N]`` output of the program, evaluated in row chunks."""
+        prog = (self.program_ if program is None else program)
+        dev = getattr(self, "_device", torch.device("cpu"))
+        backend = getattr(self, "_backend", "auto")
+        prog = prog.to(dev)
+        out = torch.empty(Xt.shape[0], dtype=torch.float32, device=Xt.device)
+        step = int(self.chunk_rows)
+        for lo in range(0, Xt.shape[0], step):
+            out[lo:lo + step] = evaluate(prog, Xt[lo:lo + step].to(dev), backend)[0].to(out.device)
+        return out
+
+    def predict(self, X: Any) -> Any:
+        """Predictions ``intercept_ + slope_ * program(X)``: float64 numpy array, or a torch tensor
+        on X's device when X is a tensor. Non-finite inputs propagate."""
+        Xt = self._features(X)
+        f = self._raw(Xt).to(torch.float64)
+        pred = self.intercept_ + self.slope_ * f if self.slope_ != 0 else torch.full_like(f, self.intercept_)
+        return pred if torch.is_tensor(X) else pred.cpu().numpy()
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination R^2 of ``predict(X)`` (scikit-learn's convention: for a
+        constant y, 1.0 when predicted exactly, else 0.0)."""
+        Xt = self._features(X)
+        yt = _check_y(y, Xt.shape[0])
+        p = torch.as_tensor(self.predict(X)).to("cpu", torch.float64)
+        w = torch.ones_like(yt) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, dtype=np.float64))
+        ss_res = float((w * (yt - p) ** 2).sum())
+        ym = float((w * yt).sum() / w.sum())
+        ss_tot = float((w * (yt - ym) ** 2).sum())
+        if ss_tot == 0:
+            return 1.0 if ss_res == 0 else 0.0
+        return 1.0 - ss_res / ss_tot
+
+    def to_sympy(self, entry: FittedProgram | None = None):
+        """The model (or a hall-of-fame entry) as a sympy expression over the variable names
+        (``variable_names_``); needs sympy. Protected operators map to their plain forms (see
+        ``node_to_sympy``)."""
+        self._check_fitted()
+        try:
+            import sympy as sp
+        except ImportError as e:  # pragma: no cover - sympy is optional
+            raise ImportError("to_sympy() needs sympy (pip install sympy)") from e
+        e = entry
+        prog = self.program_ if e is None else e.program
+        a = self.intercept_ if e is None else e.intercept
+        b = self.slope_ if e is None else e.slope
+        syms = [sp.Symbol(n) for n in self.variable_names_]
+        node = E.row(prog.ops, prog.consts, prog.length, 0)
+        if b == 0:
+            return sp.Float(a, 15)
+        return node_to_sympy(node, syms, a, b)

@@ -1,0 +1,437 @@
+"""NAS search over a benchmark table driven by a zero-cost proxy formula: the library behind
+``tensorgp search``.
+
+The search space is the task's table (every architecture with a known accuracy). The proxy
+formula is evaluated once by the engine on the task's preprocessed features, so scoring an
+architecture during the search is a table lookup; the searches are tensor work batched over
+``R`` independent runs:
+
+* regularized (aging) evolution (Real et al. 2019): population ``int64[R, P]`` of table
+  indices kept as a ring buffer (column ``t % P`` is the oldest at step ``t``: ages are
+  implicit), tournament of ``S`` distinct members -> parent, mutation -> one child per step,
+  the oldest member is removed;
+* random search: ``budget`` distinct architectures drawn uniformly.
+
+Mutation changes one position of the architecture's integer encoding: the child is drawn
+uniformly among the table's architectures at Hamming distance 1 from the parent (a
+precomputed neighbour table ``int64[n, D * V]``) that the run has not scored yet, so every
+step scores exactly one new architecture and the budget counts distinct architectures; where
+no such neighbour exists the child is drawn among the unscored architectures nearest to the
+parent in Hamming distance. (Letting scored neighbours re-enter the population for free
+instead took 29x more steps for the same 1,000 distinct architectures on NB201.)
+
+Accuracy percentile = 100 * fraction of the table's architectures whose accuracy is <= the
+found architecture's accuracy (100: the best of the table).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import expression as E
+from .data import DataError, Task, load, preprocess as preprocess_features, select
+from .evaluate import evaluate, resolve_backend
+from .experiment import program_population, single_proxy_scores
+
+DEFAULT_POPULATION = 50
+DEFAULT_SAMPLE_SIZE = 10
+
+
+class SearchError(ValueError):
+    """A task or formula the search cannot use; the message names the task and the cause."""
+
+
+# ----------------------------------------------------------------------------- search space
+
+
+_INT_KEY = re.compile(r"[\s\d,()\[\]+-]*")
+_INT = re.compile(r"-?\d+")
+
+
+def _flatten(v, key: str, task: str) -> list[int]:
+    if isinstance(v, bool) or not isinstance(v, (int, tuple, list)):
+        raise SearchError(f"task {task}: architecture key {key!r} is not a (nested) tuple of integers")
+    if isinstance(v, int):
+        return [v]
+    return [x for item in v for x in _flatten(item, key, task)]
+
+
+def _parse_key(k, task: str) -> list[int]:
+    try:
+        v = ast.literal_eval(k) if isinstance(k, str) else k
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise SearchError(f"task {task}: cannot parse architecture key {k!r} into an integer encoding "
+                          f"(the search needs keys like '(0, 2, 3, 2, 3, 1)')") from None
+    return _flatten(v, k, task)
+
+
+def encodings(task: Task) -> torch.Tensor:
+    """``int64[n, D]``: each architecture key of ``task`` (``"(0, 2, 3, 2, 3, 1)"``, nested tuples
+    for NB301) parsed as a Python literal and flattened; all keys must give ``D`` integers."""
+    keys = task.keys
+    if not keys:
+        raise SearchError(f"task {task.name}: no architectures")
+    if all(isinstance(k, str) and _INT_KEY.fullmatch(k) for k in keys):
+        # fast path (literal_eval costs ~0.1 ms a key): the first key checks the syntax, then the
+        # integer literals in order are the flattened tuple
+        _parse_key(keys[0], task.name)
+        rows = [[int(x) for x in _INT.findall(k)] for k in keys]
+    else:
+        rows = [_parse_key(k, task.name) for k in keys]
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1 or 0 in lengths:
+        raise SearchError(f"task {task.name}: architecture encodings have different lengths {sorted(lengths)}; "
+                          f"the search needs equal-length integer encodings")
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def value_codes(enc: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """``int64[n, D]`` -> (values numbered per position ``int64[n, D]``, number of values per position)."""
+    cols = [torch.unique(enc[:, d], return_inverse=True) for d in range(enc.shape[1])]
+    return torch.stack([c[1] for c in cols], 1), [len(c[0]) for c in cols]
+
+
+def _row_groups(codes: torch.Tensor, card: list[int]) -> torch.Tensor:
+    """``int64[n]``: equal for equal rows of ``codes`` (a mixed-radix key when it fits in int64,
+    else ``torch.unique(dim=0)``, which is much slower on CPU)."""
+    if codes.shape[1] == 0:
+        return torch.zeros(codes.shape[0], dtype=torch.int64)
+    total = 1
+    for c in card:
+        total *= max(c, 1)
+    if total < 2 ** 62:
+        key = torch.zeros(codes.shape[0], dtype=torch.int64)
+        for j, c in enumerate(card):
+            key = key * max(c, 1) + codes[:, j]
+        return torch.unique(key, return_inverse=True)[1]
+    return torch.unique(codes, dim=0, return_inverse=True)[1]
+
+
+def neighbour_table(enc: torch.Tensor) -> torch.Tensor:
+    """``enc: int64[n, D]`` -> ``int64[n, D * V]``: entry ``d * V + v`` of row ``i`` is the table index
+    of the architecture equal to ``i`` except that position ``d`` holds its ``v``-th value
+    (values numbered per position, ``V`` = most values at any position), -1 where no such
+    architecture is in the table or it is ``i`` itself. Built per position by grouping the rows
+    that agree everywhere else."""
+    enc = enc.cpu()
+    n, D = enc.shape
+    codes, card = value_codes(enc)
+    V = max(card)
+    ar = torch.arange(n)
+    parts = []
+    for d in range(D):
+        keep = [j for j in range(D) if j != d]
+        group = _row_groups(codes[:, keep], [card[j] for j in keep])
+        G = int(group.max()) + 1
+        slot = torch.full((G * V,), -1, dtype=torch.int64)
+        # amax: a deterministic choice if the table holds duplicate encodings
+        slot.scatter_reduce_(0, group * V + codes[:, d], ar, reduce="amax")
+        parts.append(slot.view(G, V).index_select(0, group))  # [n, V]
+    out = torch.stack(parts, 1)
+    return torch.where(out == ar[:, None, None], -1, out).view(n, D * V)
+
+
+# ----------------------------------------------------------------------------- objective
+
+
+def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str | torch.device = "cpu",
+                   backend: str = "auto") -> torch.Tensor:
+    """``float32[n]``: the formula evaluated by the engine on the task's proxies (preprocessed per
+    task with ``preprocess``); NaN becomes -inf (never preferred). A proxy the formula needs
+    that the task lacks (absent or mostly failed, see ``Task.present``) raises ``SearchError``.
+    ``backend="auto"`` means torch here: for one program the compiled backends only add their
+    start-up cost (loading numba's cache, compiling a Triton kernel)."""
+    names = E.names_in(expr)
+    missing = [p for p in names if not task.present(p)]
+    if missing:
+        raise SearchError(f"task {task.name} lacks proxy {', '.join(map(repr, missing))} needed by the formula "
+                          f"(absent or mostly failed values); proxies present: "
+                          f"{', '.join(p for p in task.proxies if task.present(p))}")
+    variables = names or [task.proxies[0]]
+    node = E.parse(expr, variables)
+    X = preprocess_features(task.features[:, [task.proxies.index(p) for p in variables]], preprocess)
+    s = evaluate(program_population(node, device), X.to(device), "torch" if backend == "auto" else backend)[0]
+    return torch.nan_to_num(s, nan=-float("inf"))
+
+
+def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
+    """``float32[n]``: one proxy as the objective (failed values -> -inf)."""
+    if not task.present(proxy):
+        raise SearchError(f"task {task.name} lacks proxy {proxy!r} (absent or mostly failed values); proxies "
+                          f"present: {', '.join(p for p in task.proxies if task.present(p))}")
+    s = task.column(proxy).clone()
+    s[~torch.isfinite(s)] = -float("inf")  # +inf too: a failed value, not a great architecture
+    return s
+
+
+def dense_rank(scores: torch.Tensor) -> torch.Tensor:
+    """``float[n] -> int64[n]`` in 1..k, equal scores equal ranks (NaN lowest): the searches compare
+    integers, so a -inf score still ranks above "not scored" (0)."""
+    s = torch.nan_to_num(scores.double(), nan=-float("inf"))
+    return torch.unique(s, return_inverse=True)[1] + 1
+
+
+def accuracy_percentile(accuracy: torch.Tensor) -> torch.Tensor:
+    """``float[n] -> float64[n]``: 100 * fraction of the table with accuracy <= each accuracy."""
+    a = accuracy.double()
+    srt = torch.sort(a).values
+    return 100.0 * torch.searchsorted(srt, a, right=True).double() / a.numel()
+
+
+# ----------------------------------------------------------------------------- searches
+
+
+@dataclass
+class SearchTrace:
+    """Outcome of ``R`` batched searches: ``best int64[R]`` (table index of the incumbent: the
+    first architecture scored with the run's highest objective), ``evaluations int64[R]``
+    (distinct architectures scored), ``visited bool[R, n]``, ``steps`` (mutation steps)."""
+
+    best: torch.Tensor
+    evaluations: torch.Tensor
+    visited: torch.Tensor
+    steps: int
+
+
+def _first_best(idx: torch.Tensor, rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``idx int64[R, k]`` in scoring order -> (``int64[R]`` first index with the highest rank, its rank)."""
+    r = rank[idx]
+    j = r.argmax(1, keepdim=True)  # argmax returns the first maximal position
+    return idx.gather(1, j).squeeze(1), r.gather(1, j).squeeze(1)
+
+
+def random_search(scores: torch.Tensor, budget: int, runs: int, seed: int) -> SearchTrace:
+    """``R`` runs each scoring ``budget`` distinct architectures drawn uniformly."""
+    rank = dense_rank(scores)
+    n = rank.numel()
+    budget = max(1, min(int(budget), n))
+    g = torch.Generator(rank.device).manual_seed(int(seed))
+    pick = torch.rand(runs, n, generator=g, device=rank.device).argsort(1)[:, :budget]
+    visited = torch.zeros(runs, n, dtype=torch.bool, device=rank.device).scatter_(1, pick, True)
+    ev = torch.full((runs,), budget, dtype=torch.int64, device=rank.device)
+    return SearchTrace(_first_best(pick, rank)[0], ev, visited, 0)
+
+
+def one_hot(enc: torch.Tensor) -> torch.Tensor:
+    """``int64[n, D] -> float32[n, D * V]`` (values numbered per position): ``D - a @ b.T`` is the
+    Hamming distance."""
+    codes, card = value_codes(enc)
+    V, D = max(card), enc.shape[1]
+    pos = codes + V * torch.arange(D, device=enc.device)
+    return torch.zeros(enc.shape[0], D * V, device=enc.device).scatter_(1, pos, 1.0)
+
+
+def _nearest(onehot: torch.Tensor, parent: torch.Tensor, excluded: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``int64[k]``: for each parent an architecture drawn uniformly among those not excluded
+    (``bool[k, n]``) at the smallest Hamming distance from it."""
+    sim = onehot.index_select(0, parent) @ onehot.T  # [k, n] positions in common: -Hamming distance + D
+    sim += torch.rand(sim.shape, generator=g, device=sim.device)  # uniform tie-break, < 1
+    return sim.masked_fill_(excluded, -1.0).argmax(1)
+
+
+def regularized_evolution(scores: torch.Tensor, enc: torch.Tensor, budget: int, runs: int, seed: int,
+                          population: int = DEFAULT_POPULATION, sample_size: int = DEFAULT_SAMPLE_SIZE,
+                          neighbours: torch.Tensor | None = None) -> SearchTrace:
+    """``R`` batched runs of regularized evolution over the table (``scores float[n]``, ``enc
+    int64[n, D]``, ``neighbours`` from ``neighbour_table(enc)``, computed if omitted). Each run
+    scores ``min(budget, n)`` distinct architectures: ``population`` drawn uniformly, then one
+    unscored child per step (so all runs end at the same step)."""
+    dev = scores.device
+    rank = dense_rank(scores)
+    n = rank.numel()
+    if enc.shape[0] != n:
+        raise SearchError(f"{enc.shape[0]} encodings for {n} scores")
+    nb = (neighbour_table(enc.cpu()) if neighbours is None else neighbours).to(dev)
+    hot = one_hot(enc.to(dev))
+    budget = max(1, min(int(budget), n))
+    P = max(1, min(int(population), budget))
+    S = max(1, min(int(sample_size), P))
+    R = int(runs)
+    g = torch.Generator(dev).manual_seed(int(seed))
+
+    pop = torch.rand(R, n, generator=g, device=dev).argsort(1)[:, :P]  # [R, P] distinct per run
+    visited = torch.zeros(R, n, dtype=torch.bool, device=dev).scatter_(1, pop, True)
+    pop_rank = rank[pop]
+    best, best_rank = _first_best(pop, rank)
+    steps = budget - P
+    for step in range(steps):
+        # tournament: S distinct members, the best by the objective is the parent
+        cand = torch.rand(R, P, generator=g, device=dev).topk(S, dim=1).indices
+        win = cand.gather(1, pop_rank.gather(1, cand).argmax(1, keepdim=True))
+        parent = pop.gather(1, win).squeeze(1)  # [R]
+        # mutation: an unscored neighbour at Hamming distance 1, drawn uniformly
+        nbr = nb.index_select(0, parent)  # [R, K] (index_select/scatter: plain indexing is slow here)
+        ok = (nbr >= 0) & ~visited.gather(1, nbr.clamp(min=0))
+        noise = torch.rand(nbr.shape, generator=g, device=dev).masked_fill_(~ok, -1.0)
+        j = noise.argmax(1, keepdim=True)  # (Tensor.max(dim) is slow on small CPU tensors)
+        child = nbr.gather(1, j).squeeze(1)
+        lost = ~ok.gather(1, j).squeeze(1)
+        if bool(lost.any()):  # no unscored neighbour: the nearest unscored architecture
+            k = lost.nonzero().squeeze(1)
+            child.index_copy_(0, k, _nearest(hot, parent.index_select(0, k), visited.index_select(0, k), g))
+        visited.scatter_(1, child[:, None], True)
+        c_rank = rank.index_select(0, child)
+        better = c_rank > best_rank  # strict: the first found among equals stays the incumbent
+        best = torch.where(better, child, best)
+        best_rank = torch.where(better, c_rank, best_rank)
+        # the child replaces the oldest member (ring buffer)
+        pop.select(1, step % P).copy_(child)
+        pop_rank.select(1, step % P).copy_(c_rank)
+    evals = visited.sum(1)
+    return SearchTrace(best, evals, visited, steps)
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def search(task: Task, scores: torch.Tensor, budget: int = 1000, runs: int = 10, seed: int = 0,
+           method: str = "evolution", population: int = DEFAULT_POPULATION,
+           sample_size: int = DEFAULT_SAMPLE_SIZE,
+           enc: torch.Tensor | None = None, neighbours: torch.Tensor | None = None) -> dict:
+    """Run ``runs`` batched searches of ``task``'s table maximising ``scores float[n]`` (on their
+    device) and report, per run and as medians, the best architecture by the objective, its
+    accuracy and accuracy percentile, and the evaluations. ``time_s`` is the wall time of the
+    batched search (all runs together; each run's own wall time is the same)."""
+    if scores.shape != (len(task),):
+        raise SearchError(f"task {task.name}: {tuple(scores.shape)} scores for {len(task)} architectures")
+    if runs < 1 or budget < 1:
+        raise SearchError(f"budget and runs must be >= 1 (got budget {budget}, runs {runs})")
+    t0 = time.perf_counter()
+    if method == "evolution":
+        if enc is None:
+            enc = encodings(task)
+        tr = regularized_evolution(scores, enc, budget, runs, seed, population, sample_size, neighbours)
+    elif method == "random":
+        tr = random_search(scores, budget, runs, seed)
+    else:
+        raise SearchError(f"unknown search method {method!r}; methods: evolution, random")
+    best = tr.best.cpu()
+    if scores.is_cuda:
+        torch.cuda.synchronize(scores.device)
+    dt = time.perf_counter() - t0
+    pct = accuracy_percentile(task.accuracy)
+    s = scores.cpu()
+    per_run = [{"run": r, "arch": task.keys[i], "index": i, "score": float(s[i]),
+                "accuracy": float(task.accuracy[i]), "percentile": float(pct[i]),
+                "evaluations": int(tr.evaluations[r])} for r, i in enumerate(best.tolist())]
+    return {
+        "method": method,
+        "budget": min(budget, len(task)),
+        "runs": runs,
+        "seed": seed,
+        "steps": tr.steps,
+        "per_run": per_run,
+        "median": {"accuracy": _median([x["accuracy"] for x in per_run]),
+                   "percentile": _median([x["percentile"] for x in per_run]),
+                   "evaluations": _median([x["evaluations"] for x in per_run]),
+                   "time_s": dt},
+        "time_s": dt,
+    }
+
+
+def best_single_proxy(task: Task) -> str:
+    """The proxy with the highest Kendall tau against accuracy on ``task`` (present proxies only)."""
+    taus = single_proxy_scores([task])[task.name]
+    if not taus:
+        raise SearchError(f"task {task.name}: no proxy is present")
+    return max(taus, key=lambda p: taus[p])
+
+
+def read_result(path: str | Path) -> tuple[str, str]:
+    """``(expression, preprocess)`` of a ``tensorgp run`` result.json."""
+    try:
+        r = json.loads(Path(path).read_text())
+        return str(r["expression"]), str(r.get("preprocess", "rank"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SearchError(f"cannot read a formula from {path}: {e}") from None
+
+
+def pick_task(tasks: list[Task], name: str) -> Task:
+    """The one task named ``name`` (or matched by the glob ``name``)."""
+    exact = [t for t in tasks if t.name == name]
+    if exact:
+        return exact[0]
+    hits = select(tasks, name)
+    if len(hits) != 1:
+        raise SearchError(f"task {name!r} matches {len(hits)} tasks ({', '.join(t.name for t in hits)}); name one")
+    return hits[0]
+
+
+def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str = "rank", budget: int = 1000,
+               runs: int = 10, seed: int = 0, population: int = DEFAULT_POPULATION,
+               sample_size: int = DEFAULT_SAMPLE_SIZE, baseline_proxy: str | None = None,
+               device: str = "cpu", backend: str = "auto") -> dict:
+    """The ``tensorgp search`` result: regularized evolution driven by the formula, and as baselines
+    with the same budget and seed, random search scored by the formula and the same evolution
+    driven by the best single proxy (``baseline_proxy``, default: highest Kendall tau on the task)."""
+    t0 = time.perf_counter()
+    t = pick_task(load(data), task)
+    t_load = time.perf_counter() - t0
+    enc = encodings(t)
+    nb = neighbour_table(enc)
+    t1 = time.perf_counter()
+    scores = formula_scores(t, expr, preprocess, device, backend)
+    t_score = time.perf_counter() - t1
+    kw = dict(budget=budget, runs=runs, seed=seed, population=population, sample_size=sample_size,
+              enc=enc, neighbours=nb)
+    main = search(t, scores, method="evolution", **kw)
+    rnd = search(t, scores, method="random", **kw)
+    proxy = baseline_proxy or best_single_proxy(t)
+    bp = search(t, proxy_scores(t, proxy).to(device), method="evolution", **kw)
+    pct = accuracy_percentile(t.accuracy)
+    top = int(torch.argmax(scores.cpu()))
+
+    def brief(r: dict, **extra) -> dict:
+        return {**extra, "accuracy": r["median"]["accuracy"], "percentile": r["median"]["percentile"],
+                "time_s": r["time_s"], "per_run": r["per_run"]}
+
+    node = E.parse(expr, E.names_in(expr) or [t.proxies[0]])
+    return {
+        "task": t.name,
+        "expression": E.to_infix(node, E.names_in(expr) or [t.proxies[0]]),
+        "preprocess": preprocess,
+        "budget": main["budget"],
+        "runs": runs,
+        "seed": seed,
+        "population": population,
+        "sample_size": sample_size,
+        "table_size": len(t),
+        "table_best_accuracy": float(t.accuracy.max()),
+        "formula_argmax": {"arch": t.keys[top], "accuracy": float(t.accuracy[top]), "percentile": float(pct[top])},
+        "median": {"accuracy": main["median"]["accuracy"], "percentile": main["median"]["percentile"],
+                   "evaluations": main["median"]["evaluations"], "time_s": main["time_s"]},
+        "per_run": main["per_run"],
+        "baselines": {"random": brief(rnd, method="random search scored by the formula"),
+                      "best_proxy": brief(bp, method=f"regularized evolution driven by {proxy}", proxy=proxy)},
+        "timing": {"load_s": t_load, "score_s": t_score, "search_s": main["time_s"],
+                   "baselines_s": rnd["time_s"] + bp["time_s"], "total_s": time.perf_counter() - t0},
+        "device": str(device),
+        "backend": "torch" if backend == "auto" else resolve_backend(backend, device),
+    }
+
+
+def top_k_percentile(pred: torch.Tensor, percentile: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """``pred float[P, n]``, ``percentile float[n]`` -> ``float32[P]``: mean accuracy percentile of each
+    row's top ``k`` architectures (NaN lowest; ties at the k-th value count with their mean, i.e.
+    the expectation under random tie-breaking). What a search driven by the row can find at best:
+    a formula for search should score high here, whatever its Kendall tau."""
+    s = torch.nan_to_num(pred.double(), nan=-float("inf"))
+    pct = percentile.double().to(s.device)
+    k = max(1, min(int(k), s.shape[1]))
+    thr = s.topk(k, dim=1).values[:, -1:]
+    above, at = s > thr, s == thr
+    sum_above = (above * pct).sum(1)
+    mean_at = (at * pct).sum(1) / at.sum(1).clamp(min=1)
+    return ((sum_above + (k - above.sum(1)) * mean_at) / k).float()

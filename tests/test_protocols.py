@@ -1,0 +1,274 @@
+"""Protocols (architecture splits, validation, leave-one-space-out, multi-run summaries,
+selection strategies), baselines, and the top-weighted fitness."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import kendalltau, rankdata, spearmanr
+
+from tensorgp import baselines as B
+from tensorgp import protocols as P
+from tensorgp.data import Batch, Task, load
+from tensorgp.evolve import EvolutionConfig
+from tensorgp.experiment import RunSpec, evolve_proxy, prepare
+from tensorgp.fitness import kendall_tau_b, top_kendall, top_rows
+from tensorgp.objective import RankObjective, correlation, parse_metric
+from tensorgp.population import Population
+from tensorgp.primitives import FIRST_VAR
+
+
+def make_task(name, n=60, seed=0, m=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, m, generator=g)
+    acc = x[:, 0] + 0.5 * x[:, 1] + 0.3 * torch.randn(n, generator=g)
+    return Task(name, "mem", [str(i) for i in range(n)], [f"p{j}" for j in range(m)], x, acc)
+
+
+def write_suite(tmp_path, spaces=("alpha", "beta", "gamma"), tasks_per_space=(2, 1, 1), n=50):
+    """Synthetic Suite-Zero files: accuracy = p0 + 0.5 p1 + noise in every task, except that p2
+    is informative in space alpha only (a proxy that does not transfer)."""
+    rng = np.random.default_rng(0)
+    for s, k in zip(spaces, tasks_per_space):
+        doc = {}
+        for t in range(k):
+            recs = {}
+            for i in range(n):
+                p = rng.normal(size=3)
+                a = p[0] + 0.5 * p[1] + (0.8 * p[2] if s == "alpha" else 0.0) + 0.3 * rng.normal()
+                recs[f"({s},{t},{i})"] = {"p0": {"score": float(p[0]), "time": 0.1}, "p1": {"score": float(p[1])},
+                                          "p2": {"score": float(p[2])}, "val_accuracy": float(a)}
+            doc[f"task{t}"] = recs
+        (tmp_path / f"zc_{s}.json").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def spec_for(data, **kw):
+    cfg = EvolutionConfig(population=kw.pop("pop", 40), generations=kw.pop("gens", 3), runs=kw.pop("runs", 3),
+                          seed=kw.pop("seed", 0), max_depth=4, init_depth=(1, 3), hall_of_fame=4)
+    return RunSpec(data=[data], train=kw.pop("train", "alpha/*,beta/*"), config=cfg, **kw)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def test_split_architectures_is_seeded_disjoint_and_per_task():
+    a, b = make_task("s/a", 100, 1), make_task("s/b", 41, 2)
+    fit, held = P.split_architectures([a, b], 0.7, seed=3)
+    for t, f, h in zip((a, b), fit, held):
+        assert f.name == h.name == t.name
+        assert len(f) == round(0.7 * len(t)) and len(f) + len(h) == len(t)
+        assert set(f.keys).isdisjoint(h.keys) and set(f.keys) | set(h.keys) == set(t.keys)
+        rows = [t.keys.index(k) for k in h.keys]
+        assert torch.equal(h.features, t.features[rows]) and torch.equal(h.accuracy, t.accuracy[rows])
+    fit2, _ = P.split_architectures([b], 0.7, seed=3)  # a task's split ignores the other tasks
+    assert fit2[0].keys == fit[1].keys
+    fit3, _ = P.split_architectures([b], 0.7, seed=4)
+    assert fit3[0].keys != fit[1].keys
+    with pytest.raises(ValueError):
+        P.split_architectures([a], 1.0)
+
+
+def test_summarize_matches_numpy_quantiles():
+    v = [0.3, 0.1, 0.5, 0.2, float("nan"), 0.9]
+    s = P.summarize(v)
+    fin = np.array([0.3, 0.1, 0.5, 0.2, 0.9])
+    assert s["n"] == 5
+    assert s["median"] == pytest.approx(np.median(fin))
+    assert s["q1"] == pytest.approx(np.quantile(fin, 0.25)) and s["q3"] == pytest.approx(np.quantile(fin, 0.75))
+    assert math.isnan(P.summarize([])["median"])
+
+
+# ----------------------------------------------------------------------------- scoring and baselines
+
+
+def test_task_ranks_average_ties_and_failed_values_lowest():
+    pred = torch.tensor([[3.0, 1.0, 1.0, float("nan"), 7.0, 2.0, 2.0, float("-inf")]])
+    off = torch.tensor([0, 5, 8])
+    r = B.task_ranks(pred, off)[0]
+    first = rankdata([3.0, 1.0, 1.0, -np.inf, 7.0]) - 1
+    assert r.dtype == torch.float64 and torch.allclose(r[:5], torch.tensor(first / 4))
+    assert torch.allclose(r[5:], torch.tensor([0.75, 0.75, 0.0], dtype=torch.float64))
+
+
+def test_score_predictions_against_scipy_and_search_metrics():
+    g = torch.Generator().manual_seed(0)
+    acc = torch.randn(200, generator=g)
+    noisy = acc + torch.randn(200, generator=g)
+    pred = torch.stack([acc, -acc, noisy])
+    off = torch.tensor([0, 120, 200])
+    sc = B.score_predictions(pred, acc, off)
+    for t, (a, b) in enumerate([(0, 120), (120, 200)]):
+        assert sc["kendall"][2, t] == pytest.approx(kendalltau(noisy[a:b], acc[a:b]).statistic, abs=1e-5)
+        assert sc["spearman"][2, t] == pytest.approx(spearmanr(noisy[a:b], acc[a:b]).statistic, abs=1e-5)
+    assert torch.all(sc["precision5"][0] == 1) and torch.all(sc["top10_pct"][0] == 100)
+    assert torch.all(sc["precision5"][1] == 0) and torch.all(sc["top10_pct"][1] < 15)
+    assert torch.all(sc["top_kendall"][0] == 1)
+
+
+def test_baselines_oracle_best_on_train_and_mean_rank():
+    tasks = [make_task("s/a", 80, 1), make_task("s/b", 80, 2)]
+    entries = [(t.name, t) for t in tasks]
+    single = B.single_proxies(entries)
+    for t in tasks:
+        for j, p in enumerate(t.proxies):
+            assert single[t.name][p]["kendall"] == pytest.approx(kendalltau(t.features[:, j], t.accuracy).statistic, abs=1e-5)
+    orc = B.oracle(single)
+    for k, per in single.items():
+        assert orc[k]["kendall"] == max(v["kendall"] for v in per.values())
+    bot = B.best_on_train({"p0": 0.1, "p1": 0.5, "p2": float("nan")}, single)
+    assert bot["proxy"] == "p1" and bot["tasks"]["s/b"]["kendall"] == single["s/b"]["p1"]["kendall"]
+    ens = B.mean_rank_ensemble(entries, ["p0", "p1"])
+    t = tasks[0]
+    mr = (rankdata(t.features[:, 0]) + rankdata(t.features[:, 1])) / 2
+    assert ens["s/a"]["kendall"] == pytest.approx(kendalltau(mr, t.accuracy).statistic, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- top-weighted fitness
+
+
+def test_top_rows_and_top_kendall():
+    y = torch.tensor([1.0, 5, 3, 2, 9, 8, 7, 1, 2, 3])
+    off = torch.tensor([0, 4, 10])
+    idx, o = top_rows(y, off, 0.5)
+    assert idx.tolist() == [1, 2, 4, 5, 6] and o.tolist() == [0, 2, 5]
+    # an order that is right at the bottom but wrong at the top: global Kendall high, top Kendall -1
+    acc = torch.arange(20, dtype=torch.float32)
+    pred = acc.clone()
+    pred[18], pred[19] = 19.0, 18.0
+    pred = pred[None]
+    off1 = torch.tensor([0, 20])
+    assert float(kendall_tau_b(pred, acc, off1)[0, 0]) > 0.98
+    assert float(top_kendall(pred, acc, off1, 0.1)[0, 0]) == pytest.approx(-1.0)
+
+
+def test_kendall_top_metric_and_space_aggregations():
+    assert parse_metric("kendall-top") == ("kendall-top", 0.1)
+    assert parse_metric("kendall-top25") == ("kendall-top", 0.25)
+    for bad in ("kendall-topx", "pearson", "kendall-top0"):
+        with pytest.raises(ValueError):
+            parse_metric(bad)
+    tasks = [make_task("a/x", 60, 1), make_task("a/y", 60, 2), make_task("b/x", 60, 3)]
+    from tensorgp.data import make_batch
+
+    batch = make_batch(tasks, ["p0", "p1", "p2"], "rank")
+    pop = Population(torch.tensor([[FIRST_VAR], [FIRST_VAR + 1], [FIRST_VAR + 2]], dtype=torch.int32),
+                     torch.zeros(3, 1), torch.ones(3, dtype=torch.int32))
+    k = correlation(batch.X.t().contiguous(), batch, "kendall")
+    top = top_kendall(batch.X.t().contiguous(), batch.accuracy, batch.offsets, 0.2)
+    assert torch.allclose(correlation(batch.X.t().contiguous(), batch, "kendall-top20"), 0.5 * (k + top))
+    space = torch.stack([(k[:, 0] + k[:, 1]) / 2, k[:, 2]], 1)
+    assert torch.allclose(RankObjective(batch, "kendall", "space-mean")(pop), space.mean(1))
+    assert torch.allclose(RankObjective(batch, "kendall", "space-min")(pop), space.min(1).values)
+    assert torch.allclose(RankObjective(batch, "kendall", "mean")(pop), k.mean(1))
+    with pytest.raises(ValueError):
+        RankObjective(batch, "kendall", "space-max")
+
+
+# ----------------------------------------------------------------------------- protocols end to end
+
+
+def test_multi_run_result_has_per_run_figures_summaries_selection_and_baselines(tmp_path):
+    data = write_suite(tmp_path)
+    spec = spec_for(data, test="gamma/*", validation="beta/*", train="alpha/*", select="validation")
+    r = evolve_proxy(spec)
+    assert [s["split"] for s in r["sets"]] == ["train", "train", "validation", "test"]
+    assert len(r["runs_detail"]) == 3 and {d["run"] for d in r["runs_detail"]} == {0, 1, 2}
+    test_means = [d["mean"]["test"] for d in r["runs_detail"]]
+    assert r["summary"]["splits"]["test"]["median"] == pytest.approx(float(np.median(test_means)))
+    assert r["summary"]["splits"]["test"]["q1"] == pytest.approx(float(np.quantile(test_means, 0.25)))
+    # each run's best formula: its training mean is its fitness (kendall, mean aggregation)
+    for d in r["runs_detail"]:
+        assert d["mean"]["train"] == pytest.approx(d["fitness"], abs=1e-5)
+    assert max(d["fitness"] for d in r["runs_detail"]) == pytest.approx(r["fitness"])
+    sel = r["selection"]
+    assert set(sel) == {"train", "validation", "parsimony", "ensemble"} and r["selected"] == "validation"
+    assert sel["train"]["expression"] == r["expression"]
+    assert sel["validation"]["mean"]["validation"] >= max(d["mean"]["validation"] for d in r["runs_detail"]) - 1e-9
+    assert sel["parsimony"]["size"] <= sel["train"]["size"]
+    assert sel["parsimony"]["fitness"] >= sel["train"]["fitness"] - P.PARSIMONY_TOLERANCE
+    assert len(sel["ensemble"]["expressions"]) == 3
+    b = r["baselines"]
+    assert b["proxies"] == ["p0", "p1", "p2"]
+    # p2 helps on alpha only: it is the worst proxy elsewhere, and the oracle is the best per task
+    for k in ("beta/task0", "gamma/task0"):
+        assert b["oracle"][k]["proxy"] == "p0"
+    assert b["best_on_train"]["proxy"] in ("p0", "p2")
+    assert "gamma/task0" in r["scatter"] and len(r["scatter"]["gamma/task0"]["x"]) == 50
+    assert len(r["history_runs"]) == r["generations_run"] + 1 and len(r["history_runs"][0]) == 3
+    json.dumps(r)  # the result stays plain JSON
+
+
+def test_fit_fraction_fits_on_part_and_reports_held_out_rows(tmp_path):
+    data = write_suite(tmp_path, n=60)
+    spec = spec_for(data, train="alpha/*", fit_fraction=0.7, split_seed=1, runs=2)
+    prep = prepare(spec)
+    assert [len(t) for t in prep.train] == [42, 42] and [len(t) for t in prep.holdout] == [18, 18]
+    assert prep.train_batch.X.shape[0] == 84
+    r = evolve_proxy(spec, prepared=prep)
+    hold = [s for s in r["sets"] if s["split"] == "holdout"]
+    assert [s["key"] for s in hold] == ["alpha/task0 (held-out)", "alpha/task1 (held-out)"]
+    assert all(s["n"] == 18 for s in hold)
+    assert r["tasks"]["alpha/task0 (held-out)"]["split"] == "holdout"
+    assert set(r["mean_kendall"]) == {"train", "holdout"}
+    full = {t.name: t for t in load(data)}
+    # the held-out rows are exactly the complement of the fitted rows
+    assert set(prep.train[0].keys) | set(prep.holdout[0].keys) == set(full["alpha/task0"].keys)
+
+
+def test_select_validation_without_validation_data_is_an_error(tmp_path):
+    data = write_suite(tmp_path)
+    with pytest.raises(ValueError, match="validation"):
+        prepare(spec_for(data, select="validation"))
+    with pytest.raises(ValueError, match="selection"):
+        prepare(spec_for(data, select="luck"))
+
+
+def test_leave_one_space_out_holds_out_each_space(tmp_path):
+    data = write_suite(tmp_path)
+    spec = spec_for(data, train="*", runs=2, gens=2)
+    r = P.leave_one_space_out(spec)
+    assert r["protocol"] == "leave-one-space-out" and r["spaces"] == ["alpha", "beta", "gamma"]
+    for s, fold in r["folds"].items():
+        test = {x["task"] for x in fold["sets"] if x["split"] == "test"}
+        train = {x["task"] for x in fold["sets"] if x["split"] == "train"}
+        assert test and all(n.startswith(s + "/") for n in test)
+        assert train and not any(n.startswith(s + "/") for n in train)
+        summ = r["summary"][s]
+        assert summ["selected"] == pytest.approx(fold["selection"]["train"]["mean"]["test"])
+        assert summ["beaten_by"] == sorted([p for p, v in summ["single"].items() if v > summ["selected"]],
+                                           key=lambda p: -summ["single"][p])
+    with pytest.raises(ValueError):
+        P.leave_one_space_out(spec_for(data, train="*", test="gamma/*"))
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_baselines_reproduce_reference_figures_on_suite_zero(suite_zero):
+    """The reference figures of the issue for train NB201+NB301 / test TransNAS-Bench-101-micro."""
+    spec = RunSpec(data=[suite_zero], train="nasbench201/*,nasbench301/*", test="transbench101_micro/*",
+                   config=EvolutionConfig(population=20, generations=0, seed=0))
+    r = evolve_proxy(spec)
+    keys = [s["key"] for s in r["sets"] if s["split"] == "test"]
+    assert len(keys) == 7
+    b = r["baselines"]
+    mean = lambda f: sum(f(k) for k in keys) / len(keys)  # noqa: E731
+    assert b["best_on_train"]["proxy"] == "nwot"
+    assert mean(lambda k: b["best_on_train"]["tasks"][k]["kendall"]) == pytest.approx(0.279, abs=1e-3)
+    assert mean(lambda k: b["oracle"][k]["kendall"]) == pytest.approx(0.409, abs=1e-3)
+    assert mean(lambda k: b["mean_rank"]["tasks"][k]["kendall"]) == pytest.approx(0.326, abs=1e-3)
+
+
+def test_fit_fraction_on_nb201_final(nb201_final):
+    spec = RunSpec(data=[nb201_final], train="nasbench201/cifar10", fit_fraction=0.7,
+                   config=EvolutionConfig(population=30, generations=1, seed=0))
+    prep = prepare(spec)
+    assert len(prep.train[0]) + len(prep.holdout[0]) == 9445
+    assert len(prep.holdout[0]) == 9445 - round(0.7 * 9445)
+    r = evolve_proxy(spec, prepared=prep)
+    k = "nasbench201/cifar10 (held-out)"
+    # jacov is the best single proxy on the whole task (0.632); on a random 30% it stays close
+    assert r["baselines"]["oracle"][k]["proxy"] in ("jacov", "nwot")
+    assert 0.58 < r["baselines"]["single"][k]["jacov"]["kendall"] < 0.68

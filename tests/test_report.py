@@ -1,0 +1,102 @@
+"""The markdown report and the ``tensorgp report`` command, on small synthetic runs."""
+import json
+import re
+
+import pytest
+
+from tensorgp import protocols as P
+from tensorgp import report as R
+from tensorgp.experiment import evolve_proxy
+from tests.test_protocols import spec_for, write_suite
+from tensorgp_cli.cli import app
+from typer.testing import CliRunner
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    data = write_suite(tmp_path_factory.mktemp("suite"))
+    split = evolve_proxy(spec_for(data, train="alpha/*", validation="beta/*", test="gamma/*", fit_fraction=0.7,
+                                  select="ensemble"))
+    loso = P.leave_one_space_out(spec_for(data, train="*", runs=2, gens=2))
+    return split, loso
+
+
+def rows_of(md: str, first_cell: str) -> list[list[str]]:
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    return [r for r in rows if r[0] == first_cell]
+
+
+def test_split_report_tables_formulas_and_settings(runs, tmp_path):
+    split, _ = runs
+    md = R.render([("synthetic split", split)])
+    assert md.startswith("# tensorgp results")
+    assert "## synthetic split" in md and "## Overview" in md
+    # per-task table: every scored set once, with its split marked
+    for s in split["sets"]:
+        row = [r for r in rows_of(md, s["key"]) if len(r) == 10]
+        assert len(row) == 1 and row[0][1] == s["split"]
+        sel = split["selection"]["ensemble"]["tasks"][s["key"]]
+        assert row[0][3] == R.fmt(sel["kendall"]) and row[0][4] == R.fmt(sel["spearman"])
+        assert row[0][7].startswith(R.fmt(split["baselines"]["oracle"][s["key"]]["kendall"]))
+    # headline table: the evolved strategies and the three baselines, columns per split
+    head = rows_of(md, "predictor")[0]
+    assert head[1:] == ["train", "holdout", "validation", "test"]
+    bot = split["baselines"]["best_on_train"]["proxy"]
+    assert rows_of(md, f"best single proxy on training ({bot})")
+    assert "hindsight oracle" in md and "mean-rank ensemble of 3 proxies" in md
+    assert "**(reported)**" in md and "mean-rank ensemble of every run's best **(reported)**" in md
+    for e in split["selection"]["ensemble"]["expressions"]:
+        assert f"`{e}`" in md
+    assert f"`{split['selection']['train']['expression']}`" in md
+    assert "preprocess `rank`" in md and "3 independent run(s) x population 40 x 3 generations" in md
+    assert "fitted on a seeded 70%" in md and "validation tasks (scored, never fitted): beta/task0" in md
+    # overview row: held-out set is test, figures of the reported strategy
+    ov = rows_of(md, "synthetic split")[0]
+    assert ov[1] == "test" and ov[7] == R.fmt(split["selection"]["ensemble"]["mean"]["test"])
+
+
+def test_loso_report_has_a_row_per_space_and_a_section_per_fold(runs):
+    _, loso = runs
+    md = R.render([("loso", loso)])
+    for s in ("alpha", "beta", "gamma"):
+        row = [r for r in rows_of(md, s) if len(r) > 8]
+        assert len(row) == 1
+        assert row[0][2] == R.fmt(loso["summary"][s]["strategies"]["train"])
+        assert f"## loso: {s} held out" in md
+    assert rows_of(md, "**mean over spaces**")
+
+
+def test_figures_written_and_linked(runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    split, _ = runs
+    out = R.write_report(results=[("Split A", split)], out=tmp_path / "docs" / "results.md", figures="figures")
+    md = out.read_text()
+    pngs = sorted(p.name for p in (tmp_path / "docs" / "figures").glob("*.png"))
+    assert pngs == ["fitness-split-a.png", "scatter-split-a.png"]
+    for name in pngs:
+        assert f"](figures/{name})" in md
+        assert (tmp_path / "docs" / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figures_skipped_with_a_note_without_matplotlib(runs, tmp_path, monkeypatch):
+    split, _ = runs
+    monkeypatch.setattr(R, "_plt", lambda: None)
+    out = R.write_report(results=[("s", split)], out=tmp_path / "r.md", figures="figs")
+    md = out.read_text()
+    assert "figures skipped: matplotlib is not installed" in md
+    assert not (tmp_path / "figs").exists() and "![" not in md
+
+
+def test_report_command(runs, tmp_path):
+    split, loso = runs
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "result.json").write_text(json.dumps(split))
+    (tmp_path / "loso.json").write_text(json.dumps({**loso, "label": "LOSO study"}))
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "a"), str(tmp_path / "loso.json"), "--out",
+                                   str(tmp_path / "out" / "results.md"), "--figures", "", "--command", "make it"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## a" in md and "## LOSO study" in md and "```bash\nmake it\n```" in md
+    assert not re.search(r"!\[", md)
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.md")])
+    assert bad.exit_code == 2 and "no such result file" in bad.output
