@@ -66,15 +66,16 @@ def _fmt(v) -> str:
 class _Interrupt:
     """First Ctrl-C asks the run to stop after the current generation; a second one aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, patient: bool = False) -> None:
         self.requested = False
+        self.patient = patient  # under torchrun the agent forwards Ctrl-C again: never abort
 
     def __enter__(self) -> "_Interrupt":
         self._old = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, *_a) -> None:
-        if self.requested:
+        if self.requested and not self.patient:
             raise KeyboardInterrupt
         self.requested = True
         err.print("[yellow]interrupt: finishing the current generation and writing the partial result "
@@ -165,7 +166,7 @@ def run(
         rate = s.nodes / s.eval_s if s.eval_s > 0 else 0.0
         progress.update(bar, completed=s.generation, best=s.best, mean=s.mean, size=s.mean_size, rate=rate)
 
-    with progress, _Interrupt() as intr:
+    with progress, _Interrupt(patient=plan.world.size > 1) as intr:
         try:
             result = evolve_proxy(spec, on_gen, lambda: intr.requested, prepared=prep, **plan.evolve_kwargs())
         except (DataError, ValueError) as e:
@@ -390,8 +391,52 @@ def search_cmd(
                   f"[{colour}]{b['percentile']:.2f}[/]", f"{b['time_s']:.2f} s")
     out.print(s)
     tm = res["timing"]
-    out.print(f"total {tm['total_s']:.2f} s (load {tm['load_s']:.2f} s, formula {tm['score_s']:.2f} s, "
+    out.print(f"total {tm['total_s']:.2f} s (load {tm['load_s']:.2f} s, encodings {tm['prepare_s']:.2f} s, "
+              f"formula {tm['score_s']:.2f} s, "
               f"search {tm['search_s']:.2f} s, baselines {tm['baselines_s']:.2f} s)")
+
+
+@app.command("bench")
+def bench_cmd(
+    pop: int = typer.Option(1000, "--pop", help="Programs (ramped half-and-half, seeded)."),
+    rows: int = typer.Option(5000, "--rows", help="Rows of X (standard normal, seeded)."),
+    features: int = typer.Option(10, "--features", help="Columns of X."),
+    depth: int = typer.Option(6, "--depth", help="Maximum tree depth."),
+    functions: str = typer.Option("add,sub,mul,div", "--functions", help="Comma-separated function set."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
+    backends: str = typer.Option("auto", "--backends", help="auto | comma-separated: numba, numba-dedup, torch, triton."),
+    peers: str = typer.Option("auto", "--peers", help="auto (installed ones) | none | comma-separated: gplearn, pyoperon."),
+    repeat: int = typer.Option(5, "--repeat", help="Timed rounds (median reported) after one warm-up."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for tensorgp and the peers (default: torch's)."),
+    generations: int = typer.Option(3, "--generations", help="Evolver steps timed (0: skip)."),
+    fitness: bool = typer.Option(True, "--fitness/--no-fitness", help="Time Kendall/Spearman fitness."),
+    task_rows: int = typer.Option(700, "--task-rows", help="Rows per task for the fitness and generation parts."),
+    torch_pop: Optional[int] = typer.Option(None, "--torch-pop", help="Time the torch backend on the first N programs only."),
+    data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero files: the generation part evolves on them instead of synthetic rows."),
+    seed: int = typer.Option(0, help="Random seed."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
+    quiet: bool = typer.Option(False, help="No progress messages."),
+) -> None:
+    """Throughput of evaluation (node-evals/s per backend), fitness and generations, next to gplearn and pyoperon on the same trees and rows."""
+    from tensorgp.benchmark import BenchConfig, run_benchmark, tables
+    from tensorgp.data import DataError
+    from tensorgp.results import dumps, write_json
+
+    try:
+        cfg = BenchConfig(pop=pop, rows=rows, features=features, depth=depth, functions=functions, device=device,
+                          backends=backends, peers=peers, repeat=repeat, threads=threads, generations=generations,
+                          fitness=fitness, task_rows=task_rows, torch_pop=torch_pop, data=data, seed=seed)
+        res = run_benchmark(cfg, None if quiet else (lambda m: err.print(f"[dim]{m}[/]")))
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    if out_file is not None:
+        write_json(out_file, res)
+    if as_json:
+        print(dumps(res))
+    else:
+        for t in tables(res):
+            out.print(t)
 
 
 def main() -> None:

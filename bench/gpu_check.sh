@@ -8,9 +8,11 @@
 # 3. runs tests/test_kernels.py compiled (TRITON_INTERPRET unset) -> pytest.log, junit.xml
 # 4. smoke: evaluate_triton vs evaluate_torch on GPU at realistic sizes (agreement + timings),
 #    kendall_tau_b_triton vs scipy on a few rows (+ timing) -> smoke.json
-# 5. python -m bench.gpu --out DIR if bench/gpu.py exists -> bench_gpu.log (+ its own files)
+# 5. python -m bench.gpu --out DIR if bench/gpu.py exists -> bench_gpu.log, bench_gpu.json
+#    (Triton 100,000 programs x 10,000 rows vs the 1e11 node-evals/s target, fitness, generations)
 # Exit status: non-zero if any step failed (later steps still run).
-# GPU_CHECK_CPU=1: dry run of this script on a CPU-only machine (Triton interpreter, tiny sizes, no pytest).
+# GPU_CHECK_CPU=1: dry run of this script on a CPU-only machine (Triton interpreter, tiny sizes, no pytest;
+#   bench.gpu --dry-run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR="${OUT:-$PWD/gpu_check_out}"
@@ -145,9 +147,10 @@ print(json.dumps(res["kendall"]))
 json.dump(res, open(sys.argv[1], "w"), indent=1)
 EOF
 
-if [ -f bench/gpu.py ] && [ "${GPU_CHECK_CPU:-0}" != 1 ]; then
-  echo "== python -m bench.gpu --out $DIR"
-  timeout 300 "$PY" -m bench.gpu --out "$DIR" 2>&1 | tee "$DIR/bench_gpu.log"
+if [ -f bench/gpu.py ]; then
+  DRY=""; [ "${GPU_CHECK_CPU:-0}" = 1 ] && DRY="--dry-run"
+  echo "== python -m bench.gpu --out $DIR $DRY"
+  timeout 300 "$PY" -m bench.gpu --out "$DIR" $DRY 2>&1 | tee "$DIR/bench_gpu.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 fi
 echo "== gpu_check done (fail=$fail); results in $DIR"

@@ -78,24 +78,28 @@ def cmd_singles(args):
 
 
 def cmd_grid(args):
+    """Per (population, sample size): median accuracy percentile and how often a run ends on the
+    objective's maximum over the table (what a search can reach), over ``--seeds`` x ``--runs`` runs."""
     ts = tasks()
     for name, t in ts.items():
         enc = encodings(t)
         nb = neighbour_table(enc)
-        s = formula_scores(t, args.expr[0], args.preprocess)
-        for P in args.pops:
-            for S in args.samples:
-                if S > P:
-                    continue
-                res = []
-                for seed in range(args.seeds):
-                    r = search(t, s, args.budget, args.runs, seed, "evolution", P, S, enc=enc, neighbours=nb)
-                    res += [x["percentile"] for x in r["per_run"]]
-                # how often a run found the formula's argmax (what the search can reach)
-                best = float(s.max())
-                hit = 0
-                print(f"{name:28s} P {P:4d} S {S:3d}: median pct {statistics.median(res):6.2f} "
-                      f"mean {statistics.mean(res):6.2f}  ({len(res)} runs)")
+        objectives = [(ex, formula_scores(t, ex, args.preprocess)) for ex in args.expr]
+        objectives += [(p, proxy_scores(t, p)) for p in args.proxy]
+        for label, s in objectives:
+            top = s.max()
+            for P in args.pops:
+                for S in args.samples:
+                    if S > P:
+                        continue
+                    pct, hits = [], 0
+                    for seed in range(args.seeds):
+                        r = search(t, s, args.budget, args.runs, seed, "evolution", P, S, enc=enc, neighbours=nb)
+                        pct += [x["percentile"] for x in r["per_run"]]
+                        hits += sum(x["score"] == float(top) for x in r["per_run"])
+                    print(f"{name:28s} {label[:30]:30s} P {P:4d} S {S:3d}: median pct {statistics.median(pct):6.2f} "
+                          f"mean {statistics.mean(pct):6.2f}  argmax found {100 * hits / len(pct):5.1f}% "
+                          f"({len(pct)} runs)", flush=True)
 
 
 class TopKFitness:
@@ -156,6 +160,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd", choices=("formulas", "singles", "grid", "evolve"))
     ap.add_argument("--expr", action="append", default=[])
+    ap.add_argument("--proxy", action="append", default=[])
     ap.add_argument("--preprocess", default="rank")
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=10)

@@ -428,7 +428,7 @@ def bench_eval(cfg: BenchConfig, pop: Population, X: torch.Tensor, backends: lis
     full = [b for b in backends if ev[b]["population"] == pop.size]
     best = max(ev, key=lambda k: ev[k]["gpops"])
     pred = fns[max(full, key=lambda k: ev[k]["gpops"])]() if full else None  # for the fitness part
-    ref = None if pred is None else pred.detach().cpu().numpy()
+    ref = None if pred is None or not peer_info else pred.detach().cpu().numpy()
 
     res_peers: dict[str, dict] = {}
     k = min(cfg.verify, pop.size)

@@ -255,7 +255,7 @@ FLAG_KEYS = {"data": "spec.data", "train": "spec.train", "test": "spec.test", "p
              "max_len": "spec.config.max_len", "patience": "spec.config.patience",
              "migrate_every": "islands.every", "migrants": "islands.migrants", "every": "every"}
 # options that never touch the run settings
-OPERATIONAL = frozenset({"ctx", "out_dir", "as_json", "quiet", "checkpoint", "resume"})
+OPERATIONAL = frozenset({"ctx", "out_dir", "as_json", "quiet", "checkpoint", "resume", "protocol"})
 
 
 def _flag(name: str) -> str:
@@ -271,9 +271,15 @@ def merge_resume(saved: Mapping, given: Mapping, explicit: Iterable[str]) -> dic
     sets. ``saved``/``given``: ``run_settings`` dicts; returns the merged one."""
     s, g = _flatten(saved), _flatten(given)
     explicit = set(explicit) - OPERATIONAL
+    keys = dict(FLAG_KEYS)
+    for name in explicit - set(keys):  # an option named like a RunSpec or config field sets that field
+        for key in (f"spec.{name}", f"spec.config.{name}"):
+            if key in s or key in g:
+                keys[name] = key
+                break
     conflicts = []
-    for name in sorted(explicit & set(FLAG_KEYS)):
-        key, flag = FLAG_KEYS[name], _flag(name)
+    for name in sorted(explicit & set(keys)):
+        key, flag = keys[name], _flag(name)
         gv = g.get(key)
         if key in MUTABLE:
             s[key] = gv
@@ -283,9 +289,9 @@ def merge_resume(saved: Mapping, given: Mapping, explicit: Iterable[str]) -> dic
             continue
         if not _same(key, gv, s.get(key)):
             conflicts.append(f"{flag} {_show(gv)} (checkpoint: {_show(s.get(key))})")
-    unmapped = sorted(explicit - set(FLAG_KEYS))
+    unmapped = sorted(explicit - set(keys))
     if unmapped:
-        covered = set(FLAG_KEYS.values()) | MUTABLE | {"world_size", "islands"}
+        covered = set(keys.values()) | MUTABLE | {"world_size", "islands"}
         diff = [k for k in sorted(set(s) | set(g)) if k not in covered and not _same(k, g.get(k), s.get(k))]
         if diff:
             conflicts.append(f"{', '.join(map(_flag, unmapped))} (the given settings differ from the checkpoint in "

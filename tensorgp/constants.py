@@ -289,91 +289,87 @@ def with_constants(consts: torch.Tensor, is_c: torch.Tensor, slot: torch.Tensor,
     return torch.where(is_c, c.gather(1, slot.clamp(min=0)).to(consts.dtype), consts)
 
 
-def _solve(M: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched ``M x = g`` for small systems: ``(x [K, p], ok bool[K])``. On the CPU through numpy
-    (LAPACK per matrix, no thread pool: torch's batched solve costs ~20 ms for a 4 x 10 x 10
-    batch on a busy machine)."""
-    if M.device.type == "cpu":
-        Mn, gn = M.numpy(), g.numpy()
-        try:
-            x = np.linalg.solve(Mn, gn[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:  # one singular system: solve them one by one
-            x = np.zeros_like(gn)
-            for i in range(len(Mn)):
-                try:
-                    x[i] = np.linalg.solve(Mn[i], gn[i])
-                except np.linalg.LinAlgError:
-                    x[i] = 0.0
-        x = torch.from_numpy(x)
-        ok = torch.isfinite(x).all(1)
-    else:
-        x, info = torch.linalg.solve_ex(M, g[:, :, None])
-        x = x[:, :, 0]
-        ok = (info == 0) & torch.isfinite(x).all(1)
-    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), ok
+def _solve(M: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched ``M x = g`` for small systems: ``(x [K, p], ok bool[K])`` (LAPACK per matrix)."""
+    try:
+        x = np.linalg.solve(M, g[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # one singular system: solve them one by one
+        x = np.zeros_like(g)
+        for i in range(len(M)):
+            try:
+                x[i] = np.linalg.solve(M[i], g[i])
+            except np.linalg.LinAlgError:
+                x[i] = np.nan
+    ok = np.isfinite(x).all(1)
+    return np.where(ok[:, None], x, 0.0), ok
 
 
 def optimize_constants(pop: Population, X: torch.Tensor, y: torch.Tensor, linear_scaling: bool = True,
                        steps: int = 10, lam0: float = 1e-3) -> tuple[Population, torch.Tensor, torch.Tensor]:
     """LM on the constants of ``pop`` (K programs) against ``y [n]`` on rows ``X [n, m]``.
 
-    Returns ``(new_pop, sse_before float64[K], sse_after float64[K])`` on ``X``'s device; a
-    program without constants (or whose error never decreased) keeps its constants.
+    Returns ``(new_pop, sse_before float64[K], sse_after float64[K])``, the population on ``X``'s
+    device; a program without constants (or whose error never decreased) keeps its constants.
+    The Jacobians come from ``jacobian`` on X's device; the small LM algebra runs in numpy
+    (single-threaded: torch's thread pool costs more than these [K, p, p] systems).
     """
     dev = X.device
     pop = pop.to(dev).trimmed()
     ops, consts, length = pop.ops, pop.consts, pop.length
     K = pop.size
-    y = y.to(dev, torch.float64)
+    yn = y.detach().to("cpu", torch.float64).numpy()
     is_c, slot, C = const_slots(ops, length)
-    c = torch.zeros(K, C, dtype=torch.float64, device=dev)
-    c.scatter_add_(1, slot.clamp(min=0), torch.where(is_c, consts.to(torch.float64), torch.zeros((), dtype=torch.float64, device=dev)))
-    n_c = is_c.sum(1)
+    c0 = torch.zeros(K, C, dtype=torch.float64, device=dev)
+    c0.scatter_add_(1, slot.clamp(min=0), torch.where(is_c, consts.to(torch.float64), torch.zeros((), dtype=torch.float64, device=dev)))
+    n_c = is_c.sum(1).cpu().numpy()
+    ym = yn.mean()
 
-    def residual(cc: torch.Tensor):
-        f, J = jacobian(ops, with_constants(consts, is_c, slot, cc), length, X)
-        # exactly the float32 constants the evaluators will see
-        if linear_scaling:
-            fm = f.mean(1, keepdim=True)
-            ym = y.mean()
-            fc = f - fm
-            var = (fc * fc).sum(1)
-            b = torch.where(var > 0, (fc * (y - ym)).sum(1) / var.clamp(min=1e-300), torch.zeros_like(var))
-            a = ym - b * fm[:, 0]
-            r = y - (a[:, None] + b[:, None] * f)
-            Jf = torch.cat([b[:, None, None] * J, torch.ones_like(f)[:, None], f[:, None]], 1)
+    def residual(cc: np.ndarray):
+        cons = with_constants(consts, is_c, slot, torch.from_numpy(cc).to(dev))  # the float32 values evaluators see
+        f, J = jacobian(ops, cons, length, X)
+        f, J = f.cpu().numpy(), J.cpu().numpy()
+        if linear_scaling:  # a, b in closed form at every point (variable projection)
+            fm = f.mean(1)
+            fc = f - fm[:, None]
+            var = np.einsum("kn,kn->k", fc, fc)
+            cov = np.einsum("kn,n->k", fc, yn - ym)
+            b = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 0.0)
+            a = ym - b * fm
+            r = yn[None, :] - (a[:, None] + b[:, None] * f)
+            Jf = np.concatenate([b[:, None, None] * J, np.ones_like(f)[:, None], f[:, None]], 1)
         else:
-            r = y - f
+            r = yn[None, :] - f
             Jf = J
-        sse = (r * r).sum(1)
-        return r, Jf, torch.where(torch.isfinite(sse), sse, torch.full_like(sse, float("inf")))
+        with np.errstate(over="ignore", invalid="ignore"):
+            sse = np.einsum("kn,kn->k", r, r)
+        return r, Jf, np.where(np.isfinite(sse), sse, np.inf)
 
-    c = c.to(torch.float32).to(torch.float64)
-    r, J, sse = residual(c)
-    sse0 = sse.clone()
-    lam = torch.full((K,), lam0, dtype=torch.float64, device=dev)
-    active = (n_c > 0) & torch.isfinite(sse)
-    for _ in range(steps):
-        if not bool(active.any()):
-            break
-        Jn = torch.nan_to_num(J, nan=0.0, posinf=0.0, neginf=0.0)
-        rn = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
-        A = Jn @ Jn.transpose(1, 2)
-        g = (Jn @ rn[:, :, None])[:, :, 0]
-        diag = torch.diagonal(A, dim1=1, dim2=2)
-        floor = 1e-12 * diag.amax(1, keepdim=True) + 1e-30
-        M = A + torch.diag_embed(lam[:, None] * diag.clamp(min=0) + floor)
-        delta, ok = _solve(M, g)
-        # a, b are recomputed in closed form, so only the constants' part of the step is used
-        c_new = (c + delta[:, :C]).to(torch.float32).to(torch.float64)
-        r2, J2, sse2 = residual(c_new)
-        better = active & ok & (sse2 < sse)
-        c = torch.where(better[:, None], c_new, c)
-        r = torch.where(better[:, None], r2, r)
-        J = torch.where(better[:, None, None], J2, J)
-        sse = torch.where(better, sse2, sse)
-        lam = torch.where(better, lam * 0.3, lam * 10).clamp(1e-12, 1e12)
-        # converged (relative improvement below float32 resolution) or hopeless damping
-        active = active & (lam < 1e11)
-    new_consts = with_constants(consts, is_c, slot, c).to(torch.float32)
-    return Population(ops, new_consts, length), sse0, sse
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        c = c0.cpu().numpy().astype(np.float32).astype(np.float64)
+        r, J, sse = residual(c)
+        sse0 = sse.copy()
+        lam = np.full(K, lam0)
+        active = (n_c > 0) & np.isfinite(sse)
+        for _ in range(steps):
+            if not active.any():
+                break
+            Jn = np.nan_to_num(J, nan=0.0, posinf=0.0, neginf=0.0)
+            rn = np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+            A = np.einsum("kpn,kqn->kpq", Jn, Jn)
+            g = np.einsum("kpn,kn->kp", Jn, rn)
+            diag = np.einsum("kpp->kp", A)
+            floor = 1e-12 * diag.max(1, keepdims=True) + 1e-30
+            M = A + (lam[:, None] * np.maximum(diag, 0) + floor)[:, :, None] * np.eye(A.shape[1])[None]
+            delta, ok = _solve(M, g)
+            # a, b are recomputed in closed form, so only the constants' part of the step is used
+            c_new = (c + delta[:, :C]).astype(np.float32).astype(np.float64)
+            r2, J2, sse2 = residual(c_new)
+            better = active & ok & (sse2 < sse)
+            c = np.where(better[:, None], c_new, c)
+            r = np.where(better[:, None], r2, r)
+            J = np.where(better[:, None, None], J2, J)
+            sse = np.where(better, sse2, sse)
+            lam = np.clip(np.where(better, lam * 0.3, lam * 10), 1e-12, 1e12)
+            active = active & (lam < 1e11)  # hopeless damping: this program has converged or diverged
+    new_consts = with_constants(consts, is_c, slot, torch.from_numpy(c).to(dev)).to(torch.float32)
+    return Population(ops, new_consts, length), torch.from_numpy(sse0), torch.from_numpy(sse)

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint as ckpt
-from .evolve import EvolutionState, Evolver, GenStats, HallOfFame
+from .evolve import Evolver, GenStats, HallOfFame
 from .population import Population, pad_to
 
 
@@ -161,6 +161,7 @@ class LoopInfo:
     migrations: int = 0
     migration_s: float = 0.0
     loop_s: float = 0.0
+    loop_cpu_s: float = 0.0  # CPU seconds of this process in the loop (all its threads)
     interrupted: bool = False
     resumed_from: int | None = None
     checkpoints: int = 0
@@ -212,7 +213,7 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
     world = world or World(device=evolver.device)
     info = info or LoopInfo()
     c = evolver.config
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if evolver.state is None:
         evolver.initialize()
         if callback:
@@ -248,6 +249,7 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
         if saver:
             saver.maybe_save(evolver, info)
     info.loop_s += time.perf_counter() - t0
+    info.loop_cpu_s += time.process_time() - c0
     if saver:
         saver.maybe_save(evolver, info, force=True)
     return info
@@ -284,6 +286,7 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
         raise ValueError(f"--migrants {active.migrants} must be at most half the island population "
                          f"({spec.config.population})")
     prep = prepared or prepare(spec)
+    _check_same_problem(world, spec, prep)
     objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
     cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
     evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
@@ -308,7 +311,7 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
     run_loop(evolver, world, active, saver, callback, should_stop, info)
     hof = gather_hall_of_fame(evolver.state.hof, world, cfg.max_len)
     per_rank = world.all_gather(torch.tensor([[info.loop_s, info.migration_s,
-                                               sum(h.seconds for h in evolver.state.history)]],
+                                               sum(h.seconds for h in evolver.state.history), info.loop_cpu_s]],
                                              dtype=torch.float64, device=world.device)).cpu()
     if world.rank != 0:
         return None
@@ -318,6 +321,8 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
     res = build_result(dataclasses.replace(spec, config=dataclasses.replace(spec.config, runs=n_islands)), prep,
                        view, objective.backend, time_s, interrupted=info.interrupted)
     loop_max = float(per_rank[:, 0].max())
+    # this session's evolution loop (all ranks): wall and CPU seconds, max over ranks
+    res["timing"].update(loop_s=loop_max, loop_cpu_s=float(per_rank[:, 3].max()))
     if active is not None or world.size > 1:
         res["islands"] = {
             "processes": world.size, "per_process": cfg.runs, "total": n_islands, "backend": world.backend,
@@ -329,7 +334,8 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
             "migrations": info.migrations, "migration_s": float(per_rank[:, 1].max()),
             "migration_s_min": float(per_rank[:, 1].min()),
             "loop_s": loop_max, "migration_share": float(per_rank[:, 1].max()) / loop_max if loop_max > 0 else 0.0,
-            "per_rank": [{"rank": r, "loop_s": float(v[0]), "migration_s": float(v[1]), "generation_s": float(v[2])}
+            "per_rank": [{"rank": r, "loop_s": float(v[0]), "migration_s": float(v[1]),
+                          "generation_s": float(v[2]), "loop_cpu_s": float(v[3])}
                          for r, v in enumerate(per_rank)],
         }
     if checkpoint is not None or resume is not None:
@@ -357,6 +363,26 @@ def load_agreed(directory: str | Path, world: World, device) -> ckpt.Checkpoint:
         raise ckpt.CheckpointError(f"the {world.size} ranks hold no checkpoint of a common generation in {directory} "
                                    f"(generations per rank: {allg})")
     return ckpt.load(have[max(common)], world.rank, device)
+
+
+def _check_same_problem(world: World, spec, prep) -> None:
+    """Migrants are only meaningful if every process evolves over the same terminals, training
+    rows and settings: compare a digest of them across ranks before the first generation."""
+    if world.size == 1:
+        return
+    import json
+    import zlib
+
+    cfg = dataclasses.replace(spec.config, seed=0)  # seeds differ by design
+    desc = json.dumps([list(prep.proxies), [t.name for t in prep.train], list(prep.pset.functions),
+                       int(prep.train_batch.X.shape[0]), cfg.to_dict(), spec.metric, spec.aggregation,
+                       spec.preprocess], sort_keys=True, default=str)
+    mine = torch.tensor([[zlib.crc32(desc.encode())]], dtype=torch.int64, device=world.device)
+    every = world.all_gather(mine).cpu().view(-1).tolist()
+    if len(set(every)) > 1:
+        raise ValueError(f"the {world.size} processes do not evolve the same problem (terminals, training tasks, "
+                         f"functions or settings differ; digests per rank: {every}); give every process the same "
+                         f"data and options")
 
 
 def _check_resumable(ck: ckpt.Checkpoint, prep, world: World) -> None:
@@ -415,6 +441,10 @@ def plan_run(spec, *, islands: int = 1, migrate_every: int = 5, migrants: int = 
         resume = Path(resume)
         rank = int(os.environ.get("RANK", "0"))
         saved = ckpt.load(resume, rank)  # this rank's own file: ranks on other machines see only theirs
+        ws, now = int(saved.run.get("world_size", 1)), int(os.environ.get("WORLD_SIZE", "1"))
+        if ws != now:
+            raise ckpt.CheckpointError(f"the checkpoint was written by {ws} process(es); resume it with the same "
+                                       f"number (torchrun --nproc-per-node ..., now {now})")
         merged = ckpt.merge_resume(saved.run, ckpt.run_settings(spec, isl.to_dict() if isl else None, every),
                                    explicit)
         spec = ckpt.spec_from_dict(merged["spec"])

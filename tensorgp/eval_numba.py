@@ -4,49 +4,66 @@ Two passes:
 
 1. ``_compile`` (serial, O(P L)) turns each postfix row into register code. Registers are rows
    of a per-thread block buffer ``R: float32[m + n_regs, B]``: the first m hold the feature
-   block (copied once per block, shared by every program of a work item), the rest hold
-   intermediate values. Leaves emit no instruction (a feature is just a register number), a
-   constant emits one FILL; each function node emits ``(op, dst, a, b)``. ``dst`` is always a
-   register distinct from its operands, so LLVM's runtime alias check passes and the loops stay
-   vectorised; registers are recycled LIFO, so a program needs at most stack depth + 1.
-2. ``_run`` (parallel) loops over work items (row block x program chunk); per instruction an
-   inner loop over the B rows of the block, which LLVM vectorises (AVX2: 8 lanes).
+   block (copied once per work item, shared by its programs), the rest hold intermediate
+   values. A feature leaf emits nothing (it is a register number), a constant emits one FILL,
+   a function node emits ``(op, dst, a, b)``. ``dst`` is never one of its operands, so LLVM's
+   runtime alias check passes and every loop runs vectorised; registers are recycled LIFO, so
+   a program needs at most stack depth + 1 of them.
+2. ``_run_items`` executes work items (program chunk x row block), one instruction at a time
+   as a loop over the B rows of the block (AVX2: 8 lanes). Threads are plain Python threads
+   calling the nogil kernel and taking items from an atomic counter (dynamic balance, no
+   OpenMP pool to spin against torch's).
 
-Optional ``dedup=True``: subtrees that occur more than once in the population (same ops,
-same constant bits) are hash-consed into one DAG node, evaluated once per row block and kept
-in a register while later programs still use them.
+``dedup=True``: every distinct subtree of the population (same ops, same constant bits) is
+hash-consed into one DAG node and evaluated once per row block; a node's register is released
+after its last use. Pays when the population shares subtrees (after selection and crossover).
 
-Semantics are those of ``primitives.FUNCTIONS`` in float32: every constant below is a
-float32, so no operation is widened to float64 (the transcendental functions call the
-float32 libm versions).
+Semantics are those of ``primitives.FUNCTIONS`` in float32: constants are float32, so nothing
+is widened to float64. exp/log/tanh are branch-free polynomial versions (<= 1.3 ulp, so they
+vectorise); torch's differ by a few ulp at most, as do torch's sqrt and numba's (correctly
+rounded) one. Everything else is bit-identical to torch.
 """
 from __future__ import annotations
 
-import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, N_FUNCTIONS, PAD
+from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, PAD, arity_table
 
 try:  # numba is optional: callers check available() and fall back to the torch interpreter
     import numba
-    from numba import njit, prange
+    from llvmlite import ir as _ir
+    from numba import njit
+    from numba.core import types as _t
+    from numba.extending import intrinsic
 
     _HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     _HAVE_NUMBA = False
 
 FILL = 0  # instruction opcode for "register <- constant" (no function uses opcode 0)
-DEFAULT_BLOCK = 256  # rows per block, see bench/eval_cpu.py
+DEFAULT_BLOCK = 512  # rows per block (bench/eval_cpu.py: 256..1024 are within noise)
 DEFAULT_CHUNK = 64  # programs per work item
+DAG_CACHE_BYTES = 1 << 19  # dedup: shrink the block until the register file fits in this
 
-_E = np.float32(EPS)
-_XMAX = np.float32(EXP_MAX)
-_ONE = np.float32(1.0)
-_ZERO = np.float32(0.0)
-_NAN = np.float32(np.nan)
+_F = np.float32
+_E = _F(EPS)
+_XMAX = _F(EXP_MAX)
+_ONE = _F(1.0)
+_ZERO = _F(0.0)
+_HALF = _F(0.5)
+_TWO = _F(2.0)
+_NAN = _F(np.nan)
+_INF = _F(np.inf)
+_ARITY = arity_table().numpy()  # int32[FIRST_VAR]
+# _exec hard-codes opcodes 1..14 in this order; a changed primitive set must change this file
+# (which also invalidates numba's on-disk cache, keyed on this file)
+_IMPLEMENTED = ("add", "sub", "mul", "div", "neg", "log", "sqrt", "abs", "square", "inv", "exp", "tanh", "min", "max")
+assert tuple(f.name for f in FUNCTIONS) == _IMPLEMENTED, "eval_numba is out of date with primitives.FUNCTIONS"
 
 
 def available() -> bool:
@@ -56,33 +73,32 @@ def available() -> bool:
 
 @dataclass
 class DedupStats:
-    """Node evaluations of one ``evaluate_numba(..., dedup=True)`` call, per row.
+    """Work of one ``evaluate_numba(..., dedup=True)`` call, per row.
 
-    ``population_nodes``: sum of program lengths (what plain evaluation executes, leaves included);
-    ``executed_nodes``: distinct nodes executed (leaves included, each distinct subtree once);
-    ``instructions``: vector instructions run per row (function nodes and constant fills).
+    ``population_nodes``: sum of program lengths (the node evaluations the population stands for);
+    ``executed_nodes``: distinct nodes (distinct subtrees, leaves included), each evaluated once;
+    ``instructions``: vector instructions per row (function nodes and constant fills);
+    ``registers``: intermediate registers live at once; ``block``: rows per block used.
     """
 
     population_nodes: int
     executed_nodes: int
     instructions: int
+    registers: int
+    block: int
 
 
 if _HAVE_NUMBA:
     # error_model="numpy": no ZeroDivisionError checks (they would also block vectorisation).
-    # The runners allow only FMA contraction: it fuses a * b + c inside the exp/log/tanh
-    # polynomials (faster, as accurate); every other operation stays exactly IEEE float32, as
-    # each program node is its own loop that stores its result.
+    # The kernels allow only FMA contraction: it fuses a * b + c inside the exp/log/tanh
+    # polynomials (faster, as accurate); every other operation is a lone IEEE float32 op whose
+    # result is stored, so nothing else can be fused.
     _JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
     _JIT_RUN = dict(_JIT, fastmath={"contract"})
 
-    from llvmlite import ir as _ir
-    from numba.core import types as _t
-    from numba.extending import intrinsic
-
     @intrinsic
     def _f2i(typingctx, x):
-        """float32 -> its bits as int32 (a plain bitcast, so loops using it still vectorise)."""
+        """float32 -> its bits as int32 (a bitcast, so loops using it still vectorise)."""
         if x != _t.float32:
             return None
 
@@ -93,7 +109,7 @@ if _HAVE_NUMBA:
 
     @intrinsic
     def _i2f(typingctx, i):
-        """int32 bits -> float32 (truncates a wider int first)."""
+        """int bits -> float32 (a wider int is truncated to 32 bits first)."""
         if not isinstance(i, _t.Integer):
             return None
 
@@ -105,25 +121,36 @@ if _HAVE_NUMBA:
 
         return _t.float32(i), codegen
 
-    # Branch-free float32 exp/log/tanh (Cephes polynomials, <= 2 ulp): libm calls would keep
-    # LLVM from vectorising the loop and cost 10-20 ns each.
-    _F = np.float32
+    @intrinsic
+    def _fetch_add(typingctx, counter):
+        """Atomically ``counter[0] += 1`` (int64[1]); returns the old value."""
+        if not (isinstance(counter, _t.Array) and counter.dtype == _t.int64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[0])(context, builder, args[0])
+            return builder.atomic_rmw("add", ary.data, _ir.Constant(_ir.IntType(64), 1), "monotonic")
+
+        return _t.int64(counter), codegen
+
+    # Branch-free float32 exp/log/tanh (Cephes polynomials): a libm call would keep LLVM from
+    # vectorising the loop and costs 10-20 ns.
     _MAGIC = _F(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer kept in the low bits
     _MAGIC_BITS = np.int32(0x4B400000)
     _LOG2E = _F(1.44269504088896341)
     _LN2_HI = _F(0.693359375)
     _LN2_LO = _F(-2.12194440e-4)
     _SQRTHF = _F(0.707106781186547524)
-    _INF = _F(np.inf)
-    _HALF = _F(0.5)
-    _TWO = _F(2.0)
+    _EXP_LO = _F(-104.0)  # exp below this is 0 in float32
+    _EXP_HI = _F(89.0)  # exp above this is inf in float32
+    _TANH_SMALL = _F(0.625)
 
     @njit(inline="always", **_JIT)
     def _expf(x):
-        """exp for float32; NaN -> NaN, -inf -> 0, overflow -> inf."""
+        """exp for float32; NaN -> NaN, -inf -> 0, overflow -> inf, subnormal results rounded once."""
         nan = x != x
-        x = _F(-104.0) if x < _F(-104.0) else x
-        x = _F(89.0) if x > _F(89.0) else x
+        x = _EXP_LO if x < _EXP_LO else x
+        x = _EXP_HI if x > _EXP_HI else x
         x = _ZERO if nan else x
         t = x * _LOG2E + _MAGIC
         n = _f2i(t) - _MAGIC_BITS  # round(x / ln 2), in [-150, 129]
@@ -131,7 +158,7 @@ if _HAVE_NUMBA:
         r = x - fn * _LN2_HI - fn * _LN2_LO
         p = (((((_F(1.9875691500e-4) * r + _F(1.3981999507e-3)) * r + _F(8.3334519073e-3)) * r
                + _F(4.1665795894e-2)) * r + _F(1.6666665459e-1)) * r + _F(5.0000001201e-1)) * r * r + r + _ONE
-        n1 = n >> 1  # two factors 2**n1 * 2**n2 keep both normal, so subnormal results round once
+        n1 = n >> 1  # 2**n as 2**n1 * 2**n2: both normal, so a subnormal result rounds once
         n2 = n - n1
         y = p * _i2f((n1 + 127) << 23) * _i2f((n2 + 127) << 23)
         return _NAN if nan else y
@@ -156,36 +183,28 @@ if _HAVE_NUMBA:
 
     @njit(inline="always", **_JIT)
     def _tanhf(x):
-        """tanh for float32; odd, NaN -> NaN."""
+        """tanh for float32; odd, NaN -> NaN, keeps the sign of -0."""
         z = abs(x)
         big = _ONE - _TWO / (_expf(z + z) + _ONE)
         big = -big if x < _ZERO else big
         w = x * x
         small = ((((_F(-5.70498872745e-3) * w + _F(2.06390887954e-2)) * w - _F(5.37397155531e-2)) * w
                   + _F(1.33314422036e-1)) * w - _F(3.33332819422e-1)) * w * x + x
-        small = x if z == _ZERO else small  # keeps the sign of -0
-        return small if z <= _F(0.625) else (big if z == z else x)
-
-    @njit(**_JIT)
-    def _arity(op):
-        if op == 5 or (op >= 6 and op <= 12):  # neg log sqrt abs square inv exp tanh
-            return 1
-        if op >= 1 and op <= N_FUNCTIONS:
-            return 2
-        return 0
+        small = x if z == _ZERO else small
+        return small if z <= _TANH_SMALL else (big if z == z else x)
 
     @njit(**_JIT)
     def _compile(ops, consts, length, m, code, cval, res):
         """Postfix rows -> register code.
 
-        ops: int32[P, L], consts: float32[P, L], length: int32[P]; writes code: int32[P, L, 4]
-        (op, dst, a, b; FILL has the constant in cval: float32[P, L]), res: int32[P, 2]
+        ops: int32[P, L], consts: float32[P, L], length: int32[P]. Writes code: int32[P, L, 4]
+        ((op, dst, a, b); a FILL's constant is in cval: float32[P, L]) and res: int32[P, 2]
         (number of instructions, result register). Returns (n_regs, error): error is 0, or
         1 + the first invalid program (bad opcode, stack underflow, stack not ending at 1).
         """
         P, L = ops.shape
         n_regs = 0
-        vstack = np.empty(L + 1, np.int32)  # value stack: register numbers
+        vstack = np.empty(L + 1, np.int32)  # value stack of register numbers
         free = np.empty(L + 2, np.int32)  # free intermediate registers (LIFO)
         for p in range(P):
             n = min(max(length[p], 0), L)
@@ -203,25 +222,24 @@ if _HAVE_NUMBA:
                     vstack[sp] = op - FIRST_VAR
                     sp += 1
                     continue
-                ar = _arity(op)
-                if op != CONST and (ar == 0 or sp < ar):
+                if op < 0:
                     return n_regs, p + 1
-                if nfree > 0:  # allocate dst before releasing operands: dst != a, b
+                ar = _ARITY[op]
+                if sp < ar:
+                    return n_regs, p + 1
+                if nfree > 0:  # allocate dst before releasing the operands: dst != a, b
                     nfree -= 1
                     d = free[nfree]
                 else:
                     d = top
                     top += 1
-                if op == CONST:
-                    code[p, k, 0] = FILL
-                    code[p, k, 1] = d
-                    cval[p, k] = consts[p, i]
-                else:
+                code[p, k, 0] = FILL if op == CONST else op
+                code[p, k, 1] = d
+                cval[p, k] = consts[p, i] if op == CONST else _ZERO
+                if ar > 0:
                     b = vstack[sp - 1]
                     a = vstack[sp - 2] if ar == 2 else b
                     sp -= ar
-                    code[p, k, 0] = op
-                    code[p, k, 1] = d
                     code[p, k, 2] = a
                     code[p, k, 3] = b
                     if a >= m:
@@ -230,6 +248,9 @@ if _HAVE_NUMBA:
                     if ar == 2 and b >= m:
                         free[nfree] = b
                         nfree += 1
+                else:
+                    code[p, k, 2] = 0
+                    code[p, k, 3] = 0
                 vstack[sp] = d
                 sp += 1
                 k += 1
@@ -240,123 +261,125 @@ if _HAVE_NUMBA:
             n_regs = max(n_regs, top - m)
         return n_regs, 0
 
-    @njit(**_JIT_RUN)
-    def _exec(D, d, o, R, op, a, b, c, nb):
-        """One instruction over the first nb rows of the block buffer R: float32[regs, B], into
-        D[d, o:o + nb] (D is R, or the output for a program's last instruction)."""
+    @njit(inline="always", **_JIT_RUN)
+    def _exec(D, d, R, op, a, b, c, nb):
+        """One instruction on the first nb rows of the block: reads rows a, b of R: float32[regs, B],
+        writes row d of D (the same buffer, passed twice so that LLVM checks the rows for overlap
+        once per loop and then runs the vector version)."""
         if op == 1:
             for j in range(nb):
-                D[d, o + j] = R[a, j] + R[b, j]
+                D[d, j] = R[a, j] + R[b, j]
         elif op == 2:
             for j in range(nb):
-                D[d, o + j] = R[a, j] - R[b, j]
+                D[d, j] = R[a, j] - R[b, j]
         elif op == 3:
             for j in range(nb):
-                D[d, o + j] = R[a, j] * R[b, j]
+                D[d, j] = R[a, j] * R[b, j]
         elif op == 4:
             for j in range(nb):
-                x = R[b, j]
-                D[d, o + j] = R[a, j] / x if abs(x) > _E else _ONE
+                y = R[b, j]
+                D[d, j] = R[a, j] / y if abs(y) > _E else _ONE
         elif op == 5:
             for j in range(nb):
-                D[d, o + j] = -R[a, j]
+                D[d, j] = -R[a, j]
         elif op == 6:
             for j in range(nb):
                 x = abs(R[a, j])
-                D[d, o + j] = _logf(x) if x > _E else _ZERO
+                D[d, j] = _logf(x) if x > _E else _ZERO
         elif op == 7:
             for j in range(nb):
-                D[d, o + j] = math.sqrt(abs(R[a, j]))
+                D[d, j] = np.sqrt(abs(R[a, j]))
         elif op == 8:
             for j in range(nb):
-                D[d, o + j] = abs(R[a, j])
+                D[d, j] = abs(R[a, j])
         elif op == 9:
             for j in range(nb):
                 x = R[a, j]
-                D[d, o + j] = x * x
+                D[d, j] = x * x
         elif op == 10:
             for j in range(nb):
                 x = R[a, j]
-                D[d, o + j] = _ONE / x if abs(x) > _E else _ZERO
+                D[d, j] = _ONE / x if abs(x) > _E else _ZERO
         elif op == 11:
             for j in range(nb):
                 x = R[a, j]
-                D[d, o + j] = _expf(_XMAX if x > _XMAX else x)  # NaN passes through
+                D[d, j] = _expf(_XMAX if x > _XMAX else x)  # NaN passes the clamp
         elif op == 12:
             for j in range(nb):
-                D[d, o + j] = _tanhf(R[a, j])
-        elif op == 13:  # torch.minimum: NaN if either is NaN
+                D[d, j] = _tanhf(R[a, j])
+        elif op == 13:  # as torch.minimum: NaN if either is NaN; a when a == b (signed zeros)
             for j in range(nb):
                 x = R[a, j]
                 y = R[b, j]
-                t = x if x < y else y
-                t = t if y == y else y
-                D[d, o + j] = x if x != x else t
+                t = y if y < x else x
+                t = y if y != y else t
+                D[d, j] = x if x != x else t
         elif op == 14:
             for j in range(nb):
                 x = R[a, j]
                 y = R[b, j]
-                t = x if x > y else y
-                t = t if y == y else y
-                D[d, o + j] = x if x != x else t
+                t = y if y > x else x
+                t = y if y != y else t
+                D[d, j] = x if x != x else t
         else:  # FILL
             for j in range(nb):
-                D[d, o + j] = c
+                D[d, j] = c
 
-    @njit(parallel=True, **_JIT_RUN)
-    def _run(code, cval, res, Xt, out, n_regs, block, chunk):
-        """Execute register code. Xt: float32[m, N] (features transposed); out: float32[P, N]."""
+    @njit(**_JIT)
+    def _load_features(R, Xt, r0, nb):
+        for f in range(Xt.shape[0]):
+            for j in range(nb):
+                R[f, j] = Xt[f, r0 + j]
+
+    @njit(**_JIT_RUN)
+    def _run_items(code, cval, res, Xt, out, n_regs, block, chunk, counter):
+        """Work items (program chunk c, row block rb) = c * nblk + rb, taken from ``counter``
+        until none is left. Xt: float32[m, N] (features transposed); out: float32[P, N]."""
         m, N = Xt.shape
         P = code.shape[0]
         nblk = (N + block - 1) // block
-        nchk = (P + chunk - 1) // chunk
-        for w in prange(nblk * nchk):
-            rb = w % nblk  # consecutive items share a program chunk: its code stays in cache
-            r0 = rb * block
+        n_items = nblk * ((P + chunk - 1) // chunk)
+        R = np.empty((m + n_regs, block), np.float32)
+        while True:
+            w = _fetch_add(counter)
+            if w >= n_items:
+                break
+            r0 = (w % nblk) * block  # consecutive items share a chunk: its code stays in cache
             nb = min(block, N - r0)
             p0 = (w // nblk) * chunk
-            R = np.empty((m + n_regs, block), np.float32)
-            for f in range(m):
-                for j in range(nb):
-                    R[f, j] = Xt[f, r0 + j]
+            _load_features(R, Xt, r0, nb)
             for p in range(p0, min(p0 + chunk, P)):
-                n = res[p, 0]
-                for k in range(n - 1):
-                    _exec(R, code[p, k, 1], 0, R, code[p, k, 0], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
-                if n > 0:  # the last instruction writes straight into the output
-                    k = n - 1
-                    _exec(out, p, r0, R, code[p, k, 0], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
-                else:  # a single feature
-                    r = res[p, 1]
-                    for j in range(nb):
-                        out[p, r0 + j] = R[r, j]
+                for k in range(res[p, 0]):
+                    _exec(R, code[p, k, 1], R, code[p, k, 0], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
+                r = res[p, 1]
+                for j in range(nb):
+                    out[p, r0 + j] = R[r, j]
 
     @njit(**_JIT)
-    def _dedup_compile(ops, consts, length, m, table_size):
+    def _dedup_compile(ops, consts, length, m):
         """Hash-cons every subtree of the population into one DAG, then emit register code.
 
         Returns (code int32[K, 4], cval float32[K], out_at int32[P], out_reg int32[P],
-        out_ptr int32[K + 2], n_regs, n_distinct_nodes, error); see ``_run_dag`` for out_*. Registers are freed after the last use of a node
-        (liveness over the whole population, programs in order).
+        out_ptr int32[K + 2], n_regs, n_distinct_nodes, error); see ``_run_dag_items``.
+        Nodes are numbered in creation order, children first, which is the execution order.
         """
         P, L = ops.shape
-        # DAG nodes: key (op, a, b, const bits); leaves are nodes too so that keys are exact
-        cap = 16
+        cap = 1
         for p in range(P):
             cap += min(max(length[p], 0), L)
-        nop = np.empty(cap, np.int32)
+        nop = np.empty(cap, np.int32)  # node: opcode, children (-1: none), constant bits
         na = np.empty(cap, np.int32)
         nb_ = np.empty(cap, np.int32)
-        nc = np.empty(cap, np.float32)
         nbits = np.empty(cap, np.int32)
-        tsize = table_size
+        nc = np.empty(cap, np.float32)
+        tsize = 16
         while tsize < 2 * cap:
             tsize *= 2
         table = np.full(tsize, -1, np.int32)
         root = np.empty(P, np.int32)
         vstack = np.empty(L + 1, np.int32)
-        U = 0
         cbits = consts.view(np.int32)
+        U = 0
         for p in range(P):
             n = min(max(length[p], 0), L)
             sp = 0
@@ -369,29 +392,32 @@ if _HAVE_NUMBA:
                 bits = 0
                 if op >= FIRST_VAR:
                     if op - FIRST_VAR >= m:
-                        return _fail(P, p)
+                        return _fail(p)
                 elif op == CONST:
                     bits = cbits[p, i]
+                elif op < 0:
+                    return _fail(p)
                 else:
-                    ar = _arity(op)
-                    if ar == 0 or sp < ar:
-                        return _fail(P, p)
-                    b = vstack[sp - 1]
+                    ar = _ARITY[op]
+                    if sp < ar:
+                        return _fail(p)
                     if ar == 2:
                         a = vstack[sp - 2]
+                        b = vstack[sp - 1]
                     else:
-                        a = b
-                        b = -1
+                        a = vstack[sp - 1]
                     sp -= ar
-                h = (op * 0x9E3779B1 + (a + 1) * 0x85EBCA77 + (b + 1) * 0xC2B2AE3D + bits * 0x27D4EB2F) & (tsize - 1)
-                while True:
+                h = op * 0x9E3779B1 + (a + 1) * 0x85EBCA77 + (b + 1) * 0xC2B2AE3D + bits * 0x27D4EB2F
+                h ^= h >> 29
+                h = (h * 0xBF58476D) & (tsize - 1)
+                while True:  # open addressing, linear probing
                     e = table[h]
                     if e < 0:
                         nop[U] = op
                         na[U] = a
                         nb_[U] = b
                         nbits[U] = bits
-                        nc[U] = consts[p, i] if op == CONST else _ZERO
+                        nc[U] = consts[p, i]
                         table[h] = U
                         e = U
                         U += 1
@@ -402,36 +428,40 @@ if _HAVE_NUMBA:
                 vstack[sp] = e
                 sp += 1
             if sp != 1:
-                return _fail(P, p)
+                return _fail(p)
             root[p] = vstack[0]
-        # last use of each node (as an operand or as a program result): index in node order,
-        # results count as used "at" the node that finishes the program's root
-        last = np.full(U, -1, np.int64)
+        # last use of each node: its last parent, or itself if it is a program's result (copied
+        # out right after it is computed)
+        last = np.full(U, -1, np.int32)
         for u in range(U):
             if na[u] >= 0:
-                last[na[u]] = max(last[na[u]], u)
+                last[na[u]] = u
             if nb_[u] >= 0:
-                last[nb_[u]] = max(last[nb_[u]], u)
+                last[nb_[u]] = u
         for p in range(P):
-            last[root[p]] = max(last[root[p]], root[p])  # alive at least until it is copied out
-        # emit code in node order (children precede parents: topological)
-        reg = np.full(U, -1, np.int32)
+            last[root[p]] = max(last[root[p]], root[p])
+        # CSR: nodes to release after node u
+        rel_ptr = np.zeros(U + 1, np.int32)
+        for v in range(U):
+            rel_ptr[last[v] + 1] += 1
+        for u in range(U):
+            rel_ptr[u + 1] += rel_ptr[u]
+        rel = np.empty(U, np.int32)
+        fill = rel_ptr[:U].copy()
+        for v in range(U):
+            rel[fill[last[v]]] = v
+            fill[last[v]] += 1
+        # registers: allocate dst before releasing operands (dst != a, b), LIFO reuse
+        reg = np.empty(U, np.int32)
         kidx = np.full(U, -1, np.int32)  # instruction computing node u (-1: a feature)
-        code = np.empty((U, 4), np.int32)
+        code = np.zeros((U, 4), np.int32)
         cval = np.zeros(U, np.float32)
         free = np.empty(U + 1, np.int32)
         nfree = 0
         top = m
         k = 0
-        executed = 0
-        # release list: nodes whose last use is node u get freed right after u's instruction
-        order = np.argsort(last, kind="mergesort")
-        ptr = 0
-        while ptr < U and last[order[ptr]] < 0:
-            ptr += 1
         for u in range(U):
             op = nop[u]
-            executed += 1
             if op >= FIRST_VAR:
                 reg[u] = op - FIRST_VAR
             else:
@@ -445,69 +475,94 @@ if _HAVE_NUMBA:
                 kidx[u] = k
                 code[k, 0] = FILL if op == CONST else op
                 code[k, 1] = d
-                code[k, 2] = reg[na[u]] if na[u] >= 0 else 0
-                code[k, 3] = reg[nb_[u]] if nb_[u] >= 0 else code[k, 2]
-                cval[k] = nc[u]
+                if na[u] >= 0:
+                    code[k, 2] = reg[na[u]]
+                    code[k, 3] = reg[nb_[u]] if nb_[u] >= 0 else reg[na[u]]
+                cval[k] = nc[u] if op == CONST else _ZERO
                 k += 1
-            while ptr < U and last[order[ptr]] <= u:
-                v = order[ptr]
-                ptr += 1
-                if reg[v] >= m:
-                    free[nfree] = reg[v]
+            for i in range(rel_ptr[u], rel_ptr[u + 1]):
+                r = reg[rel[i]]
+                if r >= m:
+                    free[nfree] = r
                     nfree += 1
-        # copy-out schedule (CSR over instructions): program p is copied after the instruction
-        # that computes its root; single-feature programs before instruction 0 (slot 0)
-        slot = np.empty(P, np.int64)
-        for p in range(P):
-            slot[p] = kidx[root[p]] + 1
-        out_at = np.argsort(slot, kind="mergesort").astype(np.int32)
-        out_reg = np.empty(P, np.int32)
+        # copy-out schedule, CSR over slots: slot 0 before any instruction (single-feature
+        # programs), slot k + 1 right after instruction k
         out_ptr = np.zeros(k + 2, np.int32)
-        for i in range(P):
-            out_reg[i] = reg[root[out_at[i]]]
-            out_ptr[slot[out_at[i]] + 1] += 1
+        for p in range(P):
+            out_ptr[kidx[root[p]] + 2] += 1
         for s in range(k + 1):
             out_ptr[s + 1] += out_ptr[s]
-        return code[:k], cval[:k], out_at, out_reg, out_ptr, top - m, executed, 0
+        pos = out_ptr[: k + 1].copy()
+        out_at = np.empty(P, np.int32)
+        out_reg = np.empty(P, np.int32)
+        for p in range(P):
+            s = kidx[root[p]] + 1
+            out_at[pos[s]] = p
+            out_reg[pos[s]] = reg[root[p]]
+            pos[s] += 1
+        return code[:k], cval[:k], out_at, out_reg, out_ptr, top - m, U, 0
 
     @njit(**_JIT)
-    def _fail(P, p):
+    def _fail(p):
         e = np.empty(0, np.int32)
         return np.empty((0, 4), np.int32), np.empty(0, np.float32), e, e, e, 0, 0, p + 1
 
-    @njit(parallel=True, **_JIT_RUN)
-    def _run_dag(code, cval, out_at, out_reg, out_ptr, Xt, out, n_regs, block):
-        """Execute DAG code per row block. Copy-out schedule, CSR over slots (slot 0: before any
-        instruction, slot k + 1: after instruction k): for out_ptr[s] <= i < out_ptr[s + 1], copy
-        register out_reg[i] into row out_at[i] of out."""
+    @njit(**_JIT_RUN)
+    def _run_dag_items(code, cval, out_at, out_reg, out_ptr, Xt, out, n_regs, block, counter):
+        """Run the whole DAG code on row blocks taken from ``counter``. After slot s (slot 0:
+        before any instruction, slot k + 1: after instruction k), register out_reg[i] is copied
+        into row out_at[i] of out, for out_ptr[s] <= i < out_ptr[s + 1]."""
         m, N = Xt.shape
         K = code.shape[0]
         nblk = (N + block - 1) // block
-        for rb in prange(nblk):
+        R = np.empty((m + n_regs, block), np.float32)
+        while True:
+            rb = _fetch_add(counter)
+            if rb >= nblk:
+                break
             r0 = rb * block
             nb = min(block, N - r0)
-            R = np.empty((m + n_regs, block), np.float32)
-            for f in range(m):
-                for j in range(nb):
-                    R[f, j] = Xt[f, r0 + j]
-            for i in range(out_ptr[0], out_ptr[1]):  # programs that are a single feature
-                r = out_reg[i]
-                for j in range(nb):
-                    out[out_at[i], r0 + j] = R[r, j]
-            for k in range(K):
-                _exec(R, code[k, 1], 0, R, code[k, 0], code[k, 2], code[k, 3], cval[k], nb)
+            _load_features(R, Xt, r0, nb)
+            for k in range(-1, K):
+                if k >= 0:
+                    _exec(R, code[k, 1], R, code[k, 0], code[k, 2], code[k, 3], cval[k], nb)
                 for i in range(out_ptr[k + 1], out_ptr[k + 2]):
                     r = out_reg[i]
+                    p = out_at[i]
                     for j in range(nb):
-                        out[out_at[i], r0 + j] = R[r, j]
+                        out[p, r0 + j] = R[r, j]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)  # running tasks finish; new ones go to the bigger pool
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorgp-numba")
+        return _POOL
+
+
+def _parallel(kernel, args: tuple, n_items: int, n_threads: int) -> None:
+    """Run ``kernel(*args, counter)`` on n_threads threads (this one included); the kernel
+    releases the GIL and takes work items from the shared atomic counter."""
+    counter = np.zeros(1, np.int64)
+    t = max(1, min(n_threads, n_items))
+    futures = [_pool(t - 1).submit(kernel, *args, counter) for _ in range(t - 1)]
+    kernel(*args, counter)
+    for f in futures:
+        f.result()
 
 
 def _threads(n_threads: int | None) -> int:
-    n = torch.get_num_threads() if n_threads is None else n_threads
-    return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    return max(1, int(torch.get_num_threads() if n_threads is None else n_threads))
 
 
-def _check_inputs(ops, consts, length, X, out):
+def _as_numpy(ops, consts, length, X, out):
     if not _HAVE_NUMBA:
         raise RuntimeError("numba is not installed; use the torch backend")
     for name, t in (("ops", ops), ("consts", consts), ("length", length), ("X", X)):
@@ -520,12 +575,12 @@ def _check_inputs(ops, consts, length, X, out):
         out = torch.empty(P, N, dtype=torch.float32)
     elif out.shape != (P, N) or out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous CPU float32[{P}, {N}] tensor")
-    # numpy, not torch, for the conversions: a torch op here wakes torch's OpenMP pool, whose
-    # spinning threads then compete with numba's on a small machine
-    o = np.ascontiguousarray(ops.numpy(), dtype=np.int32)
-    c = np.ascontiguousarray(consts.numpy(), dtype=np.float32)
-    ln = np.ascontiguousarray(length.numpy(), dtype=np.int32)
-    Xt = np.ascontiguousarray(X.numpy().T, dtype=np.float32)  # [m, N]: one feature's block is contiguous
+    # numpy, not torch, for the conversions: a torch op here would wake torch's OpenMP pool,
+    # whose spinning threads then compete with ours on a small machine
+    o = np.ascontiguousarray(ops.detach().numpy(), dtype=np.int32)
+    c = np.ascontiguousarray(consts.detach().numpy(), dtype=np.float32)
+    ln = np.ascontiguousarray(length.detach().numpy(), dtype=np.int32)
+    Xt = np.ascontiguousarray(X.detach().numpy().T, dtype=np.float32)  # [m, N]: a feature's block is contiguous
     return o, c, ln, Xt, out
 
 
@@ -545,43 +600,39 @@ def evaluate_numba(
     """Evaluate every program on every row: ``float32[P, N]``.
 
     ops: int32[P, L], consts: float32[P, L], length: int32[P] (postfix, see ``population``),
-    X: float32[N, m] on CPU. ``out`` (contiguous float32[P, N]) is filled and returned if given.
-    ``block``: rows per block; ``chunk``: programs per work item; ``n_threads``: default
+    X: float32[N, m], all on CPU. ``out`` (contiguous float32[P, N]) is filled and returned if
+    given. ``block``: rows per block; ``chunk``: programs per work item; ``n_threads``: default
     ``torch.get_num_threads()``. ``dedup``: evaluate each distinct subtree of the population
-    once; a ``DedupStats`` is appended to ``stats`` if given. Raises ValueError on an invalid
-    program (bad opcode, stack underflow, stack not ending at exactly one value).
+    once (a ``DedupStats`` is appended to ``stats`` if given). Raises ValueError on an invalid
+    program (unknown opcode, feature >= m, stack underflow, stack not ending at one value).
     """
-    o, c, ln, Xt, out = _check_inputs(ops, consts, length, X, out)
+    o, c, ln, Xt, out = _as_numpy(ops, consts, length, X, out)
     P, L = o.shape
     m, N = Xt.shape
-    if P == 0 or N == 0:
-        return out
     if block < 1 or chunk < 1:
         raise ValueError("block and chunk must be >= 1")
+    if P == 0 or N == 0:
+        return out
     res_np = out.numpy()
-    prev = numba.get_num_threads()
-    numba.set_num_threads(_threads(n_threads))
-    try:
-        if dedup:
-            _evaluate_dedup(o, c, ln, Xt, res_np, block, stats)
-        else:
-            code = np.empty((P, max(L, 1), 4), np.int32)
-            cval = np.empty((P, max(L, 1)), np.float32)
-            res = np.empty((P, 2), np.int32)
-            n_regs, err = _compile(o, c, ln, m, code, cval, res)
-            if err:
-                raise ValueError(f"program {err - 1} is not a valid postfix program over {m} features")
-            _run(code, cval, res, Xt, res_np, max(n_regs, 1), block, chunk)
-    finally:
-        numba.set_num_threads(prev)
-    return out
-
-
-def _evaluate_dedup(o, c, ln, Xt, res_np, block, stats):
-    m = Xt.shape[0]
-    code, cval, out_at, out_reg, out_ptr, n_regs, executed, err = _dedup_compile(o, c, ln, m, 1024)
+    nt = _threads(n_threads)
+    if dedup:
+        code, cval, out_at, out_reg, out_ptr, n_regs, n_nodes, err = _dedup_compile(o, c, ln, m)
+        if err:
+            raise ValueError(f"program {err - 1} is not a valid postfix program over {m} features")
+        n_regs = max(n_regs, 1)
+        blk = block  # keep the register file cache-resident: the DAG can hold many values live
+        while blk > 32 and (m + n_regs) * blk * 4 > DAG_CACHE_BYTES:
+            blk //= 2
+        _parallel(_run_dag_items, (code, cval, out_at, out_reg, out_ptr, Xt, res_np, n_regs, blk), -(-N // blk), nt)
+        if stats is not None:
+            stats.append(DedupStats(int(np.clip(ln, 0, L).sum()), int(n_nodes), int(code.shape[0]), int(n_regs), blk))
+        return out
+    code = np.empty((P, max(L, 1), 4), np.int32)
+    cval = np.empty((P, max(L, 1)), np.float32)
+    res = np.empty((P, 2), np.int32)
+    n_regs, err = _compile(o, c, ln, m, code, cval, res)
     if err:
         raise ValueError(f"program {err - 1} is not a valid postfix program over {m} features")
-    _run_dag(code, cval, out_at, out_reg, out_ptr, Xt, res_np, max(n_regs, 1), block)
-    if stats is not None:
-        stats.append(DedupStats(int(np.clip(ln, 0, o.shape[1]).sum()), int(executed), int(code.shape[0])))
+    n_items = -(-N // block) * -(-P // chunk)
+    _parallel(_run_items, (code, cval, res, Xt, res_np, max(n_regs, 1), block, chunk), n_items, nt)
+    return out

@@ -45,6 +45,7 @@ from .evaluate import evaluate, resolve_backend
 from .population import Population
 
 try:  # numba is optional: the torch reductions below compute the same sums
+    import numba
     from numba import njit, prange
 
     _HAVE_NUMBA = True
@@ -84,6 +85,16 @@ if _HAVE_NUMBA:
 
 def _use_numba(t: torch.Tensor) -> bool:
     return _HAVE_NUMBA and t.device.type == "cpu"
+
+
+def _numba_call(kernel, *args) -> None:
+    """Run a parallel kernel on ``torch.get_num_threads()`` threads, as the evaluator does."""
+    prev = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(prev)
 
 LOSSES = ("mse", "mae", "r2", "pearson", "spearman", "kendall")
 DECOMPOSABLE = ("mse", "mae", "r2", "pearson")
@@ -230,7 +241,7 @@ class RegressionObjective:
                 if first:
                     K[sl] = torch.nan_to_num(f[:, 0].to(dd), nan=0.0, posinf=0.0, neginf=0.0)
                 if _use_numba(f):
-                    _nb_moments(f.contiguous().numpy(), K[sl].numpy(), ycc.numpy(), s1[sl].numpy(), s2[sl].numpy(), sy[sl].numpy())
+                    _numba_call(_nb_moments, f.contiguous().numpy(), K[sl].numpy(), ycc.numpy(), s1[sl].numpy(), s2[sl].numpy(), sy[sl].numpy())
                 else:
                     d = f.to(dd) - K[sl, None]
                     s1[sl] += d.sum(1)
@@ -250,7 +261,7 @@ class RegressionObjective:
                 sl = slice(p0, p0 + step)
                 f = evaluate(pop[sl], Xc, self.backend)
                 if _use_numba(f):
-                    _nb_residuals(f.contiguous().numpy(), a[sl].contiguous().numpy(), b[sl].contiguous().numpy(),
+                    _numba_call(_nb_residuals, f.contiguous().numpy(), a[sl].contiguous().numpy(), b[sl].contiguous().numpy(),
                                   yc.contiguous().numpy(), power, out[sl].numpy())
                     continue
                 r = (a[sl, None] + b[sl, None] * f.to(torch.float64)) - yc

@@ -13,7 +13,8 @@ evolved formulas is finally reported.
 Selection strategies (``SELECTIONS``), all applied to the hall of fame of every run:
 
 * ``train``: the best training fitness (the paper's choice);
-* ``validation``: the best mean Kendall on the validation tasks, else on the held-out rows;
+* ``validation``: the best mean Kendall on the validation tasks (never on held-out rows, which
+  would then no longer measure anything held out);
 * ``parsimony``: the smallest formula within ``PARSIMONY_TOLERANCE`` of the best training fitness;
 * ``ensemble``: the mean per-task rank of every run's best formula (one predictor, R formulas).
 """
@@ -90,8 +91,8 @@ def split_validation_holdout(spec, tasks: list[Task], train: list[Task],
         train, holdout = split_architectures(train, spec.fit_fraction, spec.split_seed)
     if spec.select not in SELECTIONS:
         raise ValueError(f"unknown selection {spec.select!r}; choose from {', '.join(SELECTIONS)}")
-    if spec.select == "validation" and not (validation or holdout):
-        raise ValueError("--select validation needs validation tasks (--validation) or held-out rows (--fit-fraction)")
+    if spec.select == "validation" and not validation:
+        raise ValueError("--select validation needs validation tasks (--validation)")
     return train, validation, holdout
 
 
@@ -229,8 +230,7 @@ def _choose(strategy: str, cands: list[dict], scores: list[dict], entries) -> in
         ok = [i for i in idx if cands[i]["fitness"] >= best - PARSIMONY_TOLERANCE]
         return min(ok, key=lambda i: (cands[i]["size"], -cands[i]["fitness"]))
     if strategy == "validation":
-        split = "validation" if any(s == "validation" for _, s, _ in entries) else "holdout"
-        keys = [k for k, s, _ in entries if s == split]
+        keys = [k for k, s, _ in entries if s == "validation"]
         if not keys:
             return None
         val = [_mean([scores[i][k]["kendall"] for k in keys]) for i in idx]

@@ -107,17 +107,21 @@ def _check_X(X: Any, allow_nonfinite: bool = False) -> tuple[torch.Tensor, list[
             if all(isinstance(c, str) for c in cols):
                 names = cols
             try:
-                arr = X.to_numpy(dtype=np.float64)
+                arr = X.to_numpy()
+                if arr.dtype.kind not in "biuf":
+                    arr = arr.astype(np.float64)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"X has non-numeric columns: {e}") from e
         else:
-            try:
-                arr = np.asarray(X, dtype=np.float64)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"X must be numeric: {e}") from e
-        if arr.ndim == 2:
-            arr = arr.astype(np.float32)
-        t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.ndim == 2 else torch.as_tensor(arr)
+            arr = np.asarray(X)
+            if arr.dtype.kind not in "biuf":
+                try:
+                    arr = arr.astype(np.float64)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"X must be numeric: {e}") from e
+        with np.errstate(over="ignore"):  # beyond float32 range -> inf, reported below
+            arr = np.ascontiguousarray(arr, dtype=np.float32)  # no copy when X is float32 already
+        t = torch.from_numpy(arr)
     if t.dim() != 2:
         raise ValueError(f"X must be 2-D [n_samples, n_features], got shape {tuple(t.shape)}"
                          + ("; reshape a single feature with X.reshape(-1, 1)" if t.dim() == 1 else ""))
@@ -151,6 +155,25 @@ def _check_y(y: Any, n: int) -> torch.Tensor:
     if bool(bad.any()):
         raise ValueError(_nonfinite_message("y", bad.numpy()))
     return t.contiguous()
+
+
+class _threads:
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        self.prev = torch.get_num_threads()
+        if self.n is not None:
+            if int(self.n) < 1:
+                raise ValueError("n_jobs must be >= 1 or None")
+            torch.set_num_threads(int(self.n))
+
+    def __exit__(self, *exc):
+        if self.n is not None:
+            torch.set_num_threads(self.prev)
+        return False
 
 
 # ------------------------------------------------------------------------------- hall of fame
@@ -262,8 +285,14 @@ def _model_node(node: E.Node, a: float, b: float) -> E.Node:
     return E.simplify(out)
 
 
-def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6) -> str:
-    """Readable ``a + b * f`` with constants to ``digits`` significant digits."""
+def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6, y_scale: float = 0.0) -> str:
+    """Readable ``a + b * f`` with constants to ``digits`` significant digits. An intercept below
+    float32 resolution of the target (``|a| <= 1e-7 * y_scale``) and a slope that rounds to 1
+    at ``digits`` are left out (``predict`` still uses the exact values)."""
+    if abs(a) <= 1e-7 * y_scale:
+        a = 0.0
+    if float(_fmt_num(b, digits)) == 1.0:
+        b = 1.0
     s = _infix(_model_node(node, a, b), names, digits)
     if s.startswith("(") and s.endswith(")"):
         depth = 0
@@ -336,6 +365,9 @@ class SymbolicRegressor:
     chunk_rows : rows per evaluation chunk (bounds memory; see ``losses``).
     device : "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). backend : evaluator
         ("auto", "torch", "numba", "triton"; see ``tensorgp.evaluate``).
+    n_jobs : CPU threads for torch and the numba evaluator during fit/predict (the previous
+        setting is restored afterwards); None keeps the current ``torch.get_num_threads()``.
+        Most per-generation tensors are small, so on a busy machine 1 thread can be fastest.
     random_state : int for reproducible fits; None draws a seed from numpy's global RNG.
     verbose : 0 silent, 1 one line per generation.
     """
@@ -351,7 +383,8 @@ class SymbolicRegressor:
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, selection_tolerance: float = 0.01,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
-                 device: str = "cpu", backend: str = "auto", random_state: int | None = None, verbose: int = 0):
+                 device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
+                 random_state: int | None = None, verbose: int = 0):
         self.population_size = population_size
         self.generations = generations
         self.tournament_size = tournament_size
@@ -379,6 +412,7 @@ class SymbolicRegressor:
         self.chunk_rows = chunk_rows
         self.device = device
         self.backend = backend
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -447,6 +481,10 @@ class SymbolicRegressor:
 
     def fit(self, X: Any, y: Any) -> "SymbolicRegressor":
         """Evolve a formula for ``y ~ X``. Returns self."""
+        with _threads(self.n_jobs):
+            return self._fit(X, y)
+
+    def _fit(self, X: Any, y: Any) -> "SymbolicRegressor":
         t_start = time.perf_counter()
         self._check_params()
         Xt, names = _check_X(X)
@@ -472,7 +510,6 @@ class SymbolicRegressor:
                             constants=self.const_prob > 0, const_range=tuple(float(v) for v in self.const_range))
         g = torch.Generator().manual_seed(seed + 1)
         obj = RegressionObjective(Xt, yt, self.loss, self.linear_scaling, self._backend, dev, self.chunk_rows, generator=g)
-        self._objective = obj
         opt_rows = torch.randperm(N, generator=g)[: int(self.const_opt_rows)].sort().values if N > self.const_opt_rows else None
         Xo = (Xt[opt_rows.to(Xt.device)] if opt_rows is not None else Xt).to(dev)
         yo = (yt[opt_rows] if opt_rows is not None else yt).to(dev)
@@ -560,10 +597,12 @@ class SymbolicRegressor:
         a, b = obj.scaling(pop)
         a, b = a.cpu().tolist(), b.cpu().tolist()
         names = self.variable_names_
+        y_scale = abs(obj.ybar) + math.sqrt(max(obj.syy, 0.0) / obj.N)
         entries = []
         for i in range(pop.size):
             node = E.row(pop.ops, pop.consts, pop.length, i)
-            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale, model_expression(node, a[i], b[i], names),
+            expr = model_expression(node, a[i], b[i], names, y_scale=y_scale)
+            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale, expr,
                                          a[i], b[i], pop[i].trimmed().to("cpu"), bool(front[i])))
         self.hall_of_fame_ = entries
         self.pareto_front_ = [e for e in entries if e.pareto]
@@ -624,7 +663,8 @@ class SymbolicRegressor:
         """Predictions ``intercept_ + slope_ * program(X)``: float64 numpy array, or a torch tensor
         on X's device when X is a tensor. Non-finite inputs propagate."""
         Xt = self._features(X)
-        f = self._raw(Xt).to(torch.float64)
+        with _threads(self.n_jobs):
+            f = self._raw(Xt).to(torch.float64)
         pred = self.intercept_ + self.slope_ * f if self.slope_ != 0 else torch.full_like(f, self.intercept_)
         return pred if torch.is_tensor(X) else pred.cpu().numpy()
 

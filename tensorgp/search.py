@@ -8,8 +8,8 @@ architecture during the search is a table lookup; the searches are tensor work b
 
 * regularized (aging) evolution (Real et al. 2019): population ``int64[R, P]`` of table
   indices kept as a ring buffer (column ``t % P`` is the oldest at step ``t``: ages are
-  implicit), tournament of ``S`` distinct members -> parent, mutation -> one child per step,
-  the oldest member is removed;
+  implicit), tournament of ``S`` members drawn with replacement -> parent, mutation -> one
+  child per step, the oldest member is removed;
 * random search: ``budget`` distinct architectures drawn uniformly.
 
 Mutation changes one position of the architecture's integer encoding: the child is drawn
@@ -30,6 +30,7 @@ import json
 import re
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,12 +38,15 @@ from typing import Sequence
 import torch
 
 from . import expression as E
-from .data import DataError, Task, load, preprocess as preprocess_features, select
+from .data import Task, load, preprocess as preprocess_features, select
 from .evaluate import evaluate, resolve_backend
-from .experiment import program_population, single_proxy_scores
+from .experiment import program_population
+from .fitness import kendall_tau_b
 
 DEFAULT_POPULATION = 50
 DEFAULT_SAMPLE_SIZE = 10
+_CHUNK = 256  # evolution steps whose random numbers are drawn at once
+BASELINE_PROXIES = ("nwot", "jacov")  # the best single proxies by Kendall tau on NB201 (data README)
 
 
 class SearchError(ValueError):
@@ -159,7 +163,7 @@ def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str 
     node = E.parse(expr, variables)
     X = preprocess_features(task.features[:, [task.proxies.index(p) for p in variables]], preprocess)
     s = evaluate(program_population(node, device), X.to(device), "torch" if backend == "auto" else backend)[0]
-    return torch.nan_to_num(s, nan=-float("inf"))
+    return torch.where(torch.isnan(s), -float("inf"), s)
 
 
 def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
@@ -173,9 +177,10 @@ def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
 
 
 def dense_rank(scores: torch.Tensor) -> torch.Tensor:
-    """``float[n] -> int64[n]`` in 1..k, equal scores equal ranks (NaN lowest): the searches compare
+    """``float[n] -> int64[n]`` in 1..k, equal scores equal ranks (NaN = -inf, lowest): the searches compare
     integers, so a -inf score still ranks above "not scored" (0)."""
-    s = torch.nan_to_num(scores.double(), nan=-float("inf"))
+    s = scores.double()
+    s = torch.where(torch.isnan(s), -float("inf"), s)
     return torch.unique(s, return_inverse=True)[1] + 1
 
 
@@ -260,33 +265,36 @@ def regularized_evolution(scores: torch.Tensor, enc: torch.Tensor, budget: int, 
     pop = torch.rand(R, n, generator=g, device=dev).argsort(1)[:, :P]  # [R, P] distinct per run
     visited = torch.zeros(R, n, dtype=torch.bool, device=dev).scatter_(1, pop, True)
     pop_rank = rank[pop]
-    best, best_rank = _first_best(pop, rank)
+    first = pop.clone()
     steps = budget - P
+    children = torch.empty(steps, R, dtype=torch.int64, device=dev)  # scoring order, for the incumbent
+    K = nb.shape[1]
     for step in range(steps):
-        # tournament: S distinct members, the best by the objective is the parent
-        cand = torch.rand(R, P, generator=g, device=dev).topk(S, dim=1).indices
+        c = step % _CHUNK
+        if c == 0:  # random numbers for the next steps in two calls (the loop is op-overhead bound)
+            m = min(_CHUNK, steps - step)
+            draws = torch.randint(0, P, (m, R, S), generator=g, device=dev)
+            noise_all = torch.rand(m, R, K, generator=g, device=dev)
+        # tournament: S members drawn with replacement (Real et al. 2019, Alg. 1); the best is the parent
+        cand = draws.select(0, c)
         win = cand.gather(1, pop_rank.gather(1, cand).argmax(1, keepdim=True))
         parent = pop.gather(1, win).squeeze(1)  # [R]
         # mutation: an unscored neighbour at Hamming distance 1, drawn uniformly
         nbr = nb.index_select(0, parent)  # [R, K] (index_select/scatter: plain indexing is slow here)
         ok = (nbr >= 0) & ~visited.gather(1, nbr.clamp(min=0))
-        noise = torch.rand(nbr.shape, generator=g, device=dev).masked_fill_(~ok, -1.0)
-        j = noise.argmax(1, keepdim=True)  # (Tensor.max(dim) is slow on small CPU tensors)
+        j = torch.where(ok, noise_all.select(0, c), -1.0).argmax(1, keepdim=True)  # (Tensor.max(dim) is slow on CPU)
         child = nbr.gather(1, j).squeeze(1)
         lost = ~ok.gather(1, j).squeeze(1)
         if bool(lost.any()):  # no unscored neighbour: the nearest unscored architecture
             k = lost.nonzero().squeeze(1)
             child.index_copy_(0, k, _nearest(hot, parent.index_select(0, k), visited.index_select(0, k), g))
         visited.scatter_(1, child[:, None], True)
-        c_rank = rank.index_select(0, child)
-        better = c_rank > best_rank  # strict: the first found among equals stays the incumbent
-        best = torch.where(better, child, best)
-        best_rank = torch.where(better, c_rank, best_rank)
+        children.select(0, step).copy_(child)
         # the child replaces the oldest member (ring buffer)
         pop.select(1, step % P).copy_(child)
-        pop_rank.select(1, step % P).copy_(c_rank)
-    evals = visited.sum(1)
-    return SearchTrace(best, evals, visited, steps)
+        pop_rank.select(1, step % P).copy_(rank.index_select(0, child))
+    best = _first_best(torch.cat([first, children.T], 1), rank)[0]
+    return SearchTrace(best, visited.sum(1), visited, steps)
 
 
 # ----------------------------------------------------------------------------- reports
@@ -341,12 +349,25 @@ def search(task: Task, scores: torch.Tensor, budget: int = 1000, runs: int = 10,
     }
 
 
-def best_single_proxy(task: Task) -> str:
-    """The proxy with the highest Kendall tau against accuracy on ``task`` (present proxies only)."""
-    taus = single_proxy_scores([task])[task.name]
-    if not taus:
+def single_kendall(task: Task, proxy: str) -> float:
+    """Kendall tau-b of one proxy against accuracy over the architectures where it is finite
+    (torch backend: one column does not pay for loading numba)."""
+    c = task.column(proxy)
+    f = torch.isfinite(c)
+    k = int(f.sum())
+    if k < 2:
+        return float("nan")
+    return float(kendall_tau_b(c[f][None], task.accuracy[f], torch.tensor([0, k]), backend="torch")[0, 0])
+
+
+def best_single_proxy(task: Task, candidates: Sequence[str] = BASELINE_PROXIES) -> str:
+    """Of ``candidates`` present on ``task`` (else of all its present proxies), the one with the
+    highest Kendall tau against accuracy."""
+    cands = [p for p in candidates if task.present(p)] or [p for p in task.proxies if task.present(p)]
+    if not cands:
         raise SearchError(f"task {task.name}: no proxy is present")
-    return max(taus, key=lambda p: taus[p])
+    taus = {p: single_kendall(task, p) for p in cands}
+    return max(cands, key=lambda p: (taus[p] == taus[p], taus[p]))  # NaN last
 
 
 def read_result(path: str | Path) -> tuple[str, str]:
@@ -369,19 +390,43 @@ def pick_task(tasks: list[Task], name: str) -> Task:
     return hits[0]
 
 
+@contextmanager
+def cpu_threads(n: int | None):
+    """Temporarily ``torch.set_num_threads(n)`` (``None``: unchanged)."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str = "rank", budget: int = 1000,
                runs: int = 10, seed: int = 0, population: int = DEFAULT_POPULATION,
                sample_size: int = DEFAULT_SAMPLE_SIZE, baseline_proxy: str | None = None,
-               device: str = "cpu", backend: str = "auto") -> dict:
+               device: str = "cpu", backend: str = "auto", threads: int | None = 1) -> dict:
     """The ``tensorgp search`` result: regularized evolution driven by the formula, and as baselines
     with the same budget and seed, random search scored by the formula and the same evolution
-    driven by the best single proxy (``baseline_proxy``, default: highest Kendall tau on the task)."""
+    driven by the best single proxy (``baseline_proxy``, default: the better of nwot and jacov by
+    Kendall tau on the task). ``threads``: torch CPU threads meanwhile; the tensors here are
+    small (<= runs x table), so more threads gain nothing, and on a busy 2-core machine their
+    spinning made the formula and the neighbour table 10-30x slower (measured)."""
+    with cpu_threads(threads):
+        return _run_search(data, task, expr, preprocess, budget, runs, seed, population, sample_size,
+                           baseline_proxy, device, backend)
+
+
+def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sample_size, baseline_proxy,
+                device, backend) -> dict:
     t0 = time.perf_counter()
     t = pick_task(load(data), task)
     t_load = time.perf_counter() - t0
     enc = encodings(t)
     nb = neighbour_table(enc)
     t1 = time.perf_counter()
+    t_prep = t1 - t0 - t_load
     scores = formula_scores(t, expr, preprocess, device, backend)
     t_score = time.perf_counter() - t1
     kw = dict(budget=budget, runs=runs, seed=seed, population=population, sample_size=sample_size,
@@ -391,7 +436,7 @@ def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str
     proxy = baseline_proxy or best_single_proxy(t)
     bp = search(t, proxy_scores(t, proxy).to(device), method="evolution", **kw)
     pct = accuracy_percentile(t.accuracy)
-    top = int(torch.argmax(scores.cpu()))
+    top = int(torch.argmax(scores.cpu()))  # ties: the lowest table index
 
     def brief(r: dict, **extra) -> dict:
         return {**extra, "accuracy": r["median"]["accuracy"], "percentile": r["median"]["percentile"],
@@ -415,7 +460,7 @@ def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str
         "per_run": main["per_run"],
         "baselines": {"random": brief(rnd, method="random search scored by the formula"),
                       "best_proxy": brief(bp, method=f"regularized evolution driven by {proxy}", proxy=proxy)},
-        "timing": {"load_s": t_load, "score_s": t_score, "search_s": main["time_s"],
+        "timing": {"load_s": t_load, "prepare_s": t_prep, "score_s": t_score, "search_s": main["time_s"],
                    "baselines_s": rnd["time_s"] + bp["time_s"], "total_s": time.perf_counter() - t0},
         "device": str(device),
         "backend": "torch" if backend == "auto" else resolve_backend(backend, device),
@@ -427,7 +472,8 @@ def top_k_percentile(pred: torch.Tensor, percentile: torch.Tensor, k: int = 10) 
     row's top ``k`` architectures (NaN lowest; ties at the k-th value count with their mean, i.e.
     the expectation under random tie-breaking). What a search driven by the row can find at best:
     a formula for search should score high here, whatever its Kendall tau."""
-    s = torch.nan_to_num(pred.double(), nan=-float("inf"))
+    s = pred.double()
+    s = torch.where(torch.isnan(s), -float("inf"), s)
     pct = percentile.double().to(s.device)
     k = max(1, min(int(k), s.shape[1]))
     thr = s.topk(k, dim=1).values[:, -1:]

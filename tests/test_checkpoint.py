@@ -139,7 +139,7 @@ def test_resume_precedence():
 
 
 # ---------------------------------------------------------------- the CLI: kill and resume
-G = 10
+G = 12
 
 
 def _cli(*args):

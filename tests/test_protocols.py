@@ -221,6 +221,8 @@ def test_select_validation_without_validation_data_is_an_error(tmp_path):
     data = write_suite(tmp_path)
     with pytest.raises(ValueError, match="validation"):
         prepare(spec_for(data, select="validation"))
+    with pytest.raises(ValueError, match="validation"):  # held-out rows measure, they never select
+        prepare(spec_for(data, select="validation", fit_fraction=0.7))
     with pytest.raises(ValueError, match="selection"):
         prepare(spec_for(data, select="luck"))
 

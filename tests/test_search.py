@@ -105,7 +105,7 @@ def test_formula_scores_use_the_engine_and_reject_missing_proxies():
 def test_percentile_rank_and_top_k():
     acc = torch.tensor([3.0, 1.0, 2.0, 2.0])
     assert accuracy_percentile(acc).tolist() == [100.0, 25.0, 75.0, 75.0]
-    assert dense_rank(torch.tensor([0.5, float("nan"), -float("inf"), 0.5, 2.0])).tolist() == [2, 1, 1, 2, 3]
+    assert dense_rank(torch.tensor([0.5, float("nan"), -float("inf"), 0.5, 2.0, float("inf")])).tolist() == [2, 1, 1, 2, 3, 4]
     pct = torch.tensor([10.0, 20.0, 30.0, 40.0])
     pred = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0], [float("nan"), 5.0, 5.0, 0.0]])
     assert top_k_percentile(pred, pct, 1).tolist() == [40.0, 25.0, 25.0]  # ties: their mean

@@ -1,0 +1,313 @@
+"""The predictor-quality study behind docs/results.md (an experiment driver, not a test).
+
+    .venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --report docs/results.md
+
+Runs every experiment below (each result is kept in OUT/NAME.json, so an interrupted study
+resumes where it stopped; --force recomputes), then writes the report with its study tables
+(targets, preprocessing, fitness shaping, selection strategies, top-weighted fitness, where the
+formula loses to a single proxy) ahead of the per-result sections. --scale 0.2 shrinks every
+population and generation count for a quick look (the report says so); --only NAME,... runs a
+subset; --report-only rewrites the report from the stored results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tensorgp.evolve import EvolutionConfig
+from tensorgp.experiment import RunSpec, evolve_proxy
+from tensorgp.protocols import leave_one_space_out
+from tensorgp.report import _mean, fmt, fmt_iqr, headline, predictor_means, table, write_report
+from tensorgp.results import write_json
+
+TRAIN = "nasbench201/*,nasbench301/*"
+TEST = "transbench101_micro/*"
+SUITE = "suite-zero"
+NB201_FINAL = "nb201-final/zc_nasbench201.json"
+
+# The default configuration (chosen by the study, see DEFAULT_REASON in the report)
+DEFAULT = dict(preprocess="rank", aggregation="mean", metric="kendall", select="ensemble", max_depth=4)
+BUDGET = dict(runs=8, pop=400, gens=20)  # per evolution of the study
+PAPER = dict(preprocess="raw", select="train", max_depth=8, runs=8, pop=100, gens=50)
+
+
+def exp(name, label, group, kind="split", **kw):
+    return {"name": name, "label": label, "group": group, "kind": kind, **kw}
+
+
+EXPERIMENTS = [
+    # the headline split and its protocol variants
+    exp("main", "Main: evolved on NB201+NB301, tested on TransNAS-Bench-101-micro (default settings)", "main"),
+    exp("paper", "Paper-like settings (raw values, depth 8, pop 100 x 50, best training fitness)", "main", **PAPER),
+    exp("nb201-only-val-nb301", "Fitness on NB201, formula chosen on NB301 (a validation space), tested on TNB-micro",
+        "selection", train="nasbench201/*", validation="nasbench301/*", select="validation"),
+    # preprocessing study: split and leave-one-space-out under each mode
+    *[exp(f"pre-{p}", f"Preprocessing {p}: NB201+NB301 -> TNB-micro", "preprocess", preprocess=p)
+      for p in ("raw", "signed-log", "zscore")],  # rank: the main result
+    *[exp(f"loso-{p}", f"Leave-one-space-out, preprocessing {p}", "preprocess-loso", kind="loso", preprocess=p)
+      for p in ("raw", "signed-log", "rank", "zscore")],
+    # fitness shaping: aggregation across tasks, parsimony, depth
+    *[exp(f"agg-{a}", f"Aggregation {a}: NB201+NB301 -> TNB-micro", "shaping", aggregation=a)
+      for a in ("min", "mean-std", "space-mean")],  # mean: the main result
+    exp("depth8", "Max depth 8 (default 4): NB201+NB301 -> TNB-micro", "shaping", max_depth=8),
+    exp("parsimony", "Parsimony pressure 0.002 per node: NB201+NB301 -> TNB-micro", "shaping", parsimony=0.002),
+    # top-weighted fitness
+    exp("top-kendall", "Top-weighted fitness (kendall-top: global + top-10% Kendall): NB201+NB301 -> TNB-micro",
+        "top", metric="kendall-top"),
+    exp("loso-top-kendall", "Leave-one-space-out, top-weighted fitness", "top-loso", kind="loso", metric="kendall-top"),
+    # the NB201 final table: architecture split within one task
+    exp("nb201-final-c10", "NB201 final (9,445 architectures) cifar10: fit on 70%, report the other 30%", "arch-split",
+        data=NB201_FINAL, train="nasbench201/cifar10", test=None, fit_fraction=0.7),
+    # timing: 31 runs x 1000 x 100 on all 11 tasks
+    exp("timing", "Timing: 31 independent runs x population 1000, all 11 Suite-Zero tasks", "timing", train="*",
+        test=None, runs=31, pop=1000, gens=100, fixed_budget=True, max_depth=8, select="train"),
+]
+
+
+def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = None) -> RunSpec:
+    c = {**DEFAULT, **BUDGET, **{k: v for k, v in e.items() if k in DEFAULT or k in BUDGET or k in (
+        "parsimony", "max_depth")}}
+    s = 1.0 if e.get("fixed_budget") else scale
+    depth = c["max_depth"]
+    gens = timing_gens if e["name"] == "timing" and timing_gens else max(2, round(c["gens"] * s))
+    cfg = EvolutionConfig(population=max(20, round(c["pop"] * s)), generations=gens,
+                          runs=c["runs"], seed=0, max_depth=depth, init_depth=(min(2, depth), min(5, depth)),
+                          parsimony=c.get("parsimony", 0.0))
+    data = data_root / e.get("data", SUITE)
+    return RunSpec(data=[data], train=e.get("train", TRAIN), test=e.get("test", TEST) if e["kind"] == "split" else None,
+                   preprocess=c["preprocess"], metric=c["metric"], aggregation=c["aggregation"],
+                   validation=e.get("validation"), select=c["select"], fit_fraction=e.get("fit_fraction"),
+                   config=cfg)
+
+
+def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None) -> dict:
+    spec = spec_of(e, data_root, scale, timing_gens)
+    if e["kind"] == "loso":
+        spec = replace(spec, train="*", test=None)
+        r = leave_one_space_out(spec)
+    else:
+        r = evolve_proxy(spec)
+    r["label"] = e["label"]
+    r["study"] = {"name": e["name"], "group": e["group"], "scale": 1.0 if e.get("fixed_budget") else scale}
+    return r
+
+
+# ----------------------------------------------------------------------------- study tables
+
+
+def _test_mean(r: dict, strategy: str, metric: str = "kendall") -> float | None:
+    """Held-out mean of one selection strategy (LOSO: mean over held-out spaces)."""
+    if r.get("protocol") == "leave-one-space-out":
+        return _mean([_test_mean(f, strategy, metric) for f in r["folds"].values()])
+    split = "test" if any(s["split"] == "test" for s in r["sets"]) else "holdout"
+    keys = [s["key"] for s in r["sets"] if s["split"] == split]
+    sel = r["selection"].get(strategy)
+    return _mean([sel["tasks"][k][metric] for k in keys]) if sel else None
+
+
+def _baseline_mean(r: dict, which: str, metric: str = "kendall") -> float | None:
+    if r.get("protocol") == "leave-one-space-out":
+        return _mean([_baseline_mean(f, which, metric) for f in r["folds"].values()])
+    split = "test" if any(s["split"] == "test" for s in r["sets"]) else "holdout"
+    keys = [s["key"] for s in r["sets"] if s["split"] == split]
+    b = r["baselines"]
+    src = {"best_on_train": b["best_on_train"]["tasks"], "oracle": b["oracle"], "mean_rank": b["mean_rank"]["tasks"]}
+    return _mean([src[which][k][metric] for k in keys])
+
+
+def strategies_table(rows: list[tuple[str, dict]]) -> str:
+    names = ("train", "validation", "parsimony", "ensemble")
+    body = []
+    for label, r in rows:
+        runs = headline(r)["runs"]
+        body.append([label] + [fmt(_test_mean(r, n)) for n in names] + [fmt(runs), fmt(_baseline_mean(r, "best_on_train")),
+                                                                        fmt(_baseline_mean(r, "oracle")),
+                                                                        fmt(_baseline_mean(r, "mean_rank"))])
+    return table(["result", "train pick", "validation pick", "parsimony pick", "ensemble of runs", "runs median",
+                  "best-on-train", "oracle", "mean-rank"], body)
+
+
+def targets_section(res: dict[str, dict]) -> str:
+    rows = []
+    m = res.get("main")
+    if m:
+        v = _test_mean(m, m["selected"])
+        rows.append(["NB201+NB301 -> 7 TNB-micro tasks, mean Kendall (reported formula)", "≥ 0.45", fmt(v),
+                     "yes" if v is not None and v >= 0.45 else "no"])
+        v2 = headline(m)["runs"]
+        rows.append(["  same, median over runs of each run's best formula", "(info)", fmt(v2), ""])
+    f = res.get("nb201-final-c10")
+    if f:
+        v = _test_mean(f, f["selected"])
+        rows.append(["NB201-final cifar10, Kendall on the held-out 30% (--fit-fraction 0.7)", "≥ 0.70", fmt(v),
+                     "yes" if v is not None and v >= 0.70 else "no"])
+    t = res.get("timing")
+    if t:
+        est, note = timing_estimate(t)
+        rows.append(["31 runs x pop 1000 x 100 gens, all 11 tasks, wall time (evolution only)", "< 600 s",
+                     f"{est:.0f} s{note}", "yes" if est < 600 else "no"])
+    return table(["target", "goal", "reached", "met"], rows, "lrrl")
+
+
+def timing_estimate(t: dict) -> tuple[float, str]:
+    """Seconds for 100 generations: measured, or initialisation + 100 x the mean generation."""
+    hist = t["history"]
+    evo = sum(h["seconds"] for h in hist)
+    if t["generations_run"] >= 100 or len(hist) < 2:
+        return evo, ""
+    per_gen = sum(h["seconds"] for h in hist[1:]) / (len(hist) - 1)
+    return hist[0]["seconds"] + 100 * per_gen, (f" (extrapolated from {t['generations_run']} generations: "
+                                                f"{per_gen:.1f} s per generation)")
+
+
+def top_section(res: dict[str, dict]) -> str:
+    a, b = res.get("main"), res.get("top-kendall")
+    if not (a and b):
+        return ""
+    rows = []
+    for label, r in (("fitness kendall (default)", a), ("fitness kendall-top", b)):
+        s = r["selected"]
+        rows.append([label] + [fmt(_test_mean(r, s, m), 1 if m == "top10_pct" else 3)
+                               for m in ("kendall", "top_kendall", "precision5", "top10_pct")])
+    for label, which in (("best single proxy on training", "best_on_train"), ("hindsight oracle", "oracle"),
+                         ("mean-rank ensemble", "mean_rank")):
+        rows.append([label] + [fmt(_baseline_mean(a, which, m), 1 if m == "top10_pct" else 3)
+                               for m in ("kendall", "top_kendall", "precision5", "top10_pct")])
+    return table(["predictor (TNB-micro, test)", "global Kendall", "Kendall top 10%", "precision@5%",
+                  "best of top-10 (pct)"], rows)
+
+
+def loses_section(r: dict) -> str:
+    rows = []
+    for s, v in r["summary"].items():
+        if not v:
+            continue
+        rows.append([s, fmt(v["selected"]), ", ".join(f"{p} ({fmt(v['single'][p])})" for p in v["beaten_by"]) or "none"])
+    return table(["held-out space", "evolved (reported)", "single proxies with a higher held-out mean"], rows, "lrl")
+
+
+def intro(res: dict[str, dict], command: str, scale: float) -> str:
+    out = []
+    if scale != 1.0:
+        out += [f"**Quick look: every population and generation count scaled by {scale}; not the study's figures.**", ""]
+    out += [
+        "All figures are Kendall tau (tau-b) between a predictor and the validation accuracy of each task's "
+        "architectures, averaged over tasks. *Held-out* tasks are never seen by the fitness. Baselines are "
+        "scored on the same architectures: every single proxy; the single proxy with the best training fitness "
+        "(what a user without the evolved formula would pick); the best single proxy of each held-out task "
+        "chosen with hindsight (an oracle no user has); the mean-rank ensemble of the proxies the formula may use.",
+        "",
+        "Each evolution of the study is "
+        f"{BUDGET['runs']} independent runs x population {BUDGET['pop']} x {BUDGET['gens']} generations "
+        "(batched in one population), seed 0, unless its settings say otherwise. *Selection strategies*: "
+        "`train` = the formula with the best training fitness (the paper's choice); `validation` = best on "
+        "validation tasks (a search space) never used by the fitness; `parsimony` = smallest formula "
+        "within 0.01 of the best training fitness; `ensemble` = mean per-task rank of every run's best formula.",
+        "", "### Targets", "", targets_section(res), "",
+    ]
+    pre = [(f"{p}: split", res.get("main" if p == DEFAULT["preprocess"] else f"pre-{p}"))
+           for p in ("raw", "signed-log", "rank", "zscore")]
+    pre += [(f"{p}: leave-one-space-out (mean over 3 spaces)", res.get(f"loso-{p}")) for p in ("raw", "signed-log", "rank", "zscore")]
+    pre = [(l, r) for l, r in pre if r]
+    if pre:
+        out += ["### Preprocessing study", "", strategies_table(pre), ""]
+    sh = [(r["label"], r) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth8", "parsimony",
+                                    "paper", "nb201-only-val-nb301", "top-kendall") if (r := res.get(k))]
+    if sh:
+        out += ["### Fitness shaping and selection strategies (held-out TNB-micro mean Kendall)", "",
+                strategies_table(sh), ""]
+    t = top_section(res)
+    if t:
+        out += ["### Top-weighted fitness: search quality on the held-out TNB-micro tasks", "",
+                "Global Kendall, Kendall among the top 10% by accuracy, share of the true top 5% recovered in "
+                "the predictor's top 5%, and the accuracy percentile of the best of the predictor's top 10.",
+                "", t, ""]
+    lo = res.get(f"loso-{DEFAULT['preprocess']}")
+    if lo:
+        out += ["### Where the formula loses to a single proxy (leave-one-space-out, default settings)", "",
+                loses_section(lo), ""]
+    out += ["### Findings", "", "FINDINGS", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data",
+                    help="data root holding suite-zero/ and nb201-final/")
+    ap.add_argument("--out", type=Path, default=Path("runs/quality"))
+    ap.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply populations and generations (quick looks)")
+    ap.add_argument("--only", default=None, help="comma-separated experiment names")
+    ap.add_argument("--skip", default="", help="comma-separated experiment names not to run")
+    ap.add_argument("--force", action="store_true", help="recompute stored results")
+    ap.add_argument("--timing-gens", type=int, default=None,
+                    help="generations of the timing experiment (default 100); fewer: the report extrapolates")
+    ap.add_argument("--report-only", action="store_true")
+    a = ap.parse_args(argv)
+    names = [e["name"] for e in EXPERIMENTS]
+    only = set(a.only.split(",")) if a.only else set(names)
+    skip = set(filter(None, a.skip.split(",")))
+    unknown = (only | skip) - set(names)
+    if unknown:
+        ap.error(f"unknown experiment(s) {sorted(unknown)}; known: {', '.join(names)}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    for e in EXPERIMENTS:
+        path = a.out / f"{e['name']}.json"
+        if a.report_only or e["name"] not in only or e["name"] in skip or (path.exists() and not a.force):
+            continue
+        t0 = time.perf_counter()
+        print(f"[{time.strftime('%H:%M:%S')}] {e['name']}: {e['label']}", flush=True)
+        r = run_experiment(e, a.data, a.scale, a.timing_gens)
+        write_json(path, r)
+        print(f"    done in {time.perf_counter() - t0:.0f} s: held-out {fmt(headline(r)['selected'])}", flush=True)
+    res = {}
+    for e in EXPERIMENTS:
+        p = a.out / f"{e['name']}.json"
+        if p.exists():
+            res[e["name"]] = json.loads(p.read_text())
+    if not res:
+        print("no results to report", file=sys.stderr)
+        return 1
+    command = ".venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --report docs/results.md" + (
+        f" --scale {a.scale}" if a.scale != 1.0 else "")
+    scale = min((r.get("study", {}).get("scale", 1.0) for r in res.values()), default=1.0)
+    text = intro(res, command, scale).replace("FINDINGS", findings(res))
+    order = [e["name"] for e in EXPERIMENTS if e["name"] in res]
+    write_report(results=[(res[n]["label"], res[n]) for n in order], out=a.report, figures="figures",
+                 title="tensorgp: evolved zero-cost proxies, held-out quality", command=command, intro=text)
+    print(f"wrote {a.report}")
+    return 0
+
+
+def findings(res: dict[str, dict]) -> str:
+    """Conclusions computed from the stored numbers (so a regenerated report stays true)."""
+    lines = []
+    pre = {p: (res["main" if p == DEFAULT["preprocess"] else f"pre-{p}"], res.get(f"loso-{p}"))
+           for p in ("raw", "signed-log", "rank", "zscore") if ("main" if p == DEFAULT["preprocess"] else f"pre-{p}") in res}
+    if pre:
+        score = {p: _mean([_test_mean(s, "train"), _test_mean(l, "train") if l else None]) for p, (s, l) in pre.items()}
+        best = max(score, key=lambda p: score[p] if score[p] is not None else -9)
+        lines.append(f"- **Preprocessing.** Averaged over the TNB-micro split and the leave-one-space-out folds "
+                     f"(paper's train-fitness pick), `{best}` generalizes best ("
+                     + ", ".join(f"{p} {fmt(v)}" for p, v in score.items())
+                     + f"); the default is `{DEFAULT['preprocess']}`. Per-task ranks make every proxy's scale "
+                     "identical on every task, so a formula cannot exploit magnitudes (flops, params, synflow "
+                     "differ by orders of magnitude between spaces) that mean nothing on a new space.")
+    m = res.get("main")
+    if m:
+        s = {n: _test_mean(m, n) for n in ("train", "validation", "parsimony", "ensemble")}
+        s = {k: v for k, v in s.items() if v is not None}
+        lines.append("- **Selection.** On the default split the held-out mean by strategy is "
+                     + ", ".join(f"{k} {fmt(v)}" for k, v in s.items())
+                     + f"; the median single run reaches {fmt(headline(m)['runs'])}.")
+    return "\n".join(lines) if lines else "(no results yet)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
