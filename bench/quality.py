@@ -285,6 +285,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _spearman(x: list[float], y: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3:
+        return None
+    v = spearmanr(x, y).statistic
+    return None if v != v else float(v)
+
+
+def fitness_vs_heldout(r: dict) -> list[tuple[str, float | None, bool]]:
+    """Per held-out set: (name, Spearman over runs between training fitness and held-out mean
+    Kendall, whether the run with the best training fitness is the worst held out)."""
+    if r.get("protocol") == "leave-one-space-out":
+        return [(f"{s} held out", *fitness_vs_heldout(f)[0][1:]) for s, f in r["folds"].items()]
+    split = "test" if any(s["split"] == "test" for s in r["sets"]) else "holdout"
+    runs = [(d["fitness"], d["mean"].get(split)) for d in r.get("runs_detail", []) if d["mean"].get(split) is not None]
+    if not runs:
+        return [(split, None, False)]
+    best = max(runs, key=lambda t: t[0])
+    return [(split, _spearman([a for a, _ in runs], [b for _, b in runs]), best[1] == min(b for _, b in runs))]
+
+
 def findings(res: dict[str, dict]) -> str:
     """Conclusions computed from the stored numbers (so a regenerated report stays true)."""
     lines = []
@@ -299,14 +321,47 @@ def findings(res: dict[str, dict]) -> str:
                      + f"); the default is `{DEFAULT['preprocess']}`. Per-task ranks make every proxy's scale "
                      "identical on every task, so a formula cannot exploit magnitudes (flops, params, synflow "
                      "differ by orders of magnitude between spaces) that mean nothing on a new space.")
+    corr = []
+    for k in ("main", "paper", f"loso-{DEFAULT['preprocess']}"):
+        if k in res:
+            corr += [(k, n, c, w) for n, c, w in fitness_vs_heldout(res[k])]
+    if corr:
+        worst = [f"{k}/{n}" for k, n, c, w in corr if w]
+        lines.append("- **Training fitness does not predict held-out quality.** Spearman correlation, over the "
+                     "independent runs, between a run's training fitness and its best formula's held-out mean "
+                     "Kendall: " + ", ".join(f"{k} ({n}) {fmt(c, 2)}" for k, n, c, _ in corr)
+                     + (". The run with the best training fitness was the *worst* held out in: " + ", ".join(worst)
+                        if worst else ".") )
     m = res.get("main")
+    strat = ("train", "validation", "parsimony", "ensemble")
     if m:
-        s = {n: _test_mean(m, n) for n in ("train", "validation", "parsimony", "ensemble")}
-        s = {k: v for k, v in s.items() if v is not None}
-        lines.append("- **Selection.** On the default split the held-out mean by strategy is "
-                     + ", ".join(f"{k} {fmt(v)}" for k, v in s.items())
-                     + f"; the median single run reaches {fmt(headline(m)['runs'])}.")
+        rows = [("default split", m)] + [(f"LOSO {k[5:]}", res[k]) for k in (f"loso-{DEFAULT['preprocess']}",) if k in res]
+        txt = "; ".join(f"{label}: " + ", ".join(f"{n} {fmt(_test_mean(r, n))}" for n in strat
+                                                  if _test_mean(r, n) is not None) for label, r in rows)
+        lines.append(f"- **Selection strategies** (held-out mean Kendall): {txt}; the median single run reaches "
+                     f"{fmt(headline(m)['runs'])} on the default split.")
+    v = res.get("nb201-only-val-nb301")
+    if v:
+        lines.append(f"- **A validation space.** Fitness on NB201 only, formula chosen on NB301: TNB-micro "
+                     + ", ".join(f"{n} {fmt(_test_mean(v, n))}" for n in strat if _test_mean(v, n) is not None)
+                     + f" (vs {fmt(_test_mean(m, 'train')) if m else '–'} with NB301 in the fitness).")
+    sh = [(k, res[k]) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth8", "parsimony") if k in res]
+    if len(sh) > 1:
+        lines.append("- **Fitness shaping** (TNB-micro, train pick / ensemble): "
+                     + ", ".join(f"{'default (mean, depth 4)' if k == 'main' else k} {fmt(_test_mean(r, 'train'))} / "
+                                 f"{fmt(_test_mean(r, 'ensemble'))}" for k, r in sh) + ".")
+    t = res.get("top-kendall")
+    if m and t:
+        d = {mm: (_test_mean(m, m["selected"], mm), _test_mean(t, t["selected"], mm))
+             for mm in ("kendall", "top_kendall", "precision5", "top10_pct")}
+        lines.append("- **Top-weighted fitness** (`kendall-top`, TNB-micro, reported formula, default -> top-weighted): "
+                     + ", ".join(f"{METRIC_LABEL[mm]} {fmt(a, 1 if mm == 'top10_pct' else 3)} -> "
+                                 f"{fmt(b, 1 if mm == 'top10_pct' else 3)}" for mm, (a, b) in d.items()) + ".")
     return "\n".join(lines) if lines else "(no results yet)"
+
+
+METRIC_LABEL = {"kendall": "global Kendall", "top_kendall": "Kendall top 10%", "precision5": "precision@5%",
+                "top10_pct": "best of top-10 percentile"}
 
 
 if __name__ == "__main__":

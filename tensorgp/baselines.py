@@ -36,10 +36,11 @@ def _finite_or_lowest(pred: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(pred), pred, torch.full_like(pred, -math.inf))
 
 
-def task_ranks(pred: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``pred: float[K, N]`` -> ``float64[K, N]`` average-rank quantile in [0, 1] within each
-    task (ties share their mean rank; non-finite values rank lowest; one-row task -> 0.5).
-    float64 so that means over many predictors keep exact ties and exact orders."""
+def task_ranks(pred: torch.Tensor, offsets: torch.Tensor, quantile: bool = True) -> torch.Tensor:
+    """``pred: float[K, N]`` -> ``float64[K, N]`` average rank within each task (ties share their
+    mean rank; non-finite values rank lowest): the quantile in [0, 1] (one-row task: 0.5), or
+    with ``quantile=False`` the 0-based rank itself, a multiple of 1/2, so that sums over
+    predictors are exact and keep exact ties (an ensemble's order must not depend on rounding)."""
     x = _finite_or_lowest(pred)
     out = torch.empty_like(x)
     off = torch.as_tensor(offsets).cpu().tolist()
@@ -52,7 +53,7 @@ def task_ranks(pred: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         lo = torch.searchsorted(sv, seg, right=False)  # values strictly below
         hi = torch.searchsorted(sv, seg, right=True)  # values at or below
         avg = (lo + hi - 1).to(x.dtype) / 2  # 0-based average rank
-        out[:, a:b] = avg / (n - 1) if n > 1 else torch.full_like(avg, 0.5)
+        out[:, a:b] = avg if not quantile else avg / (n - 1) if n > 1 else torch.full_like(avg, 0.5)
     return out
 
 
@@ -120,7 +121,7 @@ def mean_rank_ensemble(entries: Sequence[tuple[str, Task]], proxies: Sequence[st
         return {}
     tasks = [t for _, t in entries]
     acc, off = _concat(tasks)
-    pred = task_ranks(proxy_predictions(tasks, proxies), off).mean(0, keepdim=True)
+    pred = task_ranks(proxy_predictions(tasks, proxies), off, quantile=False).sum(0, keepdim=True)  # exact
     return metric_dicts(score_predictions(pred, acc, off), 0, [k for k, _ in entries])
 
 

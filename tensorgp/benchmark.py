@@ -409,6 +409,9 @@ def bench_eval(cfg: BenchConfig, pop: Population, X: torch.Tensor, backends: lis
         f"{cfg.repeat} rounds")
     # peers run on the CPU: with a CUDA device the GPU sync is harmless for them
     times = time_interleaved({**fns, **peer_fns}, cfg.repeat, dev)
+    for fn in peer_fns.values():
+        if hasattr(fn, "pool"):
+            fn.pool.shutdown()
 
     ev: dict[str, dict] = {}
     for b in backends:

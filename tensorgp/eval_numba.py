@@ -10,13 +10,15 @@ Two passes:
    runtime alias check passes and every loop runs vectorised; registers are recycled LIFO, so
    a program needs at most stack depth + 1 of them.
 2. ``_run_items`` executes work items (program chunk x row block), one instruction at a time
-   as a loop over the B rows of the block (AVX2: 8 lanes). Threads are plain Python threads
-   calling the nogil kernel and taking items from an atomic counter (dynamic balance, no
-   OpenMP pool to spin against torch's).
+   as a loop over the B rows of the block (AVX2: 8 lanes). A program's result row is streamed
+   to ``out`` with non-temporal stores. Threads are plain Python threads calling the nogil
+   kernel and taking items from an atomic counter (dynamic balance, and no OpenMP pool to spin
+   against torch's).
 
-``dedup=True``: every distinct subtree of the population (same ops, same constant bits) is
-hash-consed into one DAG node and evaluated once per row block; a node's register is released
-after its last use. Pays when the population shares subtrees (after selection and crossover).
+Dedup: every distinct subtree of the population (same ops, same constant bits) is hash-consed
+into one DAG node and evaluated once per row block; a node's register is released after its
+last use. Random populations share a third to a half of their nodes, evolved ones more. The
+DAG runs the same per-node kernel, so both paths give bit-identical results.
 
 Semantics are those of ``primitives.FUNCTIONS`` in float32: constants are float32, so nothing
 is widened to float64. exp/log/tanh are branch-free polynomial versions (<= 1.3 ulp, so they
@@ -35,7 +37,6 @@ import torch
 from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, PAD, arity_table
 
 try:  # numba is optional: callers check available() and fall back to the torch interpreter
-    import numba
     from llvmlite import ir as _ir
     from numba import njit
     from numba.core import types as _t
@@ -48,7 +49,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 FILL = 0  # instruction opcode for "register <- constant" (no function uses opcode 0)
 DEFAULT_BLOCK = 512  # rows per block (bench/eval_cpu.py: 256..1024 are within noise)
 DEFAULT_CHUNK = 64  # programs per work item
-DAG_CACHE_BYTES = 1 << 19  # dedup: shrink the block until the register file fits in this
+DAG_CACHE_BYTES = 1 << 20  # dedup: halve the block (down to 64) until the register file fits
+DEDUP_MIN_SAVING = 0.2  # dedup=None runs the DAG when it saves at least this share of instructions
 
 _F = np.float32
 _E = _F(EPS)
@@ -73,19 +75,23 @@ def available() -> bool:
 
 @dataclass
 class DedupStats:
-    """Work of one ``evaluate_numba(..., dedup=True)`` call, per row.
+    """Work of one ``evaluate_numba`` call that built the DAG (``dedup`` True or None), per row.
 
     ``population_nodes``: sum of program lengths (the node evaluations the population stands for);
-    ``executed_nodes``: distinct nodes (distinct subtrees, leaves included), each evaluated once;
-    ``instructions``: vector instructions per row (function nodes and constant fills);
-    ``registers``: intermediate registers live at once; ``block``: rows per block used.
+    ``executed_nodes``: distinct nodes (distinct subtrees, leaves included);
+    ``instructions``: vector instructions of the DAG (function nodes and constant fills);
+    ``plain_instructions``: the same count without sharing (what the plain path runs);
+    ``registers``: intermediate registers live at once; ``block``: rows per block it would use;
+    ``used``: whether the DAG was run (always with dedup=True; see ``evaluate_numba`` for None).
     """
 
     population_nodes: int
     executed_nodes: int
     instructions: int
+    plain_instructions: int
     registers: int
     block: int
+    used: bool
 
 
 if _HAVE_NUMBA:
@@ -132,6 +138,49 @@ if _HAVE_NUMBA:
             return builder.atomic_rmw("add", ary.data, _ir.Constant(_ir.IntType(64), 1), "monotonic")
 
         return _t.int64(counter), codegen
+
+    @intrinsic
+    def _stream8(typingctx, dst, src):
+        """Copy 8 float32 from address src to the 32-byte aligned address dst with a
+        non-temporal store: ``out`` is written once and not read back here, so this skips the
+        read-for-ownership of every output line (a fifth of the run time, more on 2 threads)."""
+        if not (isinstance(dst, _t.Integer) and isinstance(src, _t.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _ir.VectorType(_ir.FloatType(), 8)
+            v = builder.load(builder.inttoptr(args[1], vt.as_pointer()), align=4)
+            st = builder.store(v, builder.inttoptr(args[0], vt.as_pointer()), align=32)
+            st.set_metadata("nontemporal", builder.module.add_metadata([_ir.Constant(_ir.IntType(32), 1)]))
+            return context.get_dummy_value()
+
+        return _t.void(dst, src), codegen
+
+    @intrinsic
+    def _fence(typingctx):
+        """Full memory fence: orders the non-temporal stores before the results are handed over."""
+
+        def codegen(context, builder, sig, args):
+            builder.fence("seq_cst")
+            return context.get_dummy_value()
+
+        return _t.void(), codegen
+
+    @njit(inline="always", **_JIT)
+    def _copy_out(out, p, r0, R, r, nb):
+        """out[p, r0:r0 + nb] = R[r, :nb], streaming the 32-byte aligned middle part."""
+        da = out.ctypes.data + (p * out.shape[1] + r0) * 4
+        sa = R.ctypes.data + r * R.shape[1] * 4
+        j = 0
+        while j < nb and (da + 4 * j) % 32 != 0:
+            out[p, r0 + j] = R[r, j]
+            j += 1
+        while j + 8 <= nb:
+            _stream8(da + 4 * j, sa + 4 * j)
+            j += 8
+        while j < nb:
+            out[p, r0 + j] = R[r, j]
+            j += 1
 
     # Branch-free float32 exp/log/tanh (Cephes polynomials): a libm call would keep LLVM from
     # vectorising the loop and costs 10-20 ns.
@@ -351,9 +400,8 @@ if _HAVE_NUMBA:
             for p in range(p0, min(p0 + chunk, P)):
                 for k in range(res[p, 0]):
                     _exec(R, code[p, k, 1], R, code[p, k, 0], code[p, k, 2], code[p, k, 3], cval[p, k], nb)
-                r = res[p, 1]
-                for j in range(nb):
-                    out[p, r0 + j] = R[r, j]
+                _copy_out(out, p, r0, R, res[p, 1], nb)
+        _fence()
 
     @njit(**_JIT)
     def _dedup_compile(ops, consts, length, m):
@@ -527,10 +575,8 @@ if _HAVE_NUMBA:
                 if k >= 0:
                     _exec(R, code[k, 1], R, code[k, 0], code[k, 2], code[k, 3], cval[k], nb)
                 for i in range(out_ptr[k + 1], out_ptr[k + 2]):
-                    r = out_reg[i]
-                    p = out_at[i]
-                    for j in range(nb):
-                        out[p, r0 + j] = R[r, j]
+                    _copy_out(out, out_at[i], r0, R, out_reg[i], nb)
+        _fence()
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -594,17 +640,20 @@ def evaluate_numba(
     block: int = DEFAULT_BLOCK,
     chunk: int = DEFAULT_CHUNK,
     n_threads: int | None = None,
-    dedup: bool = False,
+    dedup: bool | None = None,
     stats: list | None = None,
 ) -> torch.Tensor:
     """Evaluate every program on every row: ``float32[P, N]``.
 
     ops: int32[P, L], consts: float32[P, L], length: int32[P] (postfix, see ``population``),
     X: float32[N, m], all on CPU. ``out`` (contiguous float32[P, N]) is filled and returned if
-    given. ``block``: rows per block; ``chunk``: programs per work item; ``n_threads``: default
-    ``torch.get_num_threads()``. ``dedup``: evaluate each distinct subtree of the population
-    once (a ``DedupStats`` is appended to ``stats`` if given). Raises ValueError on an invalid
-    program (unknown opcode, feature >= m, stack underflow, stack not ending at one value).
+    given. ``block``: rows per block; ``chunk``: programs per work item (plain path);
+    ``n_threads``: default ``torch.get_num_threads()``.
+    ``dedup``: True evaluates each distinct subtree of the population once; None decides per
+    call: the DAG runs when it saves at least ``DEDUP_MIN_SAVING`` of the instructions and has
+    a row block per thread, else the plain path runs. A ``DedupStats`` is appended to ``stats``
+    whenever the DAG is built. Raises ValueError on an invalid program (unknown opcode,
+    feature >= m, stack underflow, stack not ending at one value).
     """
     o, c, ln, Xt, out = _as_numpy(ops, consts, length, X, out)
     P, L = o.shape
@@ -615,18 +664,23 @@ def evaluate_numba(
         return out
     res_np = out.numpy()
     nt = _threads(n_threads)
-    if dedup:
+    if dedup is None or dedup:
         code, cval, out_at, out_reg, out_ptr, n_regs, n_nodes, err = _dedup_compile(o, c, ln, m)
         if err:
             raise ValueError(f"program {err - 1} is not a valid postfix program over {m} features")
         n_regs = max(n_regs, 1)
         blk = block  # keep the register file cache-resident: the DAG can hold many values live
-        while blk > 32 and (m + n_regs) * blk * 4 > DAG_CACHE_BYTES:
+        while blk > 64 and (m + n_regs) * blk * 4 > DAG_CACHE_BYTES:
             blk //= 2
-        _parallel(_run_dag_items, (code, cval, out_at, out_reg, out_ptr, Xt, res_np, n_regs, blk), -(-N // blk), nt)
+        inside = np.arange(L)[None, :] < ln[:, None]
+        plain = int((inside & (o > PAD) & (o < FIRST_VAR)).sum())
+        K = code.shape[0]
+        use = bool(dedup) or (K <= (1.0 - DEDUP_MIN_SAVING) * plain and -(-N // blk) >= nt)
         if stats is not None:
-            stats.append(DedupStats(int(np.clip(ln, 0, L).sum()), int(n_nodes), int(code.shape[0]), int(n_regs), blk))
-        return out
+            stats.append(DedupStats(int(inside.sum()), int(n_nodes), K, plain, int(n_regs), blk, use))
+        if use:
+            _parallel(_run_dag_items, (code, cval, out_at, out_reg, out_ptr, Xt, res_np, n_regs, blk), -(-N // blk), nt)
+            return out
     code = np.empty((P, max(L, 1), 4), np.int32)
     cval = np.empty((P, max(L, 1)), np.float32)
     res = np.empty((P, 2), np.int32)

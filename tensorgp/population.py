@@ -109,6 +109,16 @@ def structure(ops: torch.Tensor, length: torch.Tensor) -> Structure:
     which gives spans, parents and heights. A second pass top-down gives depths. Cost O(P L)
     tensor work in 2L steps (no O(L^2) masks), so it is cheap for the variation operators.
     """
+    if ops.device.type == "cpu" and ops.shape[0] > 0:
+        from . import structure_numba
+
+        if structure_numba.available():
+            return Structure(*structure_numba.structure_numba(ops, length))
+    return structure_torch(ops, length)
+
+
+def structure_torch(ops: torch.Tensor, length: torch.Tensor) -> Structure:
+    """The tensor-op version of ``structure`` (any device; the reference for the CPU path)."""
     P = ops.shape[0]
     L = int(length.max().item()) if P else 1  # columns past the longest program are all PAD
     ops = ops[:, :L]

@@ -181,7 +181,7 @@ def _ensemble_scores(preds: dict[str, tuple], rows: list[int]) -> tuple[dict, di
     scores: dict = {}
     ens = {}
     for split, (pred, acc, off, keys) in preds.items():
-        e = B.task_ranks(pred[rows], off).mean(0, keepdim=True)
+        e = B.task_ranks(pred[rows], off, quantile=False).sum(0, keepdim=True)  # exact sums: exact ties
         ens[split] = e[0]
         scores.update(B.metric_dicts(B.score_predictions(e, acc, off), 0, keys))
     return scores, ens

@@ -226,6 +226,26 @@ def test_dedup_counts_shared_subtrees() -> None:
     # distinct nodes: x0, x1, add, mul(add, x0), mul(add, add)
     assert (stats[0].population_nodes, stats[0].executed_nodes, stats[0].instructions) == (3 + 5 + 7, 5, 3)
     assert stats[0].registers == 2  # x0 + x1 stays live while the products use it
+    assert stats[0].plain_instructions == 1 + 2 + 3 and stats[0].used
+
+
+def test_dedup_auto_runs_the_dag_only_when_it_pays() -> None:
+    m = 4
+    rng, progs = population(5, ALL, 40, m)
+    X = edge_X(rng, 700, m, 0.1)
+    distinct = [p for i, p in enumerate(progs) if p not in progs[:i] and len(p) > 1]
+    for pop_, expect in ((distinct * 3, True), (distinct[:1], False)):
+        ops, consts, length = to_tensors(pop_)
+        want = eval_numba.evaluate_numba(ops, consts, length, X, dedup=False)
+        stats: list = []
+        assert_same(eval_numba.evaluate_numba(ops, consts, length, X, dedup=None, block=64, n_threads=2, stats=stats), want)
+        assert stats[0].used is expect
+        assert (stats[0].instructions <= stats[0].plain_instructions / 3 + 1) is expect
+    # one row block cannot feed two threads: the plain path runs
+    stats = []
+    ops, consts, length = to_tensors(distinct * 3)
+    eval_numba.evaluate_numba(ops, consts, length, X[:50], dedup=None, n_threads=2, stats=stats)
+    assert not stats[0].used
 
 
 def test_constants_distinguished_by_bits_in_dedup() -> None:

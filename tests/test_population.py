@@ -1,9 +1,10 @@
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 from reference import random_pop
 from tensorgp import expression as E
-from tensorgp.population import init_population, is_valid, program_depth, structure
+from tensorgp.population import init_population, is_valid, program_depth, structure, structure_torch
 from tensorgp.primitives import FIRST_VAR, PrimitiveSet
 
 
@@ -42,9 +43,10 @@ def test_init_ramps_depths_and_is_seeded():
     assert set(d.tolist()) >= {2, 3, 4, 5, 6}  # the full half reaches every target depth
 
 
-def test_structure_matches_recursive():
+@pytest.mark.parametrize("impl", [structure, structure_torch])
+def test_structure_matches_recursive(impl):
     pop, _ = random_pop(300, seed=1)
-    s = structure(pop.ops, pop.length)
+    s = impl(pop.ops, pop.length)
     for i in range(pop.size):
         n = int(pop.length[i])
         ref = _tree_spans(E.row(pop.ops, pop.consts, pop.length, i))

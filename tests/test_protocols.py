@@ -274,3 +274,32 @@ def test_fit_fraction_on_nb201_final(nb201_final):
     # jacov is the best single proxy on the whole task (0.632); on a random 30% it stays close
     assert r["baselines"]["oracle"][k]["proxy"] in ("jacov", "nwot")
     assert 0.58 < r["baselines"]["single"][k]["jacov"]["kendall"] < 0.68
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_run_protocol_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from tensorgp_cli.cli import app
+
+    (tmp_path / "d").mkdir()
+    data = write_suite(tmp_path / "d")
+    common = ["--data", str(data), "--pop", "20", "--gens", "1", "--runs", "2", "--max-depth", "4", "--quiet"]
+    r = CliRunner().invoke(app, ["run", *common, "--train", "alpha/*", "--validation", "beta/*", "--test", "gamma/*",
+                                 "--fit-fraction", "0.6", "--select", "validation", "--aggregation", "space-mean",
+                                 "--metric", "kendall-top20", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert res["fit_fraction"] == 0.6 and res["selected"] == "validation" and res["metric"] == "kendall-top20"
+    assert {s["split"] for s in res["sets"]} == {"train", "holdout", "validation", "test"}
+    assert "oracle" in r.output and "mean-rank" in r.output  # the baselines table (wrapped at 80 columns)
+    lo = CliRunner().invoke(app, ["run", *common, "--train", "*", "--protocol", "leave-one-space-out", "--json"])
+    assert lo.exit_code == 0, lo.output
+    doc = json.loads(lo.output)
+    assert doc["protocol"] == "leave-one-space-out" and set(doc["folds"]) == {"alpha", "beta", "gamma"}
+    bad = CliRunner().invoke(app, ["run", *common, "--protocol", "leave-one-space-out", "--test", "gamma/*"])
+    assert bad.exit_code == 2 and "--test" in bad.output
+    bad = CliRunner().invoke(app, ["run", *common, "--select", "validation"])
+    assert bad.exit_code == 2 and "--validation" in bad.output
