@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tensorgp.evolve import EvolutionConfig
 from tensorgp.experiment import RunSpec, evolve_proxy
-from tensorgp.protocols import leave_one_space_out
+from tensorgp.protocols import consistent_proxies, leave_one_space_out
 from tensorgp.report import _mean, fmt, fmt_iqr, headline, predictor_means, table, write_report
 from tensorgp.results import write_json
 
@@ -57,6 +57,8 @@ EXPERIMENTS = [
       for a in ("min", "mean-std", "space-mean")],  # mean: the main result
     exp("depth8", "Max depth 8 (default 4): NB201+NB301 -> TNB-micro", "shaping", max_depth=8),
     exp("parsimony", "Parsimony pressure 0.002 per node: NB201+NB301 -> TNB-micro", "shaping", parsimony=0.002),
+    exp("consistent-terminals", "Terminals restricted to proxies with a positive Kendall in every training space: "
+        "NB201+NB301 -> TNB-micro", "shaping", proxies="consistent"),
     # top-weighted fitness
     exp("top-kendall", "Top-weighted fitness (kendall-top: global + top-10% Kendall): NB201+NB301 -> TNB-micro",
         "top", metric="kendall-top"),
@@ -80,7 +82,15 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
                           runs=c["runs"], seed=0, max_depth=depth, init_depth=(min(2, depth), min(5, depth)),
                           parsimony=c.get("parsimony", 0.0))
     data = data_root / e.get("data", SUITE)
-    return RunSpec(data=[data], train=e.get("train", TRAIN), test=e.get("test", TEST) if e["kind"] == "split" else None,
+    proxies = e.get("proxies")
+    if proxies == "consistent":  # chosen on the training tasks only
+        from tensorgp.data import common_proxies, load, select
+
+        tasks = load(data)
+        train = select(tasks, e.get("train", TRAIN))
+        test = select(tasks, e.get("test", TEST)) if e["kind"] == "split" and e.get("test", TEST) else []
+        proxies = consistent_proxies(train, common_proxies(train + test))
+    return RunSpec(proxies=proxies, data=[data], train=e.get("train", TRAIN), test=e.get("test", TEST) if e["kind"] == "split" else None,
                    preprocess=c["preprocess"], metric=c["metric"], aggregation=c["aggregation"],
                    validation=e.get("validation"), select=c["select"], fit_fraction=e.get("fit_fraction"),
                    config=cfg)
@@ -218,6 +228,7 @@ def intro(res: dict[str, dict], command: str, scale: float) -> str:
     if pre:
         out += ["### Preprocessing study", "", strategies_table(pre), ""]
     sh = [(r["label"], r) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth8", "parsimony",
+                                    "consistent-terminals",
                                     "paper", "nb201-only-val-nb301", "top-kendall") if (r := res.get(k))]
     if sh:
         out += ["### Fitness shaping and selection strategies (held-out TNB-micro mean Kendall)", "",
@@ -345,7 +356,8 @@ def findings(res: dict[str, dict]) -> str:
         lines.append(f"- **A validation space.** Fitness on NB201 only, formula chosen on NB301: TNB-micro "
                      + ", ".join(f"{n} {fmt(_test_mean(v, n))}" for n in strat if _test_mean(v, n) is not None)
                      + f" (vs {fmt(_test_mean(m, 'train')) if m else '–'} with NB301 in the fitness).")
-    sh = [(k, res[k]) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth8", "parsimony") if k in res]
+    sh = [(k, res[k]) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth8", "parsimony",
+                                "consistent-terminals") if k in res]
     if len(sh) > 1:
         lines.append("- **Fitness shaping** (TNB-micro, train pick / ensemble): "
                      + ", ".join(f"{'default (mean, depth 4)' if k == 'main' else k} {fmt(_test_mean(r, 'train'))} / "

@@ -586,14 +586,18 @@ def rank_correlations(pred: torch.Tensor, target: torch.Tensor | RankTarget, off
     return (None if t is None else t.to(dev, torch.float32)), (None if r is None else r.to(dev, torch.float32))
 
 
-def kendall_tau_b(pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+def kendall_tau_b(pred: torch.Tensor, target: torch.Tensor | RankTarget, offsets: torch.Tensor | None,
+                  backend: str = "auto") -> torch.Tensor:
     """``float32[P, T]``: Kendall tau-b of each individual (row of ``pred: float[P, N]``) on each
-    task segment ``offsets[t]:offsets[t+1]`` of ``target: float32[N]``; 0 where undefined."""
+    task segment ``offsets[t]:offsets[t+1]`` of ``target: float32[N]`` (or a ``RankTarget``,
+    offsets then None); 0 where undefined. Equals scipy's ``kendalltau(variant="b")``."""
     return rank_correlations(pred, target, offsets, backend, tau=True, rho=False)[0]
 
 
-def spearman(pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """``float32[P, T]``: Spearman rho (Pearson of average ranks) per individual and task; 0 where undefined."""
+def spearman(pred: torch.Tensor, target: torch.Tensor | RankTarget, offsets: torch.Tensor | None,
+             backend: str = "auto") -> torch.Tensor:
+    """``float32[P, T]``: Spearman rho (Pearson of average ranks, as ``scipy.stats.spearmanr``)
+    per individual and task; 0 where undefined. Arguments as for ``kendall_tau_b``."""
     return rank_correlations(pred, target, offsets, backend, tau=False, rho=True)[1]
 
 

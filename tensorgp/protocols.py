@@ -96,6 +96,19 @@ def split_validation_holdout(spec, tasks: list[Task], train: list[Task],
     return train, validation, holdout
 
 
+def consistent_proxies(tasks: Sequence[Task], proxies: Sequence[str], min_tau: float = 0.0) -> list[str]:
+    """The ``proxies`` whose mean Kendall over the tasks of each search space exceeds ``min_tau`` in
+    every space of ``tasks`` (training tasks only): terminals whose sign holds across spaces."""
+    single = B.single_proxies([(t.name, t) for t in tasks])
+    keep = []
+    for p in proxies:
+        per_space = [_mean([single[t.name].get(p, {}).get("kendall") for t in tasks if space_of(t.name) == s])
+                     for s in spaces(tasks)]
+        if all(v is not None and v > min_tau for v in per_space):
+            keep.append(p)
+    return keep
+
+
 # ----------------------------------------------------------------------------- summaries
 
 
@@ -223,8 +236,8 @@ def _choose(strategy: str, cands: list[dict], scores: list[dict], entries) -> in
     if not cands:
         return None
     idx = range(len(cands))
-    if strategy == "train":
-        return max(idx, key=lambda i: (cands[i]["fitness"], -cands[i]["size"]))
+    if strategy == "train":  # the first maximum, as build_result picks its "expression"
+        return max(idx, key=lambda i: cands[i]["fitness"])
     if strategy == "parsimony":
         best = max(c["fitness"] for c in cands)
         ok = [i for i in idx if cands[i]["fitness"] >= best - PARSIMONY_TOLERANCE]
@@ -274,8 +287,8 @@ def extend_result(res: dict, spec, prep, state) -> dict:
         "sets": [{"key": k, "task": t.name, "split": s, "n": len(t)} for k, s, t in entries],
         "history_runs": [list(h.best_per_run) for h in state.history],
     })
-    single_all = B.single_proxies([(k, t) for k, _, t in entries])
     base = B.compute([(k, t) for k, _, t in entries], prep.proxies, _proxy_fitness(spec, prep))
+    single_all = base["single"]
     out["baselines"] = base
     for k, s, t in entries:  # keep "tasks" complete for every scored set
         if k not in out["tasks"]:
@@ -291,10 +304,10 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     pop = programs_population([c["node"] for c in cands], spec.device)
     preds = _predict(pop, entries, prep.proxies, spec.preprocess, spec.device, spec.backend)
     scores = _score_rows(preds)
-    for k, s, t in entries:  # the reported formula (best training fitness) on the held-out rows too
+    best = _choose("train", cands, scores, entries)
+    for k, s, t in entries:  # the formula of "expression" (best training fitness) on the held-out rows too
         if "kendall" not in out["tasks"][k]:
-            i = _choose("train", cands, scores, entries)
-            out["tasks"][k].update({"kendall": scores[i][k]["kendall"], "spearman": scores[i][k]["spearman"]})
+            out["tasks"][k].update({"kendall": scores[best][k]["kendall"], "spearman": scores[best][k]["spearman"]})
     out["mean_kendall"] = split_means(out["tasks"], entries)
 
     # each run's best formula

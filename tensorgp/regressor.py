@@ -26,7 +26,8 @@ How a fit runs:
   Levenberg-Marquardt iterations on ``const_opt_rows`` fixed random rows after every generation
   (exact Jacobians from a forward-mode interpreter, ``tensorgp.constants``); improved constants
   are written back into the population (Lamarckian) when the real loss on all rows improves.
-  At the end every program of the Pareto front gets a longer polish the same way.
+  At the end every program of the Pareto front gets a longer polish (3x the steps, on up to
+  16x the rows) the same way.
 * Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
   values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
   streamed to the device chunk by chunk.
@@ -52,7 +53,7 @@ from . import expression as E
 from .constants import optimize_constants
 from .evaluate import evaluate, resolve_backend
 from .evolve import EvolutionConfig, Evolver
-from .losses import SCALE_FREE, RegressionObjective, check_loss
+from .losses import RegressionObjective, check_loss
 from .population import Population, pad_to
 from .primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from .variation import VariationRates
@@ -361,7 +362,8 @@ class SymbolicRegressor:
     selection_tolerance : the model is the simplest Pareto-front program with training loss
         <= best + selection_tolerance * |best|.
     tol : stop once the best normalised loss (mse / var(y), mae / mean|y - median y|, the
-        others as they are) is <= tol; 0 disables. max_time : seconds, None for no limit.
+        other built-in losses as they are) is <= tol; 0 disables; not used with a callable
+        loss. max_time : seconds (checked once per generation), None for no limit.
     chunk_rows : rows per evaluation chunk (bounds memory; see ``losses``).
     device : "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). backend : evaluator
         ("auto", "torch", "numba", "triton"; see ``tensorgp.evaluate``).
@@ -510,9 +512,16 @@ class SymbolicRegressor:
                             constants=self.const_prob > 0, const_range=tuple(float(v) for v in self.const_range))
         g = torch.Generator().manual_seed(seed + 1)
         obj = RegressionObjective(Xt, yt, self.loss, self.linear_scaling, self._backend, dev, self.chunk_rows, generator=g)
-        opt_rows = torch.randperm(N, generator=g)[: int(self.const_opt_rows)].sort().values if N > self.const_opt_rows else None
-        Xo = (Xt[opt_rows.to(Xt.device)] if opt_rows is not None else Xt).to(dev)
-        yo = (yt[opt_rows] if opt_rows is not None else yt).to(dev)
+        # LM rows: const_opt_rows during evolution, 16x as many for the final polish of the front
+        perm = torch.randperm(N, generator=g)[: 16 * int(self.const_opt_rows)] if N > self.const_opt_rows else None
+
+        def rows(k: int):
+            if perm is None or k >= N:
+                return Xt.to(dev), yt.to(dev)
+            idx = perm[:k].sort().values
+            return Xt[idx.to(Xt.device)].to(dev), yt[idx].to(dev)
+
+        Xo, yo = rows(int(self.const_opt_rows))
         L = int(self.max_length)
         cfg = EvolutionConfig(
             population=int(self.population_size), generations=int(self.generations), tournament_size=int(self.tournament_size),
@@ -529,7 +538,7 @@ class SymbolicRegressor:
         while True:
             t_opt = time.perf_counter()
             if self.const_optimization and self.const_opt_elites > 0 and self.const_opt_steps > 0:
-                self._optimize_elites(st, obj, Xo, yo, done_keys, archive)
+                self._optimize_elites(st, obj, Xo, yo, done_keys)
             archive.update(st.pop, -st.fitness.to(torch.float64))
             best = archive.best
             gs = st.history[-1]
@@ -540,17 +549,17 @@ class SymbolicRegressor:
             if self.verbose:
                 print(f"gen {st.generation:4d}  best normalised loss {best:.4g}  mean length {gs.mean_size:.1f}  "
                       f"{rec['elapsed_s']:.2f}s", flush=True)
-            if st.generation >= cfg.generations or best <= self.tol:
+            if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
                 break
             if self.max_time is not None and time.perf_counter() - t_start >= self.max_time:
                 break
             evolver.step()
         self.n_generations_ = st.generation
-        self._finish(archive, obj, Xo, yo, Xt)
+        self._finish(archive, obj, *rows(16 * int(self.const_opt_rows)))
         self.fit_time_ = time.perf_counter() - t_start
         return self
 
-    def _optimize_elites(self, st, obj: RegressionObjective, Xo, yo, done_keys: set, archive: _Archive) -> None:
+    def _optimize_elites(self, st, obj: RegressionObjective, Xo, yo, done_keys: set) -> None:
         """LM on the best not-yet-optimised programs with constants; improved ones written back."""
         k = int(self.const_opt_elites)
         fit = torch.nan_to_num(st.fitness, nan=-math.inf)
@@ -586,7 +595,7 @@ class SymbolicRegressor:
         st.fitness[rows] = new_fit
         done_keys.update(_keys(st.pop[rows]).tolist())
 
-    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, Xt) -> None:
+    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo) -> None:
         pop, loss, front = archive.entries()
         if self.const_optimization and self.const_opt_steps > 0:
             fp = pop[front.nonzero()[:, 0]]

@@ -221,15 +221,16 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
         m = sel.get("tasks", {}).get(k, {})
         rs = r.get("summary", {}).get("tasks", {}).get(k)
         o = b["oracle"][k]
+        bt = b["best_on_train"]["tasks"][k]
+        mr = b["mean_rank"]["tasks"][k]
         trows.append([k, s["split"], s["n"], fmt(m.get("kendall")), fmt(m.get("spearman")),
-                      fmt_iqr(rs) if r.get("runs", 1) > 1 else "–",
-                      fmt(b["best_on_train"]["tasks"][k]["kendall"]), f"{fmt(o['kendall'])} ({o['proxy']})",
-                      fmt(b["mean_rank"]["tasks"][k]["kendall"]),
-                      fmt(b["mean_rank"]["tasks"][k]["spearman"])])
-    out += [f"Per task (evolved = the reported `{sel_name}` formula; best-on-train = "
-            f"{b['best_on_train']['proxy']}):", "",
+                      fmt_iqr(rs) if r.get("runs", 1) > 1 else "–", f"{fmt(bt['kendall'])} / {fmt(bt['spearman'])}",
+                      f"{fmt(o['kendall'])} / {fmt(o['spearman'])} ({o['proxy']})",
+                      f"{fmt(mr['kendall'])} / {fmt(mr['spearman'])}"])
+    out += [f"Per task, Kendall τ and Spearman ρ (evolved = the reported `{sel_name}` formula; best-on-train = "
+            f"{b['best_on_train']['proxy']}; runs = each run's best formula):", "",
             table(["task", "split", "n", "evolved τ", "evolved ρ", "runs τ median [IQR]",
-                   "best-on-train τ", "oracle τ (proxy)", "mean-rank τ", "mean-rank ρ"], trows, "llrrrrrrrr"), ""]
+                   "best-on-train τ / ρ", "oracle τ / ρ (proxy)", "mean-rank τ / ρ"], trows, "llrrrrrrr"), ""]
 
     # search quality on the held-out split
     q = {m: dict(predictor_means(r, held, m)) for m in METRIC_KEYS}

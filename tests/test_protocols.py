@@ -70,6 +70,15 @@ def test_split_architectures_is_seeded_disjoint_and_per_task():
         P.split_architectures([a], 1.0)
 
 
+def test_consistent_proxies_keep_the_sign_in_every_space():
+    a1, a2, b1 = make_task("a/x", 80, 1), make_task("a/y", 80, 2), make_task("b/x", 80, 3)
+    b1 = Task(b1.name, b1.source, b1.keys, b1.proxies, b1.features * torch.tensor([1.0, -1.0, 1.0]), b1.accuracy)
+    # p1 is reversed on space b, p2 is noise (its sign differs by chance, so the threshold decides)
+    kept = P.consistent_proxies([a1, a2, b1], ["p0", "p1", "p2"], min_tau=0.2)
+    assert kept == ["p0"]
+    assert P.consistent_proxies([a1, a2], ["p0", "p1", "p2"], min_tau=0.2) == ["p0", "p1"]
+
+
 def test_summarize_matches_numpy_quantiles():
     v = [0.3, 0.1, 0.5, 0.2, float("nan"), 0.9]
     s = P.summarize(v)

@@ -1,8 +1,6 @@
 """SymbolicRegressor: scikit-learn conventions, losses, constants, chunking, bad input, recovery."""
-import math
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -291,6 +289,19 @@ def test_chunked_equals_unchunked():
     p = est.predict(X)
     est.chunk_rows = 123
     np.testing.assert_array_equal(est.predict(X), p)
+
+
+def test_torch_reductions_match_numba(monkeypatch):
+    """The device path (torch sums) and the CPU path (fused numba sums) agree."""
+    X, y = data(3000, seed=7)
+    g = torch.Generator().manual_seed(1)
+    pop = init_population(100, PrimitiveSet(("x0", "x1", "x2"), DEFAULT_FUNCTIONS), g, max_len=24, depth_range=(1, 4))
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(np.sqrt(y))
+    ref = {(l, s): LS.RegressionObjective(Xt, yt, l, s, chunk_rows=1000).losses(pop) for l in LS.DECOMPOSABLE for s in (True, False)}
+    monkeypatch.setattr(LS, "_HAVE_NUMBA", False)
+    for (l, s), r in ref.items():
+        got = LS.RegressionObjective(Xt, yt, l, s, chunk_rows=1000).losses(pop)
+        np.testing.assert_allclose(got.numpy(), r.numpy(), rtol=1e-9, atol=1e-12, err_msg=f"{l} {s}")
 
 
 def test_memory_bounded_on_two_million_rows(monkeypatch):
