@@ -340,10 +340,10 @@ def _rank_column(v: torch.Tensor) -> torch.Tensor:
     if k == 0:
         return out
     s, order = torch.sort(vals)
-    _, counts = torch.unique_consecutive(s, return_counts=True)
+    _, group, counts = torch.unique_consecutive(s, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).to(v.dtype)  # 1-based rank of each tie group's last member
     avg = ends - (counts.to(v.dtype) - 1) / 2  # average 1-based rank of the group
-    ranks_sorted = torch.repeat_interleave(avg, counts)
+    ranks_sorted = avg[group]  # a gather: repeat_interleave is slow on small CPU tensors
     q = (ranks_sorted - 1) / (k - 1) if counts.numel() > 1 else torch.full_like(ranks_sorted, 0.5)
     r = torch.empty_like(vals)
     r[order] = q

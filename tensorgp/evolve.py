@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .population import Population, init_population, pad_to
+from .population import Population, init_population, pad_to, program_keys
 from .primitives import PrimitiveSet
 from .variation import Limits, VariationRates, breed
 
@@ -120,16 +120,6 @@ class EvolutionState:
     rng_state: torch.Tensor
 
 
-def _row_keys(pop: Population) -> torch.Tensor:
-    """``int64[P]`` hash of each program (ops and constant bits), equal for equal programs."""
-    L = pop.max_len
-    g = torch.Generator(device="cpu").manual_seed(12345)
-    w1 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
-    w2 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
-    cbits = pop.consts.contiguous().view(torch.int32).long()
-    return (pop.ops.long() * w1).sum(1) * 1000003 + (cbits * w2).sum(1) + pop.length.long()
-
-
 def _update_hof(hof: HallOfFame | None, pop: Population, fit: torch.Tensor, runs: int, H: int, L: int) -> HallOfFame:
     P = pop.size // runs
     f = torch.nan_to_num(fit, nan=-float("inf"))
@@ -144,7 +134,7 @@ def _update_hof(hof: HallOfFame | None, pop: Population, fit: torch.Tensor, runs
             hs = slice(r * H, (r + 1) * H)
             cand = Population.cat([hof.pop[hs], cand])
             cf = torch.cat([hof.fitness[hs], cf])
-        keys = _row_keys(Population(pad_to(cand.ops, L), pad_to(cand.consts, L), cand.length))
+        keys = program_keys(Population(pad_to(cand.ops, L), pad_to(cand.consts, L), cand.length))
         order = torch.argsort(cf, descending=True, stable=True)
         keys_sorted = keys[order]
         # keep the first (best) of each distinct program

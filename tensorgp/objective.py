@@ -9,7 +9,7 @@ import torch
 from .data import Batch
 from .evaluate import evaluate, resolve_backend
 from .fitness import AGGREGATIONS, aggregate, kendall_tau_b, spearman, top_kendall
-from .population import Population
+from .population import Population, unique_programs
 
 METRICS = ("kendall", "spearman", "kendall-top")
 # Aggregations over search spaces (the task-name prefix before "/"): mean within each space
@@ -74,7 +74,15 @@ class RankObjective:
                              f"{', '.join(AGGREGATIONS + SPACE_AGGREGATIONS)}")
 
     def scores(self, pop: Population) -> torch.Tensor:
-        """``float32[P, T]`` per-task correlation of every program."""
+        """``float32[P, T]`` per-task correlation of every program. Identical programs (elites'
+        copies, reproduction, crossovers that swap equal subtrees) are scored once."""
+        if pop.size > 1:
+            uniq, inverse = unique_programs(pop)
+            if uniq.size < pop.size:
+                return self._scores(uniq)[inverse]
+        return self._scores(pop)
+
+    def _scores(self, pop: Population) -> torch.Tensor:
         te = tf = 0.0
         outs = []
         for lo in range(0, pop.size, self.chunk):

@@ -75,6 +75,31 @@ def pad_to(t: torch.Tensor, L: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, L - t.shape[1]))
 
 
+_KEY_WEIGHTS: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def program_keys(pop: Population) -> torch.Tensor:
+    """``int64[P]`` hash of each program (opcodes, constant bits, length): equal programs get
+    equal keys; distinct ones collide with negligible probability (random 31-bit weights)."""
+    L = pop.max_len
+    w = _KEY_WEIGHTS.get((pop.device, L))
+    if w is None:
+        g = torch.Generator(device="cpu").manual_seed(12345)
+        w = _KEY_WEIGHTS[(pop.device, L)] = (torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device),
+                                              torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device))
+    cbits = pop.consts.contiguous().view(torch.int32).long()
+    return (pop.ops.long() * w[0]).sum(1) * 1000003 + (cbits * w[1]).sum(1) + pop.length.long()
+
+
+def unique_programs(pop: Population) -> tuple[Population, torch.Tensor]:
+    """Distinct programs of ``pop`` and ``inverse: int64[P]`` with ``pop[i] == uniq[inverse[i]]``."""
+    keys = program_keys(pop)
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((len(uniq),), pop.size, dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, inverse, torch.arange(pop.size, device=keys.device), reduce="amin")
+    return pop[first], inverse
+
+
 _ARITY_CACHE: dict[torch.device, torch.Tensor] = {}
 
 

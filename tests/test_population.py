@@ -66,3 +66,18 @@ def test_is_valid_rejects_broken_rows():
     unknown = pop.ops.clone()
     unknown[:, 0] = FIRST_VAR + 4  # feature 4 does not exist
     assert not bool(is_valid(unknown, pop.length, 4).any())
+
+
+def test_unique_programs_finds_duplicates():
+    from tensorgp.population import Population, program_keys, unique_programs
+
+    pop, _ = random_pop(50, seed=11)
+    doubled = Population.cat([pop, pop[torch.arange(0, 50, 2)]])
+    uniq, inv = unique_programs(doubled)
+    assert uniq.size <= 50
+    assert torch.equal(uniq.ops[inv], doubled.ops) and torch.equal(uniq.length[inv], doubled.length)
+    keys = program_keys(pop)
+    other = pop.clone()
+    other.consts[:, 0] += 1.0  # a different constant is a different program
+    changed = pop.ops[:, 0] == 15
+    assert bool((program_keys(other)[changed] != keys[changed]).all())
