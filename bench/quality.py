@@ -63,6 +63,10 @@ EXPERIMENTS = [
     exp("top-kendall", "Top-weighted fitness (kendall-top: global + top-10% Kendall): NB201+NB301 -> TNB-micro",
         "top", metric="kendall-top"),
     exp("loso-top-kendall", "Leave-one-space-out, top-weighted fitness", "top-loso", kind="loso", metric="kendall-top"),
+    exp("raw-top-kendall", "Raw values and top-weighted fitness: NB201+NB301 -> TNB-micro", "top", preprocess="raw",
+        metric="kendall-top"),
+    exp("loso-raw-top-kendall", "Leave-one-space-out, raw values and top-weighted fitness", "top-loso", kind="loso",
+        preprocess="raw", metric="kendall-top"),
     # the NB201 final table: architecture split within one task
     exp("nb201-final-c10", "NB201 final (9,445 architectures) cifar10: fit on 70%, report the other 30%", "arch-split",
         data=NB201_FINAL, train="nasbench201/cifar10", test=None, fit_fraction=0.7),
@@ -129,6 +133,39 @@ def _baseline_mean(r: dict, which: str, metric: str = "kendall") -> float | None
     b = r["baselines"]
     src = {"best_on_train": b["best_on_train"]["tasks"], "oracle": b["oracle"], "mean_rank": b["mean_rank"]["tasks"]}
     return _mean([src[which][k][metric] for k in keys])
+
+
+PAIRS = [  # (label, split result, leave-one-space-out result): the generalization study
+    ("rank, kendall (default)", "main", "loso-rank"),
+    ("raw, kendall", "pre-raw", "loso-raw"),
+    ("signed-log, kendall", "pre-signed-log", "loso-signed-log"),
+    ("zscore, kendall", "pre-zscore", "loso-zscore"),
+    ("rank, kendall-top", "top-kendall", "loso-top-kendall"),
+    ("raw, kendall-top", "raw-top-kendall", "loso-raw-top-kendall"),
+]
+
+
+def run_stats(r: dict) -> tuple[float | None, float | None]:
+    """Mean and minimum, over every run (and every fold), of the run's best formula's held-out mean."""
+    folds = r["folds"].values() if r.get("protocol") == "leave-one-space-out" else [r]
+    v = []
+    for f in folds:
+        split = "test" if any(s["split"] == "test" for s in f["sets"]) else "holdout"
+        v += [d["mean"][split] for d in f.get("runs_detail", []) if d["mean"].get(split) is not None]
+    return (_mean(v), min(v)) if v else (None, None)
+
+
+def generalization_table(res: dict[str, dict]) -> str:
+    rows = []
+    for label, a, b in PAIRS:
+        sa, sb = res.get(a), res.get(b)
+        if not (sa or sb):
+            continue
+        ra = [fmt(_test_mean(sa, "ensemble")), fmt(_test_mean(sa, "train")), fmt(headline(sa)["runs"])] if sa else ["–"] * 3
+        rb = [fmt(_test_mean(sb, "ensemble")), fmt(_test_mean(sb, "train")), *map(fmt, run_stats(sb))] if sb else ["–"] * 4
+        rows.append([label] + ra + rb)
+    return table(["preprocess, fitness", "TNB: ensemble", "TNB: train pick", "TNB: runs median", "LOSO: ensemble",
+                  "LOSO: train pick", "LOSO: mean of runs", "LOSO: worst run"], rows)
 
 
 def strategies_table(rows: list[tuple[str, dict]]) -> str:
@@ -221,12 +258,28 @@ def intro(res: dict[str, dict], command: str, scale: float) -> str:
         "within 0.01 of the best training fitness; `ensemble` = mean per-task rank of every run's best formula.",
         "", "### Targets", "", targets_section(res), "",
     ]
-    pre = [(f"{p}: split", res.get("main" if p == DEFAULT["preprocess"] else f"pre-{p}"))
-           for p in ("raw", "signed-log", "rank", "zscore")]
-    pre += [(f"{p}: leave-one-space-out (mean over 3 spaces)", res.get(f"loso-{p}")) for p in ("raw", "signed-log", "rank", "zscore")]
-    pre = [(l, r) for l, r in pre if r]
-    if pre:
-        out += ["### Preprocessing study", "", strategies_table(pre), ""]
+    g = generalization_table(res)
+    if g:
+        out += ["### Preprocessing and fitness: generalization to unseen search spaces", "",
+                "TNB = evolved on NB201+NB301, mean Kendall on the 7 TNB-micro tasks. LOSO = leave-one-space-out: "
+                "one evolution per search space with that space held out, mean over the 3 held-out spaces "
+                "(NB201, NB301, TNB-micro; each space counts once). *ensemble* = mean-rank ensemble of the 8 "
+                "runs' best formulas, *train pick* = the single formula with the best training fitness, *mean of "
+                "runs* / *worst run* = over every run's best formula (and every fold).", "", g, ""]
+        lo = [(f"{p}: leave-one-space-out", res.get(f"loso-{p}")) for p in ("raw", "signed-log", "rank", "zscore")]
+        lo += [("rank, kendall-top: leave-one-space-out", res.get("loso-top-kendall")),
+               ("raw, kendall-top: leave-one-space-out", res.get("loso-raw-top-kendall"))]
+        rows = []
+        for label, r in lo:
+            if r:
+                for sp, v in r["summary"].items():
+                    rows.append([label, sp, fmt(v["strategies"].get("ensemble")), fmt(v["strategies"].get("train")),
+                                 fmt_iqr(v.get("runs")), f"{fmt(v['best_on_train']['kendall'])} ({v['best_on_train']['proxy']})",
+                                 fmt(v["oracle"]), fmt(v["mean_rank"])])
+        if rows:
+            out += ["Per held-out space:", "", table(["result", "held-out space", "ensemble", "train pick",
+                                                      "runs median [IQR]", "best-on-train", "oracle", "mean-rank"],
+                                                     rows, "llrrrrrr"), ""]
     sh = [(r["label"], r) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth8", "parsimony",
                                     "consistent-terminals",
                                     "paper", "nb201-only-val-nb301", "top-kendall") if (r := res.get(k))]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,6 +29,7 @@ import torch
 from .evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
 from .population import Population
 from .primitives import PrimitiveSet
+from .results import write_atomic
 
 FORMAT = "tensorgp-checkpoint"
 VERSION = 1
@@ -147,21 +147,7 @@ def save(directory: str | Path, spec, state: EvolutionState, *, rng_state: torch
     buf = io.BytesIO()
     torch.save(obj, buf)
     cur, prev = d / file_name(rank), d / file_name(rank, prev=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{cur.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        if cur.exists():
-            os.replace(cur, prev)  # a kill between the two renames leaves prev, never a torn file
-        os.replace(tmp, cur)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(cur, buf.getbuffer(), backup=prev)
     _fsync_dir(d)
     return cur
 

@@ -24,8 +24,10 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(_clean(obj), indent=indent, allow_nan=False)
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+def write_atomic(path: str | Path, data: bytes | str | memoryview, backup: str | Path | None = None) -> Path:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+    With ``backup``, an existing ``path`` is first renamed to it: a kill between the two
+    renames leaves the backup, never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
@@ -36,6 +38,8 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if backup is not None and path.exists():
+            os.replace(path, backup)
         os.replace(tmp, path)
     except BaseException:
         try:

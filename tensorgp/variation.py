@@ -34,7 +34,11 @@ def sample_points(pop: Population, generator: torch.Generator, n: int, func_bias
     w_f = torch.where(n_f > 0, func_bias / n_f.clamp(min=1), torch.zeros_like(n_f))
     w_t = torch.where(n_f > 0, (1 - func_bias) / n_t.clamp(min=1), 1 / n_t.clamp(min=1))
     w = torch.where(is_f, w_f, torch.where(valid, w_t, torch.zeros_like(w_t)))
-    return torch.multinomial(w, n, replacement=True, generator=generator)
+    # inverse-CDF sampling: one cumsum and a batched searchsorted (multinomial is slow on CPU)
+    cw = w.cumsum(1)
+    u = torch.rand(w.shape[0], n, generator=generator, device=w.device) * cw[:, -1:]
+    idx = torch.searchsorted(cw, u, right=True)
+    return torch.minimum(idx, (pop.length.long() - 1)[:, None])
 
 
 def splice(recipient: Population, r_start: torch.Tensor, r_end: torch.Tensor,
