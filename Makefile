@@ -8,7 +8,7 @@ TORCH   ?= torch==2.13.0
 DATA    ?=
 OUT     ?= runs/latest
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench report clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 
 bench: install
 	$(VENV)/bin/tensorgp bench
+
+# Regenerates docs/results.md and docs/figures (about 45 min; cached runs in runs/quality resume)
+report: install
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[report]"
+	$(PY) bench/quality.py --data ../shared/data --out runs/quality --report docs/results.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -57,7 +57,7 @@ def code(expr: str) -> str:
 
 
 def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower() or "result"
+    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:48].rstrip("-") or "result"
 
 
 def _mean(xs) -> float | None:
@@ -192,7 +192,9 @@ def _settings(r: dict) -> str:
     return "\n".join(lines)
 
 
-def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None, level: int = 2) -> str:
+def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None, level: int = 2,
+                 full: bool = True) -> str:
+    """One split-protocol result; ``full=False`` leaves out the single-proxy table and the figures."""
     h = "#" * level
     out = [f"{h} {label}", "", _settings(r), ""]
     splits = _splits(r)
@@ -246,8 +248,9 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
         best = max(per, key=lambda p: per[p]["kendall"]) if per else None
         srows.append([s["key"], s["split"]] + [("**" + fmt(per[p]["kendall"]) + "**" if p == best else fmt(per[p]["kendall"]))
                                                if p in per else "–" for p in proxies])
-    out += ["<details><summary>Kendall tau of every single proxy (bold: best on the task)</summary>", "",
-            table(["task", "split"] + proxies, srows, "ll" + "r" * len(proxies)), "", "</details>", ""]
+    if full:
+        out += ["<details><summary>Kendall tau of every single proxy (bold: best on the task)</summary>", "",
+                table(["task", "split"] + proxies, srows, "ll" + "r" * len(proxies)), "", "</details>", ""]
 
     # formulas
     out += ["Formulas:", ""]
@@ -264,7 +267,7 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
                 "", "</details>"]
     out.append("")
     # figures
-    if figures is not None:
+    if figures is not None and full:
         sl = slug(label)
         f1 = figure_fitness(r, figures / f"fitness-{sl}.png", label)
         f2 = figure_scatter(r, figures / f"scatter-{sl}.png", f"{label}: reported formula")
@@ -279,7 +282,8 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
 # ----------------------------------------------------------------------------- leave one space out
 
 
-def render_loso(r: dict, label: str, figures: Path | None, fig_rel: str | None, level: int = 2) -> str:
+def render_loso(r: dict, label: str, figures: Path | None, fig_rel: str | None, level: int = 2,
+                full: bool = True) -> str:
     h = "#" * level
     c = r.get("config") or {}
     out = [f"{h} {label}", "",
@@ -311,7 +315,7 @@ def render_loso(r: dict, label: str, figures: Path | None, fig_rel: str | None, 
                                                                    "best single (hindsight)", "loses to"], rows,
                       "lr" + "r" * (len(strategies) + 5) + "l"), ""]
     for s, fold in r["folds"].items():
-        out.append(render_split(fold, f"{label}: {s} held out", figures, fig_rel, level + 1))
+        out.append(render_split(fold, f"{label}: {s} held out", figures, fig_rel, level + 1, full))
     return "\n".join(out)
 
 
@@ -354,8 +358,10 @@ def overview(results: Sequence[tuple[str, dict]]) -> str:
 
 
 def render(results: Sequence[tuple[str, dict]], figures: Path | None = None, fig_rel: str | None = None,
-           title: str = "tensorgp results", command: str | None = None, intro: str | None = None) -> str:
-    """The whole markdown report for ``[(label, result)]``."""
+           title: str = "tensorgp results", command: str | None = None, intro: str | None = None,
+           full: Sequence[str] | None = None) -> str:
+    """The whole markdown report for ``[(label, result)]``; ``full``: the labels that get the
+    single-proxy tables and the figures (None: every result)."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = sorted({str(r.get("version")) for _, r in results})
     out = [f"# {title}", "", f"Generated {now} by tensorgp {', '.join(versions)}"
@@ -365,10 +371,11 @@ def render(results: Sequence[tuple[str, dict]], figures: Path | None = None, fig
     out += ["## Overview", "", "Mean Kendall tau on each result's held-out set (test tasks, else validation "
             "tasks, else held-out architectures).", "", overview(results), ""]
     for label, r in results:
+        f = full is None or label in full
         if r.get("protocol") == "leave-one-space-out":
-            out.append(render_loso(r, label, figures, fig_rel))
+            out.append(render_loso(r, label, figures, fig_rel, full=f))
         else:
-            out.append(render_split(r, label, figures, fig_rel))
+            out.append(render_split(r, label, figures, fig_rel, full=f))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -386,7 +393,8 @@ def load_results(paths: Sequence[str | Path]) -> list[tuple[str, dict]]:
 
 def write_report(paths: Sequence[str | Path] | None = None, out: str | Path = "results.md",
                  figures: str | Path | None = "figures", results: Sequence[tuple[str, dict]] | None = None,
-                 title: str = "tensorgp results", command: str | None = None, intro: str | None = None) -> Path:
+                 title: str = "tensorgp results", command: str | None = None, intro: str | None = None,
+                 full: Sequence[str] | None = None) -> Path:
     """Write the markdown report of result files ``paths`` (or ``results``) to ``out``; figures
     (PNG) go to ``figures`` (relative to ``out``'s folder when relative; None: no figures)."""
     out = Path(out)
@@ -398,7 +406,7 @@ def write_report(paths: Sequence[str | Path] | None = None, out: str | Path = "r
     if figures is not None:
         fig_dir = Path(figures) if Path(figures).is_absolute() else out.parent / figures
         fig_rel = str(figures) if not Path(figures).is_absolute() else str(fig_dir)
-    text = render(res, fig_dir, fig_rel, title, command, intro)
+    text = render(res, fig_dir, fig_rel, title, command, intro, full)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(text)

@@ -101,3 +101,24 @@ def test_report_command(runs, tmp_path):
     assert not re.search(r"!\[", md)
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.md")])
     assert bad.exit_code == 2 and "no such result file" in bad.output
+
+
+def test_quality_study_driver_quick(suite_zero, tmp_path):
+    """bench/quality.py end to end at a tiny scale: stored results, then the study report."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_bench", path)
+    q = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(q)
+    out, rep = tmp_path / "runs", tmp_path / "docs" / "results.md"
+    assert q.main(["--data", str(suite_zero.parent), "--out", str(out), "--report", str(rep), "--scale", "0.02",
+                   "--only", "main"]) == 0
+    r = json.loads((out / "main.json").read_text())
+    assert r["study"] == {"name": "main", "group": "main", "scale": 0.02} and r["runs"] == q.BUDGET["runs"]
+    md = rep.read_text()
+    assert "Quick look: every population and generation count scaled by 0.02" in md
+    assert "--scale 0.02" in md and "### Targets" in md and "| ≥ 0.45 |" in md
+    assert R.fmt(r["selection"][r["selected"]]["mean"]["test"]) in rows_of(md, "NB201+NB301 -> 7 TNB-micro tasks, mean "
+                                                                           "Kendall (reported formula)")[0]
