@@ -8,6 +8,7 @@ checkpoint saves.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -209,7 +210,8 @@ class Evolver:
         sel_fit = self._selection_fitness(st.pop, st.fitness)
         n_child = P - c.elitism
         elite_parts = []
-        kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
+        with _single_thread(self.device):
+            kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
         if c.elitism:
             f = torch.nan_to_num(sel_fit, nan=-float("inf")).view(R, P)
             elite = (torch.topk(f, c.elitism, dim=1).indices + torch.arange(R, device=f.device)[:, None] * P)
@@ -225,7 +227,8 @@ class Evolver:
         else:
             new_pop, new_fit = kids, new_fit_kids
         prev_best = float(torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max())
-        st.hof = _update_hof(st.hof, kids, new_fit_kids, R, c.hall_of_fame, c.max_len)
+        with _single_thread(self.device):
+            st.hof = _update_hof(st.hof, kids, new_fit_kids, R, c.hall_of_fame, c.max_len)
         st.pop, st.fitness = new_pop, new_fit
         st.generation += 1
         best = float(st.hof.fitness.view(R, -1)[:, 0].max())
@@ -284,6 +287,21 @@ class Evolver:
     def restore(self, state: EvolutionState) -> None:
         self.state = state
         self.generator.set_state(state.rng_state)
+
+
+@contextmanager
+def _single_thread(device: torch.device):
+    """Variation is many small tensor ops: on the CPU, torch's thread pool costs more than it
+    saves there (and much more when the cores are shared), so it runs on one thread."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _interleave(elite: Population, kids: Population, runs: int, L: int) -> Population:

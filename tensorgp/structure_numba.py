@@ -17,10 +17,10 @@ def available() -> bool:
 
 if numba is not None:
 
-    @numba.njit(cache=True, nogil=True, parallel=True)
+    @numba.njit(cache=True, nogil=True)  # serial: ~L steps per program, threads cost more
     def _structure(ops, length, arity, first_var, start, depth, height):  # pragma: no cover - compiled
         P, L = ops.shape
-        for p in numba.prange(P):
+        for p in range(P):
             n = length[p]
             stack = np.empty(L + 1, dtype=np.int64)  # positions of the nodes on the stack
             parent = np.full(L, -1, dtype=np.int64)
