@@ -410,6 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", default="", help="write every row and the table here")
     ap.add_argument("--rows-demo", type=int, default=0, help="instead: fit/predict on this many rows")
     args = ap.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=RuntimeWarning)  # the peers' protected operators overflow noisily
     if args.rows_demo:
         rows_demo(args.rows_demo, args.pop, args.gens)
         return
