@@ -54,7 +54,7 @@ from .constants import optimize_constants
 from .evaluate import evaluate, resolve_backend
 from .evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
-from .population import Population, pad_to
+from .population import Population, pad_to, program_keys
 from .primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from .variation import VariationRates
 
@@ -178,16 +178,6 @@ class _threads:
 
 
 # ------------------------------------------------------------------------------- hall of fame
-
-
-def _keys(pop: Population) -> torch.Tensor:
-    """``int64[P]`` hash of each program (ops, constant bits, length); equal programs, equal keys."""
-    L = pop.max_len
-    g = torch.Generator().manual_seed(7)
-    w1 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
-    w2 = torch.randint(1, 2**31 - 1, (L,), generator=g).to(pop.device)
-    bits = pop.consts.contiguous().view(torch.int32).long()
-    return (pop.ops.long() * w1).sum(1) * 1000003 + (bits * w2).sum(1) + pop.length.long()
 
 
 class _Archive:
@@ -363,7 +353,9 @@ class SymbolicRegressor:
         <= best + selection_tolerance * |best|.
     tol : stop once the best normalised loss (mse / var(y), mae / mean|y - median y|, the
         other built-in losses as they are) is <= tol; 0 disables; not used with a callable
-        loss. max_time : seconds (checked once per generation), None for no limit.
+        loss. max_time : seconds; no generation starts that would end past 80% of it (judging
+        by the last one), the rest is left for the final polish, which is skipped once
+        max_time has passed; None for no limit.
     chunk_rows : rows per evaluation chunk (bounds memory; see ``losses``).
     device : "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). backend : evaluator
         ("auto", "torch", "numba", "triton"; see ``tensorgp.evaluate``).
@@ -551,11 +543,15 @@ class SymbolicRegressor:
                       f"{rec['elapsed_s']:.2f}s", flush=True)
             if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
                 break
-            if self.max_time is not None and time.perf_counter() - t_start >= self.max_time:
+            # no generation that would end past 80% of max_time (the last one's duration as the
+            # estimate): the rest is for the final polish
+            last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
+            if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
                 break
             evolver.step()
         self.n_generations_ = st.generation
-        self._finish(archive, obj, *rows(16 * int(self.const_opt_rows)))
+        out_of_time = self.max_time is not None and time.perf_counter() - t_start >= self.max_time
+        self._finish(archive, obj, *rows(16 * int(self.const_opt_rows)), polish=not out_of_time)
         self.fit_time_ = time.perf_counter() - t_start
         return self
 
@@ -568,7 +564,7 @@ class SymbolicRegressor:
         if len(cand) == 0:
             return
         cand = cand[torch.argsort(fit[cand], descending=True, stable=True)][: 8 * k]
-        keys = _keys(st.pop[cand]).tolist()
+        keys = program_keys(st.pop[cand]).tolist()
         pick, seen = [], set()
         for i, key in zip(cand.tolist(), keys):
             if key in done_keys or key in seen:
@@ -593,11 +589,11 @@ class SymbolicRegressor:
         rows, new, new_fit = rows[better], new[better], new_fit[better]
         st.pop.consts[rows] = pad_to(new.consts, st.pop.max_len)
         st.fitness[rows] = new_fit
-        done_keys.update(_keys(st.pop[rows]).tolist())
+        done_keys.update(program_keys(st.pop[rows]).tolist())
 
-    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo) -> None:
+    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, polish: bool = True) -> None:
         pop, loss, front = archive.entries()
-        if self.const_optimization and self.const_opt_steps > 0:
+        if polish and self.const_optimization and self.const_opt_steps > 0:
             fp = pop[front.nonzero()[:, 0]]
             if (fp.ops == CONST).any():
                 new, sse0, sse1 = optimize_constants(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps))

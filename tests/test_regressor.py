@@ -259,6 +259,13 @@ def test_to_sympy_matches_predict():
     np.testing.assert_allclose(g(*X64), est.predict(X), rtol=2e-6)
 
 
+def test_max_time_stops_early():
+    X, y = data(400, seed=6)
+    y = np.sqrt(y) + np.log(X[:, 2])
+    est = SymbolicRegressor(population_size=100, generations=1000, max_time=0.0, random_state=0, n_jobs=1).fit(X, y)
+    assert est.n_generations_ == 0 and np.all(np.isfinite(est.predict(X)))
+
+
 def test_determinism():
     X, y = data(400, seed=5)
     y = np.sqrt(y) + 0.1 * X[:, 0]
