@@ -194,7 +194,9 @@ def _print_run(r: dict) -> None:
     out.print(f"  [cyan]{r['expression']}[/]")
     t = Table(title="Kendall tau per task")
     for c in ("task", "split", "n", "kendall", "spearman", "best single proxy", "its kendall", "delta"):
-        t.add_column(c, justify="left" if c in ("task", "split", "best single proxy") else "right")
+        # task names are the point of the table: wrap them rather than cut them on narrow terminals
+        t.add_column(c, justify="left" if c in ("task", "split", "best single proxy") else "right",
+                     overflow="fold" if c == "task" else "ellipsis")
     for name, v in r["tasks"].items():
         bs = v["best_single"]
         delta = None if bs["kendall"] is None else v["kendall"] - bs["kendall"]
