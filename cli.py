@@ -175,6 +175,13 @@ def run(
             plan.world.close()
     if result is None:  # an island process other than rank 0: rank 0 writes the result
         return
+    _emit(result, out_dir, as_json, quiet, _print_run)
+
+
+def _emit(result: dict, out_dir: Optional[Path], as_json: bool, quiet: bool, show) -> None:
+    """Write OUT/result.json (atomically), print JSON or the tables, exit 130 if interrupted."""
+    from tensorgp.results import dumps, write_json
+
     if out_dir is not None:
         path = write_json(Path(out_dir) / "result.json", result)
         if not quiet:
@@ -182,7 +189,7 @@ def run(
     if as_json:
         print(dumps(result))
     else:
-        _print_run(result)
+        show(result)
     if result.get("interrupted"):
         raise typer.Exit(130)
 
@@ -290,13 +297,7 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
                                          lambda: intr.requested, on_fold)
         except (DataError, ValueError) as e:
             _fail(str(e))
-    if out_dir is not None:
-        path = write_json(Path(out_dir) / "result.json", result)
-        if not quiet:
-            err.print(f"wrote {path}")
-    if as_json:
-        print(dumps(result))
-    else:
+    def show(result: dict) -> None:
         t = Table(title=f"leave-one-space-out: mean Kendall tau on the held-out space (reported: {spec.select})")
         for c in ("held-out space", "evolved", "runs median [IQR]", "best-on-train", "oracle", "mean-rank", "loses to"):
             t.add_column(c, justify="left" if c in ("held-out space", "loses to") else "right")
@@ -308,8 +309,8 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
         out.print(t)
         for s, r in result["folds"].items():
             out.print(f"{s} held out: [cyan]{r['selection'].get(spec.select, r['selection']['train']).get('expression', '(ensemble)')}[/]")
-    if result.get("interrupted"):
-        raise typer.Exit(130)
+
+    _emit(result, out_dir, as_json, quiet, show)
 
 
 @app.command("report")

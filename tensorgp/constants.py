@@ -19,7 +19,7 @@ import torch
 
 import numpy as np
 
-from .evaluate import max_stack
+from .evaluate import max_stack, terminal_values
 from .population import Population, arity_of
 from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, OPCODE
 
@@ -123,13 +123,9 @@ def _jacobian_torch(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tenso
         term = live & (op >= CONST)
         if bool(term.any()):
             idx = term.nonzero()[:, 0]
-            o = op[idx].long()
-            is_var = o >= FIRST_VAR
-            vals = Xt[(o - FIRST_VAR).clamp(min=0)]
-            vals = torch.where(is_var[:, None], vals, consts[idx, t].to(dtype)[:, None].expand(-1, n))
-            V[sp[idx], idx] = vals
+            V[sp[idx], idx] = terminal_values(op[idx], consts[idx, t], Xt)
             D[sp[idx], idx] = 0
-            ci = idx[~is_var]
+            ci = idx[op[idx] == CONST]
             if len(ci):
                 D[sp[ci], ci, slot[ci, t]] = 1
         fn_rows = live & (op < CONST) & (op > 0)

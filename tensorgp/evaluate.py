@@ -93,6 +93,14 @@ def evaluate_torch(
     return out
 
 
+def terminal_values(op: torch.Tensor, const: torch.Tensor, Xt: torch.Tensor) -> torch.Tensor:
+    """Values pushed by terminal nodes: ``op int[k]`` (CONST or a feature), ``const float[k]``,
+    ``Xt float[m, N]`` -> ``float[k, N]`` in Xt's dtype."""
+    o = op.long()
+    vals = Xt[(o - FIRST_VAR).clamp(min=0)]
+    return torch.where((o >= FIRST_VAR)[:, None], vals, const.to(Xt.dtype)[:, None].expand(-1, Xt.shape[1]))
+
+
 def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, Xt: torch.Tensor, S: int) -> torch.Tensor:
     P, L = ops.shape
     N = Xt.shape[1]
@@ -107,11 +115,7 @@ def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X
         term = live & (op >= CONST)
         if bool(term.any()):
             idx = term.nonzero()[:, 0]
-            o = op[idx].long()
-            is_var = o >= FIRST_VAR
-            vals = Xt[(o - FIRST_VAR).clamp(min=0)]  # [k, N]
-            vals = torch.where(is_var[:, None], vals, consts[idx, t][:, None].expand(-1, N))
-            stack[sp[idx], idx] = vals
+            stack[sp[idx], idx] = terminal_values(op[idx], consts[idx, t], Xt)
         fn_rows = live & (op < CONST) & (op > 0)
         if bool(fn_rows.any()):
             present = torch.unique(op[fn_rows]).tolist()
