@@ -8,7 +8,7 @@ import torch
 
 from .data import Batch
 from .evaluate import evaluate, resolve_backend
-from .fitness import AGGREGATIONS, aggregate, kendall_tau_b, spearman, top_kendall
+from .fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
 from .population import Population, unique_programs
 
 METRICS = ("kendall", "spearman", "kendall-top")
@@ -90,7 +90,11 @@ class RankObjective:
             t0 = time.perf_counter()
             pred = evaluate(part, self.batch.X, self.backend)
             t1 = time.perf_counter()
-            outs.append(correlation(pred, self.batch, self.metric))
+            keep, inverse = distinct_rows(pred)
+            if len(keep) < len(pred):
+                outs.append(correlation(pred[keep], self.batch, self.metric)[inverse])
+            else:
+                outs.append(correlation(pred, self.batch, self.metric))
             tf += time.perf_counter() - t1
             te += t1 - t0
         self.last_split = (te, tf)

@@ -63,3 +63,32 @@ def test_early_stop_on_target_and_patience():
     ev2.config.patience = 3
     st2 = ev2.run()
     assert st2.generation < 200 and st2.stale >= 3
+
+
+def test_objective_scores_every_program_as_if_alone():
+    """Structural and semantic deduplication (programs with equal predictions, e.g. a * b and
+    b * a, a and min(a, a)) must not change any score, whatever the population's order."""
+    from tensorgp.evaluate import evaluate
+    from tensorgp.fitness import aggregate, kendall_tau_b
+    from tensorgp.objective import correlation
+    from tensorgp.expression import parse, to_postfix
+    from tensorgp.population import Population
+
+    batch = _toy_batch()
+    pset = PrimitiveSet(("a", "b", "c", "d"), ("add", "sub", "mul", "div", "log", "min"))
+    exprs = ["c", "a * b", "b * a", "min(a, a)", "a", "log(c)", "a * b", "d - d", "b / a", "c"]
+    progs = [to_postfix(parse(e, pset.variables)) for e in exprs]
+    L = max(len(o) for o, _ in progs)
+    ops = torch.tensor([o + [0] * (L - len(o)) for o, _ in progs], dtype=torch.int32)
+    consts = torch.tensor([c + [0.0] * (L - len(c)) for _, c in progs], dtype=torch.float32)
+    pop = Population(ops, consts, torch.tensor([len(o) for o, _ in progs], dtype=torch.int32))
+    obj = RankObjective(batch)
+    for order in (torch.arange(len(exprs)), torch.tensor([4, 0, 9, 2, 1, 3, 8, 7, 6, 5])):
+        p = pop[order]
+        want = kendall_tau_b(evaluate(p, batch.X, "torch"), batch.accuracy, batch.offsets, "torch")
+        assert torch.allclose(obj.scores(p), want, atol=1e-6)
+        assert torch.allclose(obj(p), aggregate(want), atol=1e-6)
+    distinct = pop[torch.tensor([0, 1, 5, 8])]  # no two alike: the objective's own ordering path
+    want = kendall_tau_b(evaluate(distinct, batch.X, "torch"), batch.accuracy, batch.offsets, "torch")
+    assert torch.allclose(obj.scores(distinct), want, atol=1e-6)
+    assert torch.allclose(correlation(evaluate(distinct, batch.X), batch, "kendall"), want, atol=1e-6)

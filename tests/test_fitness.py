@@ -203,3 +203,60 @@ def test_aggregate():
     assert set(AGGREGATIONS) == {"mean", "min", "mean-std"}
     with pytest.raises(ValueError):
         aggregate(s, "median")
+
+
+# ----------------------------------------------------------------------------- distinct rows
+
+def _distinct(pred: torch.Tensor, fast: bool, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
+    monkeypatch.setattr(fitness, "_HAVE_NUMBA", fast and fitness.numba_available())
+    return fitness.distinct_rows(pred)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_distinct_rows_groups_exactly_the_rows_scored_alike(fast, monkeypatch):
+    inf, nan = float("inf"), float("nan")
+    rows = torch.tensor([
+        [1.0, 2.0, 0.0, -inf],
+        [1.0, 2.0, -0.0, nan],   # same as row 0 for every statistic: -0 is 0, non-finite ties
+        [1.0, 2.0, 0.0, inf],    # +inf ranks last too
+        [1.0, 2.0, 0.0, 5.0],    # differs
+        [2.0, 1.0, 0.0, -inf],   # same values, other order: differs
+        [1.0, 2.0, 0.0, 5.0],
+    ])
+    keep, inverse = _distinct(rows, fast, monkeypatch)
+    assert inverse.tolist()[:3] == [inverse[0].item()] * 3
+    assert inverse[3] == inverse[5] != inverse[0]
+    assert len(set(inverse.tolist())) == 3 == len(keep)
+    assert torch.equal(keep[inverse][[0, 3, 4]], torch.tensor([0, 3, 4]))  # groups keep their first row
+    target = torch.tensor([1.0, 3.0, 2.0, 0.5])
+    off = torch.tensor([0, 4])
+    full = kendall_tau_b(rows, target, off)
+    assert torch.equal(kendall_tau_b(rows[keep], target, off)[inverse], full)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_distinct_rows_survive_hash_collisions(fast, monkeypatch):
+    """Every row hashing alike must still be told apart by the full comparison."""
+    monkeypatch.setattr(torch, "unique", lambda h, return_inverse: (h[:1], torch.zeros_like(h)))
+    if fast and fitness.numba_available():
+        monkeypatch.setattr(fitness, "_nb_row_hashes", lambda bits, out: out.fill(7))
+    rng = np.random.default_rng(0)
+    base = torch.from_numpy(rng.normal(size=(4, 30)).astype(np.float32))
+    pred = base[[0, 1, 0, 2, 3, 1]]
+    keep, inverse = _distinct(pred, fast, monkeypatch)
+    assert torch.equal(pred[keep][inverse], pred)
+    assert inverse[0] == inverse[2]  # the group's first row still absorbs its true copies
+    assert len(keep) == 5  # rows 1, 3, 4, 5 each kept on their own after failing the check
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_distinct_rows_random_population_scores_unchanged(fast, monkeypatch):
+    rng = np.random.default_rng(1)
+    pred, target, offsets = random_case(rng, 40, [50, 30, 2], ties=True, nonfinite=0.05)
+    pred = np.concatenate([pred, pred[::3]])  # copies
+    p = torch.from_numpy(pred)
+    keep, inverse = _distinct(p, fast, monkeypatch)
+    assert len(keep) <= 40
+    args = (torch.from_numpy(target), torch.from_numpy(offsets))
+    assert torch.equal(spearman(p[keep], *args, "torch")[inverse], spearman(p, *args, "torch"))
+    assert torch.equal(kendall_tau_b(p[keep], *args, "torch")[inverse], kendall_tau_b(p, *args, "torch"))
