@@ -297,18 +297,20 @@ if _HAVE_NUMBA:
         return acc
 
     @njit(parallel=True, cache=True, fastmath=False)
-    def _nb_rank_counts(pred, perm, trank, ct2, gend, off, do_tau, out):
-        """out: int64[P, T, 5] = (discordant, pred-tied, jointly-tied pairs, sum rc2*ct2, sum rc2**2)."""
-        P = pred.shape[0]
+    def _nb_rank_counts(pred, rows, perm, trank, ct2, gend, off, do_tau, out):
+        """out: int64[U, T, 5] = (discordant, pred-tied, jointly-tied pairs, sum rc2*ct2, sum rc2**2)
+        of the rows ``rows: int64[U]`` of pred (indexed here: copying them out costs more)."""
+        P = rows.shape[0]
         T = off.shape[0] - 1
         for job in prange(P * T):
-            i = job // T
-            t = job - i * T
+            u = job // T
+            t = job - u * T
+            i = rows[u]
             o = off[t]
             n = off[t + 1] - o
             if n < 2:
                 for c in range(5):
-                    out[i, t, c] = 0
+                    out[u, t, c] = 0
                 continue
             f = np.empty(n, np.float32)
             items = np.empty(n, np.uint64)
@@ -353,11 +355,11 @@ if _HAVE_NUMBA:
                         csum += ct2[o + np.int64(srt[k] & _U32)]
                     num += (a + b - n) * csum  # a + b - n: twice the centred average rank
                     a = b
-            out[i, t, 0] = _nb_discordant(srt, n, gend, o) if do_tau else 0
-            out[i, t, 1] = xtie
-            out[i, t, 2] = ntie
-            out[i, t, 3] = num
-            out[i, t, 4] = ss
+            out[u, t, 0] = _nb_discordant(srt, n, gend, o) if do_tau else 0
+            out[u, t, 1] = xtie
+            out[u, t, 2] = ntie
+            out[u, t, 3] = num
+            out[u, t, 4] = ss
 
 
     _EXP = np.uint32(0x7F800000)
@@ -398,11 +400,12 @@ def numba_available() -> bool:
     return _HAVE_NUMBA
 
 
-def _numba_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool) -> torch.Tensor:
+def _numba_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, rows: torch.Tensor | None) -> torch.Tensor:
     x = np.ascontiguousarray(pred.detach().to(torch.float32).numpy())
-    out = np.empty((x.shape[0], rt.n_tasks, 5), np.int64)
-    if x.shape[0] and rt.n_tasks:
-        _nb_rank_counts(x, rt.perm, rt.trank, rt.ct2, rt.gend, rt.offsets, do_tau, out)
+    r = np.arange(x.shape[0], dtype=np.int64) if rows is None else np.ascontiguousarray(rows.cpu().numpy(), np.int64)
+    out = np.empty((len(r), rt.n_tasks, 5), np.int64)
+    if len(r) and rt.n_tasks:
+        _nb_rank_counts(x, r, rt.perm, rt.trank, rt.ct2, rt.gend, rt.offsets, do_tau, out)
     return torch.from_numpy(out)
 
 
@@ -588,21 +591,26 @@ def _check_pred(pred: torch.Tensor, rt: RankTarget) -> None:
 
 
 def rank_correlations(pred: torch.Tensor, target: torch.Tensor | RankTarget, offsets: torch.Tensor | None = None,
-                      backend: str = "auto", tau: bool = True, rho: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                      backend: str = "auto", tau: bool = True, rho: bool = True,
+                      rows: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Kendall tau-b and/or Spearman rho from one sort: ``(float32[P, T] | None, float32[P, T] | None)``.
 
     ``pred: float[P, N]``; ``target: float32[N]`` with ``offsets: int64[T+1]``, or a
-    ``RankTarget`` from ``prepare_target``. Results are on ``pred.device``.
+    ``RankTarget`` from ``prepare_target``. ``rows: int64[U]`` scores only those rows of
+    ``pred`` (results ``[U, T]``), as ``pred[rows]`` would without copying them. Results are on
+    ``pred.device``.
     """
     rt = target if isinstance(target, RankTarget) else prepare_target(target, offsets)
     _check_pred(pred, rt)
     be = _resolve(pred, backend)
     n = torch.from_numpy(rt.lengths)
     if be == "numba":
-        c = _numba_counts(pred, rt, tau)
+        c = _numba_counts(pred, rt, tau, rows)
         t = _tau_from_counts(c[..., 0], c[..., 1], c[..., 2], torch.from_numpy(rt.ytie), n) if tau else None
         r = _rho_from_sums(c[..., 3], c[..., 4], torch.from_numpy(rt.st4), n) if rho else None
     else:
+        if rows is not None:
+            pred = pred[rows.to(pred.device)]
         if pred.shape[0] == 0 or rt.n_tasks == 0 or rt.lengths.max() == 0:
             z = torch.zeros(pred.shape[0], rt.n_tasks, dtype=torch.float64, device=pred.device)
             t, r = (z if tau else None), (z if rho else None)
@@ -621,18 +629,19 @@ def rank_correlations(pred: torch.Tensor, target: torch.Tensor | RankTarget, off
 
 
 def kendall_tau_b(pred: torch.Tensor, target: torch.Tensor | RankTarget, offsets: torch.Tensor | None,
-                  backend: str = "auto") -> torch.Tensor:
+                  backend: str = "auto", rows: torch.Tensor | None = None) -> torch.Tensor:
     """``float32[P, T]``: Kendall tau-b of each individual (row of ``pred: float[P, N]``) on each
     task segment ``offsets[t]:offsets[t+1]`` of ``target: float32[N]`` (or a ``RankTarget``,
-    offsets then None); 0 where undefined. Equals scipy's ``kendalltau(variant="b")``."""
-    return rank_correlations(pred, target, offsets, backend, tau=True, rho=False)[0]
+    offsets then None); 0 where undefined. Equals scipy's ``kendalltau(variant="b")``.
+    ``rows``: as for ``rank_correlations``."""
+    return rank_correlations(pred, target, offsets, backend, tau=True, rho=False, rows=rows)[0]
 
 
 def spearman(pred: torch.Tensor, target: torch.Tensor | RankTarget, offsets: torch.Tensor | None,
-             backend: str = "auto") -> torch.Tensor:
+             backend: str = "auto", rows: torch.Tensor | None = None) -> torch.Tensor:
     """``float32[P, T]``: Spearman rho (Pearson of average ranks, as ``scipy.stats.spearmanr``)
     per individual and task; 0 where undefined. Arguments as for ``kendall_tau_b``."""
-    return rank_correlations(pred, target, offsets, backend, tau=False, rho=True)[1]
+    return rank_correlations(pred, target, offsets, backend, tau=False, rho=True, rows=rows)[1]
 
 
 def aggregate(scores: torch.Tensor, how: str = "mean") -> torch.Tensor:
@@ -673,11 +682,13 @@ def top_rows(target: torch.Tensor, offsets: torch.Tensor, fraction: float) -> tu
 
 
 def top_kendall(pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, fraction: float = 0.1,
-                backend: str = "auto") -> torch.Tensor:
+                backend: str = "auto", rows: torch.Tensor | None = None) -> torch.Tensor:
     """``float32[P, T]``: Kendall tau-b among the top ``fraction`` of each task by target, i.e.
-    how well each individual orders the architectures that a search would actually pick from."""
+    how well each individual orders the architectures that a search would actually pick from.
+    ``rows``: as for ``rank_correlations``."""
     idx, off = top_rows(target, offsets, fraction)
-    return kendall_tau_b(pred[:, idx], target[idx], off, backend)
+    sub = pred[:, idx] if rows is None else pred[rows.to(pred.device)[:, None], idx]
+    return kendall_tau_b(sub, target[idx], off, backend)
 
 
 # ----------------------------------------------------------------------------------------

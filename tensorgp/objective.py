@@ -34,16 +34,17 @@ def parse_metric(metric: str) -> tuple[str, float]:
     raise ValueError(f"unknown metric {metric!r}; choose from kendall, spearman, kendall-top, kendall-topNN (NN in %)")
 
 
-def correlation(pred: torch.Tensor, batch: Batch, metric: str) -> torch.Tensor:
-    """``pred float32[P, N]`` -> ``float32[P, T]`` rank correlation per task."""
+def correlation(pred: torch.Tensor, batch: Batch, metric: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``pred float32[P, N]`` -> ``float32[P, T]`` rank correlation per task (``[U, T]`` of the
+    rows ``rows: int64[U]`` only, when given)."""
     if metric.startswith("kendall-top"):
         frac = parse_metric(metric)[1]
-        k = kendall_tau_b(pred, batch.accuracy, batch.offsets)
-        return 0.5 * (k + top_kendall(pred, batch.accuracy, batch.offsets, frac))
+        k = kendall_tau_b(pred, batch.accuracy, batch.offsets, rows=rows)
+        return 0.5 * (k + top_kendall(pred, batch.accuracy, batch.offsets, frac, rows=rows))
     if metric == "kendall":
-        return kendall_tau_b(pred, batch.accuracy, batch.offsets)
+        return kendall_tau_b(pred, batch.accuracy, batch.offsets, rows=rows)
     if metric == "spearman":
-        return spearman(pred, batch.accuracy, batch.offsets)
+        return spearman(pred, batch.accuracy, batch.offsets, rows=rows)
     raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
 
 
@@ -92,7 +93,7 @@ class RankObjective:
             t1 = time.perf_counter()
             keep, inverse = distinct_rows(pred)
             if len(keep) < len(pred):
-                outs.append(correlation(pred[keep], self.batch, self.metric)[inverse])
+                outs.append(correlation(pred, self.batch, self.metric, rows=keep)[inverse])
             else:
                 outs.append(correlation(pred, self.batch, self.metric))
             tf += time.perf_counter() - t1

@@ -260,3 +260,16 @@ def test_distinct_rows_random_population_scores_unchanged(fast, monkeypatch):
     args = (torch.from_numpy(target), torch.from_numpy(offsets))
     assert torch.equal(spearman(p[keep], *args, "torch")[inverse], spearman(p, *args, "torch"))
     assert torch.equal(kendall_tau_b(p[keep], *args, "torch")[inverse], kendall_tau_b(p, *args, "torch"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rows_argument_scores_a_subset_in_place(backend):
+    rng = np.random.default_rng(2)
+    pred, target, offsets = random_case(rng, 12, [40, 25], ties=True, nonfinite=0.05)
+    p, y, o = torch.from_numpy(pred), torch.from_numpy(target), torch.from_numpy(offsets)
+    rows = torch.tensor([5, 0, 5, 11, 3])
+    t, r = rank_correlations(p, y, o, backend, rows=rows)
+    t2, r2 = rank_correlations(p[rows], y, o, backend)
+    assert torch.equal(t, t2) and torch.equal(r, r2)
+    assert torch.equal(fitness.top_kendall(p, y, o, 0.3, backend, rows=rows), fitness.top_kendall(p[rows], y, o, 0.3, backend))
+    assert rank_correlations(p, y, o, backend, rows=torch.zeros(0, dtype=torch.int64))[0].shape == (0, 2)
