@@ -76,7 +76,8 @@ class RankObjective:
 
     def scores(self, pop: Population) -> torch.Tensor:
         """``float32[P, T]`` per-task correlation of every program. Identical programs (elites'
-        copies, reproduction, crossovers that swap equal subtrees) are scored once."""
+        copies, reproduction, crossovers that swap equal subtrees) are evaluated once, and
+        programs with identical predictions (``fitness.distinct_rows``) are ranked once."""
         if pop.size > 1:
             uniq, inverse = unique_programs(pop)
             if uniq.size < pop.size:

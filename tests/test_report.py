@@ -116,9 +116,43 @@ def test_quality_study_driver_quick(suite_zero, tmp_path):
     assert q.main(["--data", str(suite_zero.parent), "--out", str(out), "--report", str(rep), "--scale", "0.02",
                    "--only", "main"]) == 0
     r = json.loads((out / "main.json").read_text())
-    assert r["study"] == {"name": "main", "group": "main", "scale": 0.02} and r["runs"] == q.BUDGET["runs"]
+    assert {k: r["study"][k] for k in ("name", "group", "scale")} == {"name": "main", "group": "main", "scale": 0.02}
+    assert r["runs"] == q.BUDGET["runs"] and r["study"]["load_before"] >= 0
     md = rep.read_text()
     assert "Quick look: every population and generation count scaled by 0.02" in md
     assert "--scale 0.02" in md and "### Targets" in md and "| ≥ 0.45 |" in md
     assert R.fmt(r["selection"][r["selected"]]["mean"]["test"]) in rows_of(md, "NB201+NB301 -> 7 TNB-micro tasks, mean "
                                                                            "Kendall (reported formula)")[0]
+
+
+def test_quality_study_seed_and_attainability_sections(suite_zero, tmp_path, monkeypatch):
+    """The seed-robust comparison and the attainability analysis, shrunk, end to end into the report."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_bench_seeds", path)
+    q = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(q)
+    monkeypatch.setattr(q, "VARIANTS", q.VARIANTS[:2])
+    monkeypatch.setattr(q, "SEEDS", 2)
+    monkeypatch.setattr(q, "LOSO_SEEDS", 1)
+    for e in q.EXPERIMENTS:
+        if e["name"] == "attainable":
+            monkeypatch.setitem(e, "seeds", 1)
+    out, rep = tmp_path / "runs", tmp_path / "results.md"
+    assert q.main(["--data", str(suite_zero.parent), "--out", str(out), "--report", str(rep), "--scale", "0.02",
+                   "--only", "main,seeds,attainable"]) == 0
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert list(seeds["variants"]) == ["default", "depth4"]
+    assert [len(v["seeds"]) for v in seeds["variants"].values()] == [2, 2]
+    assert [len(v["loso"]) for v in seeds["variants"].values()] == [1, 1]  # both are LOSO variants
+    att = json.loads((out / "attainable.json").read_text())
+    shares = [x["share"] for x in att["rows"]]
+    assert shares == [1.0, 0.1, 0.01, 0.001] and att["rows"][0]["n"] == att["programs"] > 0
+    assert all(a["test_max"] >= b["test_max"] for a, b in zip(att["rows"], att["rows"][1:]))  # nested subsets
+    md = rep.read_text()
+    assert "### Seed-robust comparison" in md and "### What any selection rule could reach" in md
+    assert len(rows_of(md, "max depth 4")) == 1 and "**Over several seeds**" in md
+    assert "## Every program the evolutions produced" not in md  # study tables get no per-result section
+
