@@ -103,8 +103,8 @@ def test_report_command(runs, tmp_path):
     assert bad.exit_code == 2 and "no such result file" in bad.output
 
 
-def test_quality_study_driver_quick(suite_zero, tmp_path):
-    """bench/quality.py end to end at a tiny scale: stored results, then the study report."""
+def _quality_module():
+    """bench/quality.py, a script outside the package, loaded fresh (tests monkeypatch its globals)."""
     import importlib.util
     from pathlib import Path
 
@@ -112,6 +112,12 @@ def test_quality_study_driver_quick(suite_zero, tmp_path):
     spec = importlib.util.spec_from_file_location("quality_bench", path)
     q = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(q)
+    return q
+
+
+def test_quality_study_driver_quick(suite_zero, tmp_path):
+    """bench/quality.py end to end at a tiny scale: stored results, then the study report."""
+    q = _quality_module()
     out, rep = tmp_path / "runs", tmp_path / "docs" / "results.md"
     assert q.main(["--data", str(suite_zero.parent), "--out", str(out), "--report", str(rep), "--scale", "0.02",
                    "--only", "main"]) == 0
@@ -127,13 +133,7 @@ def test_quality_study_driver_quick(suite_zero, tmp_path):
 
 def test_quality_study_seed_and_attainability_sections(suite_zero, tmp_path, monkeypatch):
     """The seed-robust comparison and the attainability analysis, shrunk, end to end into the report."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "bench" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality_bench_seeds", path)
-    q = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(q)
+    q = _quality_module()
     monkeypatch.setattr(q, "VARIANTS", q.VARIANTS[:2])
     monkeypatch.setattr(q, "SEEDS", 2)
     monkeypatch.setattr(q, "LOSO_SEEDS", 1)
