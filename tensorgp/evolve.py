@@ -238,6 +238,27 @@ class Evolver:
         st.history.append(stats)
         return stats
 
+    def replace(self, rows: torch.Tensor, programs: Population, fitness: torch.Tensor) -> None:
+        """Write ``programs`` with their ``fitness: float32[k]`` over the individuals at
+        ``rows: int64[k]`` of the current population, for a local search between generations
+        (e.g. the regressor's constant optimisation: Lamarckian, the next generation breeds from
+        the improved programs). They enter the hall of fame too; the random stream is untouched."""
+        st = self.state
+        if st is None:
+            raise RuntimeError("replace() needs an initialised evolution (call initialize() or step() first)")
+        rows = rows.to(st.pop.device)
+        if programs.size != len(rows) or fitness.shape != (len(rows),):
+            raise ValueError(f"replace: {len(rows)} rows, {programs.size} programs, fitness {tuple(fitness.shape)}")
+        L = st.pop.max_len
+        if programs.max_len > L:
+            raise ValueError(f"replace: programs of {programs.max_len} slots exceed the population's {L}")
+        st.pop.ops[rows] = pad_to(programs.ops, L)
+        st.pop.consts[rows] = pad_to(programs.consts, L)
+        st.pop.length[rows] = programs.length
+        st.fitness[rows] = fitness.to(st.fitness)
+        c = self.config
+        st.hof = _update_hof(st.hof, st.pop, st.fitness, c.runs, c.hall_of_fame, c.max_len)
+
     def done(self) -> bool:
         c, st = self.config, self.state
         if st is None:

@@ -530,7 +530,7 @@ class SymbolicRegressor:
         while True:
             t_opt = time.perf_counter()
             if self.const_optimization and self.const_opt_elites > 0 and self.const_opt_steps > 0:
-                self._optimize_elites(st, obj, Xo, yo, done_keys)
+                self._optimize_elites(evolver, obj, Xo, yo, done_keys)
             archive.update(st.pop, -st.fitness.to(torch.float64))
             best = archive.best
             gs = st.history[-1]
@@ -555,8 +555,9 @@ class SymbolicRegressor:
         self.fit_time_ = time.perf_counter() - t_start
         return self
 
-    def _optimize_elites(self, st, obj: RegressionObjective, Xo, yo, done_keys: set) -> None:
+    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set) -> None:
         """LM on the best not-yet-optimised programs with constants; improved ones written back."""
+        st = evolver.state
         k = int(self.const_opt_elites)
         fit = torch.nan_to_num(st.fitness, nan=-math.inf)
         has_c = (st.pop.ops == CONST).any(1) & torch.isfinite(fit)
@@ -587,8 +588,7 @@ class SymbolicRegressor:
         if not bool(better.any()):
             return
         rows, new, new_fit = rows[better], new[better], new_fit[better]
-        st.pop.consts[rows] = pad_to(new.consts, st.pop.max_len)
-        st.fitness[rows] = new_fit
+        evolver.replace(rows, new, new_fit)
         done_keys.update(program_keys(st.pop[rows]).tolist())
 
     def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, polish: bool = True) -> None:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from reference import random_pop
@@ -92,3 +93,21 @@ def test_objective_scores_every_program_as_if_alone():
     want = kendall_tau_b(evaluate(distinct, batch.X, "torch"), batch.accuracy, batch.offsets, "torch")
     assert torch.allclose(obj.scores(distinct), want, atol=1e-6)
     assert torch.allclose(correlation(evaluate(distinct, batch.X), batch, "kendall"), want, atol=1e-6)
+
+
+def test_replace_writes_programs_fitness_and_hall_of_fame():
+    ev = _evolver(runs=2, gens=3)
+    with pytest.raises(RuntimeError):
+        ev.replace(torch.tensor([0]), ev.state, torch.zeros(1))
+    st = ev.run()
+    rng = ev.generator.get_state()
+    donor = st.pop[torch.tensor([5, 6])]
+    rows = torch.tensor([1, 250])  # one individual of each run (population 200 per run)
+    ev.replace(rows, donor, torch.tensor([2.0, 3.0]))
+    assert torch.equal(st.pop.ops[rows], donor.ops) and torch.equal(st.pop.consts[rows], donor.consts)
+    assert torch.equal(st.fitness[rows], torch.tensor([2.0, 3.0]))
+    assert st.hof.fitness.view(2, -1)[:, 0].tolist() == [2.0, 3.0]  # each run's new best
+    assert torch.equal(ev.generator.get_state(), rng)
+    with pytest.raises(ValueError):
+        ev.replace(rows, donor, torch.zeros(3))
+    ev.step()  # breeding goes on from the replaced population
