@@ -701,8 +701,8 @@ def distinct_rows(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     result with ``inverse`` equals scoring ``pred``.
 
     Different programs often compute the same predictions (``x * 1``, ``min(x, x)``, swapped
-    commutative operands, an inert subtree): about 40% of the structurally distinct programs of
-    a typical generation. Rows are alike when their values are bitwise equal after the
+    commutative operands, an inert subtree): measured, 15% of the structurally distinct programs
+    early in a run and about 40% once it converges. Rows are alike when their values are bitwise equal after the
     statistics' own canonical form (non-finite -> one tie below every finite value, -0 -> 0).
     Rows are grouped by a hash, then checked against their group's first row on every column;
     a row that differs (a collision) is kept on its own, so the grouping is exact.
