@@ -4,7 +4,6 @@ Installed as ``tensorgp_cli.cli`` (see pyproject.toml); no logic lives here.
 """
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -128,7 +127,6 @@ def run(
     from tensorgp.data import DataError
     from tensorgp.evolve import EvolutionConfig
     from tensorgp.experiment import RunSpec, evolve_proxy, prepare
-    from tensorgp.results import dumps, write_json
 
     try:
         cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, tournament_size=tournament,
@@ -277,7 +275,6 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
     from tensorgp.data import DataError
     from tensorgp.protocols import leave_one_space_out
     from tensorgp.report import fmt, fmt_iqr
-    from tensorgp.results import dumps, write_json
 
     if protocol != "leave-one-space-out":
         _fail(f"unknown protocol {protocol!r}; choose split or leave-one-space-out")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 from tensorgp.evolve import EvolutionConfig
 from tensorgp.experiment import RunSpec, evolve_proxy
 from tensorgp.protocols import consistent_proxies, leave_one_space_out
-from tensorgp.report import _mean, fmt, fmt_iqr, headline, predictor_means, table, write_report
+from tensorgp.report import _mean, fmt, fmt_iqr, headline, table, write_report
 from tensorgp.results import write_json
 
 TRAIN = "nasbench201/*,nasbench301/*"
@@ -596,7 +594,7 @@ def findings(res: dict[str, dict]) -> str:
                                   f"{fmt(orc[k]['kendall'])})" for k in lost) or "none") + ".")
     v = res.get("nb201-only-val-nb301")
     if v:
-        lines.append(f"- **A validation space.** Fitness on NB201 only, formula chosen on NB301: TNB-micro "
+        lines.append("- **A validation space.** Fitness on NB201 only, formula chosen on NB301: TNB-micro "
                      + ", ".join(f"{n} {fmt(_test_mean(v, n))}" for n in strat if _test_mean(v, n) is not None)
                      + f" (vs {fmt(_test_mean(m, 'train')) if m else '–'} with NB301 in the fitness).")
     sh = [(k, res[k]) for k in ("main", "agg-min", "agg-mean-std", "agg-space-mean", "depth4", "parsimony",

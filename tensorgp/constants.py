@@ -19,9 +19,9 @@ import torch
 
 import numpy as np
 
-from .evaluate import max_stack, terminal_values
-from .population import Population, arity_of
-from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, OPCODE
+from .evaluate import max_stack, postfix_steps, terminal_values
+from .population import Population
+from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE
 
 try:  # numba is optional: the torch interpreter below gives the same numbers
     from numba import njit
@@ -114,33 +114,21 @@ def _jacobian_torch(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tenso
     S = max_stack(ops, length)
     V = torch.zeros(S, K, n, dtype=dtype, device=dev)
     D = torch.zeros(S, K, C, n, dtype=dtype, device=dev)
-    sp = torch.zeros(K, dtype=torch.long, device=dev)
-    ar = arity_of(ops).long()
-    Lmax = int(length.max().item()) if K else 0
-    for t in range(Lmax):
-        op = ops[:, t]
-        live = t < length
-        term = live & (op >= CONST)
-        if bool(term.any()):
-            idx = term.nonzero()[:, 0]
-            V[sp[idx], idx] = terminal_values(op[idx], consts[idx, t], Xt)
+    for t, sp, idx, funcs in postfix_steps(ops, length):
+        if len(idx):
+            V[sp[idx], idx] = terminal_values(ops[idx, t], consts[idx, t], Xt)
             D[sp[idx], idx] = 0
-            ci = idx[op[idx] == CONST]
+            ci = idx[ops[idx, t] == CONST]
             if len(ci):
                 D[sp[ci], ci, slot[ci, t]] = 1
-        fn_rows = live & (op < CONST) & (op > 0)
-        if bool(fn_rows.any()):
-            for code in torch.unique(op[fn_rows]).tolist():
-                idx = ((op == code) & live).nonzero()[:, 0]
-                f = FUNCTIONS[code - 1]
-                base = sp[idx] - f.arity
-                if f.arity == 1:
-                    v, dv = _rule(f.name, V[base, idx], D[base, idx])
-                else:
-                    v, dv = _rule(f.name, V[base, idx], D[base, idx], V[base + 1, idx], D[base + 1, idx])
-                V[base, idx] = v
-                D[base, idx] = dv
-        sp = sp + torch.where(live, 1 - ar[:, t], torch.zeros_like(sp))
+        for f, idx in funcs:
+            base = sp[idx] - f.arity
+            if f.arity == 1:
+                v, dv = _rule(f.name, V[base, idx], D[base, idx])
+            else:
+                v, dv = _rule(f.name, V[base, idx], D[base, idx], V[base + 1, idx], D[base + 1, idx])
+            V[base, idx] = v
+            D[base, idx] = dv
     return V[0], D[0]
 
 
@@ -215,16 +203,8 @@ if _HAVE_NUMBA:
                             else:
                                 v[p] = 1.0
                                 d[p, :] = 0.0
-                        elif op == _MIN:
-                            if a <= b:
-                                v[p] = a
-                            else:
-                                v[p] = b
-                                d[p, :] = d[q, :]
-                            if a != a or b != b:
-                                v[p] = np.nan
-                        else:
-                            if a >= b:
+                        else:  # min, max: the chosen operand's value and derivative
+                            if (a <= b) if op == _MIN else (a >= b):
                                 v[p] = a
                             else:
                                 v[p] = b

@@ -101,31 +101,36 @@ def terminal_values(op: torch.Tensor, const: torch.Tensor, Xt: torch.Tensor) -> 
     return torch.where((o >= FIRST_VAR)[:, None], vals, const.to(Xt.dtype)[:, None].expand(-1, Xt.shape[1]))
 
 
-def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, Xt: torch.Tensor, S: int) -> torch.Tensor:
-    P, L = ops.shape
-    N = Xt.shape[1]
-    dev = Xt.device
-    stack = torch.zeros(S, P, N, dtype=torch.float32, device=dev)
-    sp = torch.zeros(P, dtype=torch.long, device=dev)
-    Lmax = int(length.max().item())
+def postfix_steps(ops: torch.Tensor, length: torch.Tensor):
+    """The schedule both torch interpreters (values here, values and Jacobians in
+    ``constants``) walk: for each position ``t`` of ``ops: int[P, L]``, yields
+    ``(t, sp, terminals, functions)``: ``sp: int64[P]`` the stack height before position t,
+    ``terminals: int64[k]`` the rows pushing a terminal, ``functions``: ``[(Function, rows)]``
+    per opcode present. Rows sharing an opcode advance together, so the Python work is
+    O(L x distinct opcodes), not O(P)."""
+    sp = torch.zeros(ops.shape[0], dtype=torch.long, device=ops.device)
     ar = arity_of(ops).long()
-    for t in range(Lmax):
+    for t in range(int(length.max().item()) if ops.shape[0] else 0):
         op = ops[:, t]
         live = t < length
-        term = live & (op >= CONST)
-        if bool(term.any()):
-            idx = term.nonzero()[:, 0]
-            stack[sp[idx], idx] = terminal_values(op[idx], consts[idx, t], Xt)
+        terms = (live & (op >= CONST)).nonzero()[:, 0]
         fn_rows = live & (op < CONST) & (op > 0)
-        if bool(fn_rows.any()):
-            present = torch.unique(op[fn_rows]).tolist()
-            for code in present:
-                idx = ((op == code) & live).nonzero()[:, 0]
-                f = FUNCTIONS[code - 1]
-                base = sp[idx] - f.arity
-                args = [stack[base + j, idx] for j in range(f.arity)]
-                stack[base, idx] = f.fn(*args)
+        funcs = [(FUNCTIONS[code - 1], ((op == code) & live).nonzero()[:, 0])
+                 for code in torch.unique(op[fn_rows]).tolist()] if bool(fn_rows.any()) else []
+        yield t, sp, terms, funcs
         sp = sp + torch.where(live, 1 - ar[:, t], torch.zeros_like(sp))
+
+
+def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, Xt: torch.Tensor, S: int) -> torch.Tensor:
+    P, N = ops.shape[0], Xt.shape[1]
+    stack = torch.zeros(S, P, N, dtype=torch.float32, device=Xt.device)
+    for t, sp, idx, funcs in postfix_steps(ops, length):
+        if len(idx):
+            stack[sp[idx], idx] = terminal_values(ops[idx, t], consts[idx, t], Xt)
+        for f, idx in funcs:
+            base = sp[idx] - f.arity
+            args = [stack[base + j, idx] for j in range(f.arity)]
+            stack[base, idx] = f.fn(*args)
     return stack[0]
 
 

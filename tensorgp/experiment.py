@@ -135,7 +135,7 @@ def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = No
     prep = prepared or prepare(spec)
     objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
     evolver = Evolver(spec.config, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
-    state = evolver.run(callback, should_stop)
+    evolver.run(callback, should_stop)
     return build_result(spec, prep, evolver, objective.backend, time.perf_counter() - t_start,
                         interrupted=not evolver.done())
 

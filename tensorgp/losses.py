@@ -124,8 +124,8 @@ class Moments:
     syy: float
     ybar: float
 
-    def fit(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(a, b, sse)``: least-squares ``a + b f`` per program and its sum of squared errors."""
+    def _centred(self):
+        """Means, variance of f, covariance with y, variance of y, the flat and non-finite masks."""
         n = self.n
         md = self.s1 / n
         var_f = (self.s2 / n - md * md).clamp(min=0)
@@ -134,23 +134,22 @@ class Moments:
         vy = max(self.syy / n - myc * myc, 0.0)
         # f constant up to float32 resolution: b = 0 (the mean), never a huge slope on rounding noise
         flat = var_f <= 1e-13 * (self.K + md) ** 2 + 1e-300
-        b = torch.where(flat, torch.zeros_like(cov), cov / torch.where(flat, torch.ones_like(var_f), var_f))
-        a = self.ybar + myc - b * (self.K + md)
-        mse = torch.where(flat, torch.full_like(var_f, vy), (vy - cov * cov / torch.where(flat, torch.ones_like(var_f), var_f)).clamp(min=0))
         bad = ~(torch.isfinite(self.s1) & torch.isfinite(self.s2) & torch.isfinite(self.sy))
+        return md, myc, var_f, cov, vy, flat, bad
+
+    def fit(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(a, b, sse)``: least-squares ``a + b f`` per program and its sum of squared errors."""
+        md, myc, var_f, cov, vy, flat, bad = self._centred()
+        safe_var = torch.where(flat, torch.ones_like(var_f), var_f)
+        b = torch.where(flat, torch.zeros_like(cov), cov / safe_var)
+        a = self.ybar + myc - b * (self.K + md)
+        mse = torch.where(flat, torch.full_like(var_f, vy), (vy - cov * cov / safe_var).clamp(min=0))
         nan = torch.full_like(a, float("nan"))
-        return torch.where(bad, nan, a), torch.where(bad, nan, b), torch.where(bad, nan, mse * n)
+        return torch.where(bad, nan, a), torch.where(bad, nan, b), torch.where(bad, nan, mse * self.n)
 
     def pearson(self) -> torch.Tensor:
-        n = self.n
-        md = self.s1 / n
-        var_f = (self.s2 / n - md * md).clamp(min=0)
-        myc = self.syc / n
-        cov = self.sy / n - md * myc
-        vy = max(self.syy / n - myc * myc, 0.0)
-        flat = var_f <= 1e-13 * (self.K + md) ** 2 + 1e-300
+        _, _, var_f, cov, vy, flat, bad = self._centred()
         r = torch.where(flat | (vy <= 0), torch.zeros_like(cov), cov / (var_f.sqrt() * vy ** 0.5 + 1e-300))
-        bad = ~(torch.isfinite(self.s1) & torch.isfinite(self.s2) & torch.isfinite(self.sy))
         return torch.where(bad, torch.full_like(r, float("nan")), r.clamp(-1, 1))
 
 

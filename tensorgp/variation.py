@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .population import Population, Structure, arity_of, init_population, random_functions, random_terminals, structure
-from .primitives import CONST, PrimitiveSet, arity_table
+from .population import Population, Structure, arity_of, init_population, random_terminals, structure
+from .primitives import CONST, PrimitiveSet
 
 N_CANDIDATES = 8  # candidate cut points drawn per child; the first valid one is used
 

@@ -193,11 +193,17 @@ def _assert_matches(ref, d: Path):
     _same_state(ck.load(d).state, ck_ref.state)
 
 
+def _start_checkpointed_run(suite_zero, d: Path, generation: int) -> subprocess.Popen:
+    """The reference run from the command line, checkpointing every generation, once it has saved ``generation``."""
+    proc = subprocess.Popen(_cli(*_base(suite_zero), "--checkpoint", d, "--every", 1), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_generation(proc, d, generation)
+    return proc
+
+
 def test_sigint_writes_checkpoint_and_partial_result_then_resume_matches(suite_zero, tmp_path, reference):
     d = tmp_path / "run"
-    proc = subprocess.Popen(_cli(*_base(suite_zero), "--checkpoint", d, "--every", 1), env=_env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_generation(proc, d, 2)
+    proc = _start_checkpointed_run(suite_zero, d, 2)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -214,9 +220,7 @@ def test_sigint_writes_checkpoint_and_partial_result_then_resume_matches(suite_z
 
 def test_sigkill_leaves_a_resumable_checkpoint_and_resume_matches(suite_zero, tmp_path, reference):
     d = tmp_path / "run"
-    proc = subprocess.Popen(_cli(*_base(suite_zero), "--checkpoint", d, "--every", 1), env=_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_generation(proc, d, 3)
+    proc = _start_checkpointed_run(suite_zero, d, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     c = ck.load(d)  # intact: never a torn file

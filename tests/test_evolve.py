@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from reference import random_pop
 from tensorgp.data import Batch
 from tensorgp.evolve import EvolutionConfig, Evolver
 from tensorgp.objective import RankObjective
@@ -49,7 +48,6 @@ def test_batched_runs_are_independent_populations():
     per_run = st.hof.fitness.view(3, -1)[:, 0]
     assert bool(torch.isfinite(per_run).all())
     # hall of fame of each run holds programs whose fitness it reports
-    from tensorgp.population import Population
     for r in range(3):
         p, f = st.hof.best(r)
         assert abs(float(ev.fitness_fn(p)[0]) - f) < 1e-6

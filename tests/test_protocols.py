@@ -10,7 +10,7 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 
 from tensorgp import baselines as B
 from tensorgp import protocols as P
-from tensorgp.data import Batch, Task, load
+from tensorgp.data import Task, load
 from tensorgp.evolve import EvolutionConfig
 from tensorgp.experiment import RunSpec, evolve_proxy, prepare
 from tensorgp.fitness import kendall_tau_b, top_kendall, top_rows

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from reference import random_pop
-from tensorgp.population import Population, is_valid, program_depth, structure
+from tensorgp.population import Population, is_valid, program_depth
 from tensorgp.variation import (Limits, VariationRates, breed, crossover, hoist_mutation, point_mutation,
                                 subtree_mutation, tournament)
 
