@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .population import Population, init_population, pad_to, program_keys
+from .population import Population, first_of_groups, init_population, pad_to, program_keys
 from .primitives import PrimitiveSet
 from .variation import Limits, VariationRates, breed
 
@@ -140,9 +140,7 @@ def _update_hof(hof: HallOfFame | None, pop: Population, fit: torch.Tensor, runs
         keys_sorted = keys[order]
         # keep the first (best) of each distinct program
         uniq, inverse = torch.unique(keys_sorted, return_inverse=True)
-        first = torch.full((len(uniq),), len(order), dtype=torch.long, device=order.device)
-        first.scatter_reduce_(0, inverse, torch.arange(len(order), device=order.device), reduce="amin")
-        keep = order[torch.sort(first).values][:H]
+        keep = order[torch.sort(first_of_groups(inverse, len(uniq))).values][:H]
         sel = cand[keep]
         sf = cf[keep]
         if len(keep) < H:  # pad with empty slots

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .population import first_of_groups
+
 try:  # numba is optional: without it every call takes the torch path
     from numba import njit, prange
 
@@ -723,9 +725,8 @@ def distinct_rows(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bits = c.view(torch.int32) if c.dtype == torch.float32 else c.double().view(torch.int64)
         w = torch.arange(1, N + 1, device=dev, dtype=torch.int64) * -7046029254386353131
         hashes = (bits.long() * w).sum(1)  # wraps mod 2**64
-    _, group = torch.unique(hashes, return_inverse=True)
-    first = torch.full((int(group.max()) + 1,), P, device=dev, dtype=torch.int64)
-    first = first.scatter_reduce(0, group, ar, "amin")
+    uniq, group = torch.unique(hashes, return_inverse=True)
+    first = first_of_groups(group, len(uniq))
     rep = first[group]
     if fast:
         eq = np.empty(P, np.bool_)

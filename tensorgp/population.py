@@ -91,13 +91,18 @@ def program_keys(pop: Population) -> torch.Tensor:
     return (pop.ops.long() * w[0]).sum(1) * 1000003 + (cbits * w[1]).sum(1) + pop.length.long()
 
 
+def first_of_groups(inverse: torch.Tensor, groups: int) -> torch.Tensor:
+    """``int64[G]``: for each group g of ``inverse: int64[n]`` (values 0..G-1, every group
+    present, as ``torch.unique(..., return_inverse=True)`` gives), its smallest index."""
+    n = len(inverse)
+    first = torch.full((groups,), n, dtype=torch.long, device=inverse.device)
+    return first.scatter_reduce_(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
+
+
 def unique_programs(pop: Population) -> tuple[Population, torch.Tensor]:
     """Distinct programs of ``pop`` and ``inverse: int64[P]`` with ``pop[i] == uniq[inverse[i]]``."""
-    keys = program_keys(pop)
-    uniq, inverse = torch.unique(keys, return_inverse=True)
-    first = torch.full((len(uniq),), pop.size, dtype=torch.long, device=keys.device)
-    first.scatter_reduce_(0, inverse, torch.arange(pop.size, device=keys.device), reduce="amin")
-    return pop[first], inverse
+    uniq, inverse = torch.unique(program_keys(pop), return_inverse=True)
+    return pop[first_of_groups(inverse, len(uniq))], inverse
 
 
 _ARITY_CACHE: dict[torch.device, torch.Tensor] = {}
