@@ -47,7 +47,7 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _data_paths(data: Optional[List[Path]]) -> list[Path]:
-    from tensorgp.data import find_data_dir
+    from tensorgp.nas.data import find_data_dir
 
     if data:
         return list(data)
@@ -124,9 +124,9 @@ def run(
     migrants: int = typer.Option(2, "--migrants", help="Best programs each island sends to the next island of the ring."),
 ) -> None:
     """Evolve a zero-cost proxy formula on training tasks; report it on every task next to the best single proxy."""
-    from tensorgp.data import DataError
-    from tensorgp.evolve import EvolutionConfig
-    from tensorgp.experiment import RunSpec, evolve_proxy, prepare
+    from tensorgp.nas.data import DataError
+    from tensorgp.engine.evolve import EvolutionConfig
+    from tensorgp.nas.experiment import RunSpec, evolve_proxy, prepare
 
     try:
         cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, tournament_size=tournament,
@@ -138,10 +138,10 @@ def run(
                        preprocess=preprocess, functions=functions, constants=constants, metric=metric,
                        aggregation=aggregation, device=device, backend=backend, config=cfg,
                        fit_fraction=fit_fraction, split_seed=split_seed, validation=validation, select=select)
-        if protocol != "split":  # several evolutions: tensorgp.protocols drives them
+        if protocol != "split":  # several evolutions: tensorgp.nas.protocols drives them
             return _run_protocol(spec, protocol, checkpoint is not None or resume is not None or islands > 1,
                                  out_dir, as_json, quiet)
-        from tensorgp.distributed import plan_run  # checkpoints, resume, islands (torchrun)
+        from tensorgp.runtime.distributed import plan_run  # checkpoints, resume, islands (torchrun)
 
         plan = plan_run(spec, islands=islands, migrate_every=migrate_every, migrants=migrants, checkpoint=checkpoint,
                         every=every, resume=resume, explicit={n for n in ctx.params if getattr(
@@ -178,7 +178,7 @@ def run(
 
 def _emit(result: dict, out_dir: Optional[Path], as_json: bool, quiet: bool, show) -> None:
     """Write OUT/result.json (atomically), print JSON or the tables, exit 130 if interrupted."""
-    from tensorgp.results import dumps, write_json
+    from tensorgp.runtime.results import dumps, write_json
 
     if out_dir is not None:
         path = write_json(Path(out_dir) / "result.json", result)
@@ -225,9 +225,9 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score a formula (Kendall, Spearman) on tasks."""
-    from tensorgp.data import DataError
-    from tensorgp.experiment import evaluate_expression
-    from tensorgp.results import dumps
+    from tensorgp.nas.data import DataError
+    from tensorgp.nas.experiment import evaluate_expression
+    from tensorgp.runtime.results import dumps
 
     try:
         res = evaluate_expression(expr, _data_paths(data), tasks, preprocess, device, backend)
@@ -250,7 +250,7 @@ def eval_cmd(
 
 def _print_protocol(r: dict) -> None:
     """Selection strategies and baselines of one split-protocol result, as mean Kendall per split."""
-    from tensorgp.report import predictor_means
+    from tensorgp.nas.report import predictor_means
 
     if not r.get("selection") or not r.get("sets"):
         return
@@ -272,9 +272,9 @@ def _print_protocol(r: dict) -> None:
 
 def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], as_json: bool, quiet: bool) -> None:
     """``run --protocol leave-one-space-out``: one evolution per search space."""
-    from tensorgp.data import DataError
-    from tensorgp.protocols import leave_one_space_out
-    from tensorgp.report import fmt, fmt_iqr
+    from tensorgp.nas.data import DataError
+    from tensorgp.nas.protocols import leave_one_space_out
+    from tensorgp.nas.report import fmt, fmt_iqr
 
     if protocol != "leave-one-space-out":
         _fail(f"unknown protocol {protocol!r}; choose split or leave-one-space-out")
@@ -319,7 +319,7 @@ def report_cmd(
     command: Optional[str] = typer.Option(None, "--command", help="The command that produced the results, shown in the header."),
 ) -> None:
     """Write a markdown report (tables per task, evolved vs baselines, formulas, settings, figures) of run results."""
-    from tensorgp.report import write_report
+    from tensorgp.nas.report import write_report
 
     missing = [str(p) for p in results if not (p / "result.json" if p.is_dir() else p).exists()]
     if missing:
@@ -349,9 +349,9 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
 ) -> None:
     """Regularized-evolution NAS over a task's table driven by a proxy formula, next to random search and a single-proxy search."""
-    from tensorgp.data import DataError
-    from tensorgp.results import dumps
-    from tensorgp.search import read_result, run_search
+    from tensorgp.nas.data import DataError
+    from tensorgp.runtime.results import dumps
+    from tensorgp.nas.search import read_result, run_search
 
     if (expr is None) == (from_result is None):
         _fail("give exactly one of --expr and --from")
@@ -419,15 +419,16 @@ def bench_cmd(
     quiet: bool = typer.Option(False, help="No progress messages."),
 ) -> None:
     """Throughput of evaluation (node-evals/s per backend), fitness and generations, next to gplearn and pyoperon on the same trees and rows."""
-    from tensorgp.benchmark import BenchConfig, run_benchmark, tables
-    from tensorgp.data import DataError
-    from tensorgp.results import dumps, write_json
+    from tensorgp.nas.bench import generation_problem
+    from tensorgp.runtime.benchmark import BenchConfig, run_benchmark, tables
+    from tensorgp.nas.data import DataError
+    from tensorgp.runtime.results import dumps, write_json
 
     try:
         cfg = BenchConfig(pop=pop, rows=rows, features=features, depth=depth, functions=functions, device=device,
                           backends=backends, peers=peers, repeat=repeat, threads=threads, generations=generations,
                           fitness=fitness, task_rows=task_rows, torch_pop=torch_pop, data=data, seed=seed)
-        res = run_benchmark(cfg, None if quiet else (lambda m: err.print(f"[dim]{m}[/]")))
+        res = run_benchmark(cfg, None if quiet else (lambda m: err.print(f"[dim]{m}[/]")), generation_problem)
     except (DataError, ValueError) as e:
         _fail(str(e))
     if out_file is not None:

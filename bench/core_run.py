@@ -14,9 +14,9 @@ import argparse
 import json
 import time
 
-from tensorgp.data import find_data_dir
-from tensorgp.evolve import EvolutionConfig
-from tensorgp.experiment import RunSpec, evolve_proxy, prepare
+from tensorgp.nas.data import find_data_dir
+from tensorgp.engine.evolve import EvolutionConfig
+from tensorgp.nas.experiment import RunSpec, evolve_proxy, prepare
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from numba import njit
 
-from tensorgp import eval_numba
-from tensorgp.population import init_population
-from tensorgp.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
+from tensorgp.engine import eval_numba
+from tensorgp.engine.population import init_population
+from tensorgp.engine.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
 
 CASES = {
     "arith": (("add", "sub", "mul", "div"), 5000),

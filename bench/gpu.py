@@ -3,7 +3,7 @@
     python -m bench.gpu --out DIR              # CUDA: 100,000 programs x 10,000 rows
     python -m bench.gpu --out DIR --dry-run    # CPU, tiny sizes, Triton interpreter (TRITON_INTERPRET=1)
 
-Cases (each one ``tensorgp.benchmark.run_benchmark``; units in its docstring):
+Cases (each one ``tensorgp.runtime.benchmark.run_benchmark``; units in its docstring):
 
 * ``arith``: add/sub/mul/div, depth <= 6, 10 features; Triton and (on the first ``--torch-pop``
   programs) the torch interpreter; Kendall/Spearman fitness on the first ``--fitness-pop``
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, k) is None:
             setattr(a, k, v)
 
-    from tensorgp.benchmark import BenchConfig, run_benchmark
-    from tensorgp.results import write_json
+    from tensorgp.nas.bench import generation_problem
+    from tensorgp.runtime.benchmark import BenchConfig, run_benchmark
+    from tensorgp.runtime.results import write_json
 
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "bench_gpu.json"
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"== case {name}", flush=True)
         try:
-            r = run_benchmark(BenchConfig(**kw), lambda m: print(f"   {m}", flush=True))
+            r = run_benchmark(BenchConfig(**kw), lambda m: print(f"   {m}", flush=True), generation_problem)
             r["wall_s"] = time.perf_counter() - t0
             for b, e in r["eval"].items():
                 print(f"   {b:12s} {e['gpops']:.3e} node-evals/s  {e['seconds']:.4f} s  "

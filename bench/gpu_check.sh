@@ -62,11 +62,11 @@ import numpy as np
 import torch
 import triton
 
-from tensorgp.evaluate import evaluate_torch
+from tensorgp.engine.evaluate import evaluate_torch
 from tensorgp.kernels.eval_kernel import evaluate_triton, max_stack_depth
 from tensorgp.kernels.kendall_kernel import kendall_tau_b_triton
-from tensorgp.population import init_population
-from tensorgp.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
+from tensorgp.engine.population import init_population
+from tensorgp.engine.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
 
 CPU = os.environ.get("GPU_CHECK_CPU") == "1"  # dry run: interpreter, tiny sizes
 dev = torch.device("cpu" if CPU else "cuda")
@@ -137,7 +137,7 @@ res["kendall"] = {"P": P, "sizes": sizes, "max_abs_err_vs_scipy_8_rows": max(err
                   "s": timed(lambda: kendall_tau_b_triton(pred, target, off)),
                   "s_block128": None if CPU else timed(lambda: kendall_tau_b_triton(pred, target, off, block=128))}
 try:
-    from tensorgp.fitness import kendall_tau_b
+    from tensorgp.engine.fitness import kendall_tau_b
     ft = kendall_tau_b(pred, target, off)
     res["kendall"]["max_abs_diff_vs_fitness"] = float((ft.float() - tau).abs().max())
     res["kendall"]["fitness_s"] = timed(lambda: kendall_tau_b(pred, target, off), reps=2)

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _data_default() -> Path:
-    from tensorgp.data import find_data_dir
+    from tensorgp.nas.data import find_data_dir
 
     return find_data_dir() / "zc_nasbench201.json"
 

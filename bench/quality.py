@@ -20,11 +20,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tensorgp.evolve import EvolutionConfig
-from tensorgp.experiment import RunSpec, evolve_proxy
-from tensorgp.protocols import consistent_proxies, leave_one_space_out
-from tensorgp.report import _mean, fmt, fmt_iqr, headline, table, write_report
-from tensorgp.results import write_json
+from tensorgp.engine.evolve import EvolutionConfig
+from tensorgp.nas.experiment import RunSpec, evolve_proxy
+from tensorgp.nas.protocols import leave_one_space_out
+from tensorgp.nas.splits import consistent_proxies
+from tensorgp.nas.report import _mean, fmt, fmt_iqr, headline, table, write_report
+from tensorgp.runtime.results import write_json
 
 TRAIN = "nasbench201/*,nasbench301/*"
 TEST = "transbench101_micro/*"
@@ -112,7 +113,7 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
     data = data_root / e.get("data", SUITE)
     proxies = e.get("proxies")
     if proxies == "consistent":  # chosen on the training tasks only
-        from tensorgp.data import common_proxies, load, select
+        from tensorgp.nas.data import common_proxies, load, select
 
         tasks = load(data)
         train = select(tasks, e.get("train", TRAIN))
@@ -169,11 +170,11 @@ def run_attainable(e: dict, data_root: Path, scale: float) -> dict:
     the best training fitness bounds what any selection rule could pick from these candidates."""
     import torch
 
-    from tensorgp.data import make_batch
-    from tensorgp.evolve import Evolver
-    from tensorgp.experiment import prepare
-    from tensorgp.objective import RankObjective
-    from tensorgp.population import unique_programs
+    from tensorgp.nas.data import make_batch
+    from tensorgp.engine.evolve import Evolver
+    from tensorgp.nas.experiment import prepare
+    from tensorgp.nas.objective import RankObjective
+    from tensorgp.engine.population import unique_programs
 
     train, test = [], []
     for seed in range(e["seeds"]):

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from tensorgp import expression as E
-from tensorgp.data import load, preprocess
-from tensorgp.evaluate import evaluate
-from tensorgp.evolve import EvolutionConfig, Evolver
-from tensorgp.fitness import kendall_tau_b
-from tensorgp.primitives import PrimitiveSet
-from tensorgp.search import (accuracy_percentile, encodings, formula_scores, neighbour_table, proxy_scores, search,
+from tensorgp.engine import expression as E
+from tensorgp.nas.data import load, preprocess
+from tensorgp.engine.evaluate import evaluate
+from tensorgp.engine.evolve import EvolutionConfig, Evolver
+from tensorgp.engine.fitness import kendall_tau_b
+from tensorgp.engine.primitives import PrimitiveSet
+from tensorgp.nas.search import (accuracy_percentile, encodings, formula_scores, neighbour_table, proxy_scores, search,
                              top_k_percentile)
 
 DATA = Path(os.environ.get("TENSORGP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "nb201-final"

@@ -11,7 +11,7 @@ select + sum over the S axis. With BLOCK_N >= 32 * num_warps each thread owns wh
 these are per-thread register selects (no shared memory), O(S) per push/binary op.
 Invariant: ``d`` values on the stack, the last in ``top``, the others in ``stack[0 : d - 1]``.
 
-Semantics are those of ``tensorgp.primitives.FUNCTIONS`` (see ``evaluate_triton``'s docstring for
+Semantics are those of ``tensorgp.engine.primitives.FUNCTIONS`` (see ``evaluate_triton``'s docstring for
 the accuracy contract).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from tensorgp.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, arity_table
+from tensorgp.engine.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, arity_table
 
 # Globals read inside a jit function must be constexpr.
 _EPS = tl.constexpr(EPS)

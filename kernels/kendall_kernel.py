@@ -103,7 +103,7 @@ def kendall_tau_b_triton(
     """Kendall tau-b per program and task.
 
     pred: float32[P, N], target: float32[N], offsets: int64[T + 1] (task t is rows
-    offsets[t]:offsets[t+1]) -> float32[P, T]. Same semantics as ``tensorgp.fitness.kendall_tau_b``
+    offsets[t]:offsets[t+1]) -> float32[P, T]. Same semantics as ``tensorgp.engine.fitness.kendall_tau_b``
     (= scipy ``kendalltau(variant="b")``): non-finite values (NaN, +-inf) tie with each other and
     rank below every finite value, so a failing formula ranks the architecture worst
     (``nonfinite_high=True``: above instead). Applied to the target too (fitness rejects a

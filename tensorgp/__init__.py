@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # lazy, so that ``import tensorgp`` stays light
     if name == "SymbolicRegressor":
-        from .regressor import SymbolicRegressor
+        from .sr.regressor import SymbolicRegressor
 
         return SymbolicRegressor
     raise AttributeError(f"module 'tensorgp' has no attribute {name!r}")

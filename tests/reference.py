@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from tensorgp import expression as E
-from tensorgp.primitives import CONST, FIRST_VAR, PrimitiveSet, function
-from tensorgp.population import Population, init_population
+from tensorgp.engine import expression as E
+from tensorgp.engine.primitives import CONST, FIRST_VAR, PrimitiveSet, function
+from tensorgp.engine.population import Population, init_population
 
 
 def eval_tree(node: E.Node, X: torch.Tensor) -> torch.Tensor:

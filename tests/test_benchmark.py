@@ -1,4 +1,4 @@
-"""Contract of ``tensorgp bench`` / ``tensorgp.benchmark`` on tiny sizes (what is reported and how
+"""Contract of ``tensorgp bench`` / ``tensorgp.runtime.benchmark`` on tiny sizes (what is reported and how
 it is computed, not how fast)."""
 import json
 import statistics
@@ -8,12 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tensorgp import benchmark as B
-from tensorgp.evaluate import evaluate_torch
-from tensorgp.experiment import program_population
-from tensorgp.expression import parse
-from tensorgp.primitives import CONST, FIRST_VAR, OPCODE
-from tensorgp.results import dumps
+from tensorgp.runtime import benchmark as B
+from tensorgp.engine.evaluate import evaluate_torch
+from tensorgp.nas.bench import generation_problem
+from tensorgp.nas.experiment import program_population
+from tensorgp.engine.expression import parse
+from tensorgp.engine.primitives import CONST, FIRST_VAR, OPCODE
+from tensorgp.runtime.results import dumps
 from tensorgp_cli.cli import app
 
 TINY = dict(pop=24, rows=80, features=4, depth=4, repeat=2, generations=1, task_rows=30)
@@ -21,7 +22,8 @@ TINY = dict(pop=24, rows=80, features=4, depth=4, repeat=2, generations=1, task_
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    return B.run_benchmark(B.BenchConfig(**TINY, backends="numba,numba-dedup,torch", peers="none"))
+    return B.run_benchmark(B.BenchConfig(**TINY, backends="numba,numba-dedup,torch", peers="none"), None,
+                           generation_problem)
 
 
 def test_eval_contract_and_units(tiny_result):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorgp import checkpoint as ck
-from tensorgp.distributed import Checkpointer, Islands, LoopInfo, World, run_loop
-from tensorgp.evolve import EvolutionConfig, Evolver
-from tensorgp.experiment import RunSpec
-from tensorgp.objective import RankObjective
-from tensorgp.primitives import PrimitiveSet
+from tensorgp.runtime import checkpoint as ck
+from tensorgp.runtime.distributed import Checkpointer, Islands, LoopInfo, World, run_loop
+from tensorgp.engine.evolve import EvolutionConfig, Evolver
+from tensorgp.nas.experiment import RunSpec
+from tensorgp.nas.objective import RankObjective
+from tensorgp.engine.primitives import PrimitiveSet
 from conftest import data_root
 from test_evolve import _toy_batch
 
@@ -73,7 +73,7 @@ def test_state_round_trip_and_prev_file(tmp_path):
     ev.step()
     ck.save(tmp_path, spec, ev.state, rng_state=ev.generator.get_state(), every=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
-    c = ck.load(tmp_path)
+    c = ck.load(tmp_path, spec_type=RunSpec)
     _same_state(c.state, ev.state)
     assert c.spec.config == ev.config and c.spec.train == "t*" and c.run["every"] == 1
     assert Path(c.spec.data[0]).is_absolute()
@@ -115,11 +115,11 @@ def test_resume_precedence():
     given = ck.run_settings(RunSpec(data=[], train="*", config=given_cfg, backend="torch"), None, 10)
     # nothing explicit: the checkpoint wins everywhere
     m = ck.merge_resume(saved, given, set())
-    spec = ck.spec_from_dict(m["spec"])
+    spec = ck.spec_from_dict(m["spec"], RunSpec)
     assert spec.config.population == 64 and spec.train == "nb/*" and spec.data == ["/d/a.json"] and m["every"] == 2
     # --gens, --backend, --every may change
     m = ck.merge_resume(saved, given, {"gens", "backend", "every", "quiet", "out_dir"})
-    spec = ck.spec_from_dict(m["spec"])
+    spec = ck.spec_from_dict(m["spec"], RunSpec)
     assert spec.config.generations == 20 and spec.backend == "torch" and m["every"] == 10
     assert spec.config.population == 64
     # a contradicting option is an error that names it and the saved value

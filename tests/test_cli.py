@@ -63,7 +63,7 @@ def test_eval_single_proxy_matches_scipy(suite_zero):
     import numpy as np
     from scipy.stats import kendalltau
 
-    from tensorgp.data import load, select
+    from tensorgp.nas.data import load, select
     e = invoke(["eval", "--data", suite_zero, "--tasks", "nasbench201/cifar10", "--expr", "synflow",
                 "--preprocess", "raw", "--json"])
     ev = json.loads(e.output)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorgp import checkpoint as ck
-from tensorgp import expression as E
-from tensorgp.distributed import World, init_world, migrate, pack, unpack
-from tensorgp.population import Population
-from tensorgp.primitives import FIRST_VAR
+from tensorgp.runtime import checkpoint as ck
+from tensorgp.engine import expression as E
+from tensorgp.nas.experiment import RunSpec
+from tensorgp.runtime.distributed import World, init_world, migrate, pack, unpack
+from tensorgp.engine.population import Population
+from tensorgp.engine.primitives import FIRST_VAR
 
 REPO = Path(__file__).resolve().parent.parent
 R, P, L, K = 2, 6, 8, 2  # islands per process, programs per island, width, migrants
@@ -124,7 +125,7 @@ def test_two_process_island_run_migrates_and_resumes(suite_zero, tmp_path):
     # rank 0 wrote the result; each rank its own checkpoint, of its own island (seed + rank)
     assert sorted(p.name for p in full.iterdir() if ".prev." not in p.name) == ["checkpoint.pt", "checkpoint.rank1.pt",
                                                                                   "result.json"]
-    c0, c1 = ck.load(full, 0), ck.load(full, 1)
+    c0, c1 = ck.load(full, 0, spec_type=RunSpec), ck.load(full, 1, spec_type=RunSpec)
     assert c0.generation == c1.generation == 6 and c0.spec.config.seed == c1.spec.config.seed == 1
     assert not torch.equal(c0.state.hof.pop.ops, c1.state.hof.pop.ops)
     # generation 6 was a migration: each island now holds the other's 3 best programs

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tensorgp import eval_numba
-from tensorgp.primitives import CONST, FIRST_VAR, FUNCTIONS, OPCODE, PAD
+from tensorgp.engine import eval_numba
+from tensorgp.engine.primitives import CONST, FIRST_VAR, FUNCTIONS, OPCODE, PAD
 
 pytestmark = pytest.mark.skipif(not eval_numba.available(), reason="numba is not installed")
 
@@ -283,8 +283,8 @@ def test_empty_population_and_rows() -> None:
 
 def test_matches_on_init_population() -> None:
     """Programs from the real initialiser (add/sub/mul/div only), exact."""
-    from tensorgp.population import init_population
-    from tensorgp.primitives import PrimitiveSet
+    from tensorgp.engine.population import init_population
+    from tensorgp.engine.primitives import PrimitiveSet
 
     pset = PrimitiveSet(tuple(f"x{i}" for i in range(6)), functions=("add", "sub", "mul", "div"))
     pop = init_population(200, pset, torch.Generator().manual_seed(0), max_len=64, depth_range=(0, 6))

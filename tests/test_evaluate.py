@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reference import edge_matrix, eval_reference, random_pop
-from tensorgp.evaluate import evaluate, evaluate_torch, max_stack, resolve_backend
+from tensorgp.engine.evaluate import evaluate, evaluate_torch, max_stack, resolve_backend
 
 
 def _same(a, b, rtol=1e-6):

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from tensorgp.data import Batch
-from tensorgp.evolve import EvolutionConfig, Evolver
-from tensorgp.objective import RankObjective
-from tensorgp.population import is_valid, program_depth
-from tensorgp.primitives import PrimitiveSet
+from tensorgp.nas.data import Batch
+from tensorgp.engine.evolve import EvolutionConfig, Evolver
+from tensorgp.nas.objective import RankObjective
+from tensorgp.engine.population import is_valid, program_depth
+from tensorgp.engine.primitives import PrimitiveSet
 
 
 def _toy_batch(seed=0, tasks=3, n=120):
@@ -67,11 +67,11 @@ def test_early_stop_on_target_and_patience():
 def test_objective_scores_every_program_as_if_alone():
     """Structural and semantic deduplication (programs with equal predictions, e.g. a * b and
     b * a, a and min(a, a)) must not change any score, whatever the population's order."""
-    from tensorgp.evaluate import evaluate
-    from tensorgp.fitness import aggregate, kendall_tau_b
-    from tensorgp.objective import correlation
-    from tensorgp.expression import parse, to_postfix
-    from tensorgp.population import Population
+    from tensorgp.engine.evaluate import evaluate
+    from tensorgp.engine.fitness import aggregate, kendall_tau_b
+    from tensorgp.nas.objective import correlation
+    from tensorgp.engine.expression import parse, to_postfix
+    from tensorgp.engine.population import Population
 
     batch = _toy_batch()
     pset = PrimitiveSet(("a", "b", "c", "d"), ("add", "sub", "mul", "div", "log", "min"))

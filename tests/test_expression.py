@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from reference import edge_matrix, eval_tree, random_pop
-from tensorgp import expression as E
-from tensorgp.primitives import OPCODE
+from tensorgp.engine import expression as E
+from tensorgp.engine.primitives import OPCODE
 
 
 def test_print_parse_round_trip():

@@ -6,8 +6,8 @@ import pytest
 import scipy.stats
 import torch
 
-from tensorgp import fitness
-from tensorgp.fitness import AGGREGATIONS, aggregate, kendall_tau_b, prepare_target, rank_correlations, spearman
+from tensorgp.engine import fitness
+from tensorgp.engine.fitness import AGGREGATIONS, aggregate, kendall_tau_b, prepare_target, rank_correlations, spearman
 
 BACKENDS = ["torch"] + (["numba"] if fitness.numba_available() else [])
 TOL = 1e-6

@@ -1,4 +1,4 @@
-"""Triton kernels vs the torch semantics of ``tensorgp.primitives``.
+"""Triton kernels vs the torch semantics of ``tensorgp.engine.primitives``.
 
 Runs under the Triton interpreter on CPU (tiny inputs). On a CUDA machine run without
 TRITON_INTERPRET (bench/gpu_check.sh) and the same tests exercise the compiled kernels.
@@ -22,8 +22,8 @@ if not ON_CUDA:
 
 triton = pytest.importorskip("triton", reason="triton is not installed: Triton kernels untested")
 
-from tensorgp.evaluate import evaluate_torch as reference  # the torch reference interpreter
-from tensorgp.primitives import CONST, EPS, FIRST_VAR, FUNCTIONS, OPCODE
+from tensorgp.engine.evaluate import evaluate_torch as reference  # the torch reference interpreter
+from tensorgp.engine.primitives import CONST, EPS, FIRST_VAR, FUNCTIONS, OPCODE
 
 
 def _kernels_module(name: str):
@@ -236,7 +236,7 @@ def test_kendall_tau_b_matches_scipy() -> None:
         return kendall_tau_b_triton(torch.from_numpy(pred).to(DEV), torch.from_numpy(target).to(DEV),
                                     torch.from_numpy(offsets).to(DEV), block=32, nonfinite_high=high).cpu().numpy()
 
-    got = tau(pred, False)  # the default: non-finite ranks lowest, as in tensorgp.fitness
+    got = tau(pred, False)  # the default: non-finite ranks lowest, as in tensorgp.engine.fitness
     ref = _kendall_reference(pred, target, offsets, False)
     assert got.shape == (6, len(sizes)) and got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
@@ -249,7 +249,7 @@ def test_kendall_tau_b_matches_scipy() -> None:
 
 
 def test_kendall_matches_fitness_module() -> None:
-    fitness = pytest.importorskip("tensorgp.fitness", reason="tensorgp.fitness not present yet")
+    fitness = pytest.importorskip("tensorgp.engine.fitness", reason="tensorgp.engine.fitness not present yet")
     kendall_tau_b_triton = _kernels_module("kendall_kernel").kendall_tau_b_triton
     rng = np.random.default_rng(5)
     offsets = torch.tensor([0, 40, 41, 90])

@@ -3,9 +3,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from reference import random_pop
-from tensorgp import expression as E
-from tensorgp.population import init_population, is_valid, program_depth, structure, structure_torch
-from tensorgp.primitives import FIRST_VAR, PrimitiveSet
+from tensorgp.engine import expression as E
+from tensorgp.engine.population import init_population, is_valid, program_depth, structure, structure_torch
+from tensorgp.engine.primitives import FIRST_VAR, PrimitiveSet
 
 
 def _tree_spans(node, pos=None):
@@ -69,7 +69,7 @@ def test_is_valid_rejects_broken_rows():
 
 
 def test_unique_programs_finds_duplicates():
-    from tensorgp.population import Population, program_keys, unique_programs
+    from tensorgp.engine.population import Population, program_keys, unique_programs
 
     pop, _ = random_pop(50, seed=11)
     doubled = Population.cat([pop, pop[torch.arange(0, 50, 2)]])

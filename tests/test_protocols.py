@@ -8,15 +8,17 @@ import pytest
 import torch
 from scipy.stats import kendalltau, rankdata, spearmanr
 
-from tensorgp import baselines as B
-from tensorgp import protocols as P
-from tensorgp.data import Task, load
-from tensorgp.evolve import EvolutionConfig
-from tensorgp.experiment import RunSpec, evolve_proxy, prepare
-from tensorgp.fitness import kendall_tau_b, top_kendall, top_rows
-from tensorgp.objective import RankObjective, correlation, parse_metric
-from tensorgp.population import Population
-from tensorgp.primitives import FIRST_VAR
+from tensorgp.nas import baselines as B
+from tensorgp.nas import protocols as P
+from tensorgp.nas import selection as SEL
+from tensorgp.nas import splits as S
+from tensorgp.nas.data import Task, load
+from tensorgp.engine.evolve import EvolutionConfig
+from tensorgp.nas.experiment import RunSpec, evolve_proxy, prepare
+from tensorgp.engine.fitness import kendall_tau_b, top_kendall, top_rows
+from tensorgp.nas.objective import RankObjective, correlation, parse_metric
+from tensorgp.engine.population import Population
+from tensorgp.engine.primitives import FIRST_VAR
 
 
 def make_task(name, n=60, seed=0, m=3):
@@ -55,38 +57,38 @@ def spec_for(data, **kw):
 
 def test_split_architectures_is_seeded_disjoint_and_per_task():
     a, b = make_task("s/a", 100, 1), make_task("s/b", 41, 2)
-    fit, held = P.split_architectures([a, b], 0.7, seed=3)
+    fit, held = S.split_architectures([a, b], 0.7, seed=3)
     for t, f, h in zip((a, b), fit, held):
         assert f.name == h.name == t.name
         assert len(f) == round(0.7 * len(t)) and len(f) + len(h) == len(t)
         assert set(f.keys).isdisjoint(h.keys) and set(f.keys) | set(h.keys) == set(t.keys)
         rows = [t.keys.index(k) for k in h.keys]
         assert torch.equal(h.features, t.features[rows]) and torch.equal(h.accuracy, t.accuracy[rows])
-    fit2, _ = P.split_architectures([b], 0.7, seed=3)  # a task's split ignores the other tasks
+    fit2, _ = S.split_architectures([b], 0.7, seed=3)  # a task's split ignores the other tasks
     assert fit2[0].keys == fit[1].keys
-    fit3, _ = P.split_architectures([b], 0.7, seed=4)
+    fit3, _ = S.split_architectures([b], 0.7, seed=4)
     assert fit3[0].keys != fit[1].keys
     with pytest.raises(ValueError):
-        P.split_architectures([a], 1.0)
+        S.split_architectures([a], 1.0)
 
 
 def test_consistent_proxies_keep_the_sign_in_every_space():
     a1, a2, b1 = make_task("a/x", 80, 1), make_task("a/y", 80, 2), make_task("b/x", 80, 3)
     b1 = Task(b1.name, b1.source, b1.keys, b1.proxies, b1.features * torch.tensor([1.0, -1.0, 1.0]), b1.accuracy)
     # p1 is reversed on space b, p2 is noise (its sign differs by chance, so the threshold decides)
-    kept = P.consistent_proxies([a1, a2, b1], ["p0", "p1", "p2"], min_tau=0.2)
+    kept = S.consistent_proxies([a1, a2, b1], ["p0", "p1", "p2"], min_tau=0.2)
     assert kept == ["p0"]
-    assert P.consistent_proxies([a1, a2], ["p0", "p1", "p2"], min_tau=0.2) == ["p0", "p1"]
+    assert S.consistent_proxies([a1, a2], ["p0", "p1", "p2"], min_tau=0.2) == ["p0", "p1"]
 
 
 def test_summarize_matches_numpy_quantiles():
     v = [0.3, 0.1, 0.5, 0.2, float("nan"), 0.9]
-    s = P.summarize(v)
+    s = SEL.summarize(v)
     fin = np.array([0.3, 0.1, 0.5, 0.2, 0.9])
     assert s["n"] == 5
     assert s["median"] == pytest.approx(np.median(fin))
     assert s["q1"] == pytest.approx(np.quantile(fin, 0.25)) and s["q3"] == pytest.approx(np.quantile(fin, 0.75))
-    assert math.isnan(P.summarize([])["median"])
+    assert math.isnan(SEL.summarize([])["median"])
 
 
 # ----------------------------------------------------------------------------- scoring and baselines
@@ -159,7 +161,7 @@ def test_kendall_top_metric_and_space_aggregations():
         with pytest.raises(ValueError):
             parse_metric(bad)
     tasks = [make_task("a/x", 60, 1), make_task("a/y", 60, 2), make_task("b/x", 60, 3)]
-    from tensorgp.data import make_batch
+    from tensorgp.nas.data import make_batch
 
     batch = make_batch(tasks, ["p0", "p1", "p2"], "rank")
     pop = Population(torch.tensor([[FIRST_VAR], [FIRST_VAR + 1], [FIRST_VAR + 2]], dtype=torch.int32),
@@ -196,7 +198,7 @@ def test_multi_run_result_has_per_run_figures_summaries_selection_and_baselines(
     assert sel["train"]["expression"] == r["expression"]
     assert sel["validation"]["mean"]["validation"] >= max(d["mean"]["validation"] for d in r["runs_detail"]) - 1e-9
     assert sel["parsimony"]["size"] <= sel["train"]["size"]
-    assert sel["parsimony"]["fitness"] >= sel["train"]["fitness"] - P.PARSIMONY_TOLERANCE
+    assert sel["parsimony"]["fitness"] >= sel["train"]["fitness"] - SEL.PARSIMONY_TOLERANCE
     assert len(sel["ensemble"]["expressions"]) == 3
     b = r["baselines"]
     assert b["proxies"] == ["p0", "p1", "p2"]

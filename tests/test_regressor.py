@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from tensorgp import SymbolicRegressor
-from tensorgp import losses as LS
-from tensorgp.constants import jacobian, optimize_constants
-from tensorgp.expression import parse, to_postfix
-from tensorgp.population import Population, init_population
-from tensorgp.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
+from tensorgp.sr import losses as LS
+from tensorgp.sr.constants import jacobian, optimize_constants
+from tensorgp.engine.expression import parse, to_postfix
+from tensorgp.engine.population import Population, init_population
+from tensorgp.engine.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
 
 SMALL = dict(population_size=200, generations=8, random_state=0, n_jobs=1)
 
@@ -346,7 +346,7 @@ def test_jacobian_matches_finite_differences():
     Jok = ok[:, None, :].expand_as(J_t) & torch.isfinite(J_t) & (J_t.abs() < 1e6)
     torch.testing.assert_close(J_nb[Jok], J_t[Jok], rtol=1e-9, atol=1e-9)
     # central differences through the float64 interpreter, away from protection thresholds
-    from tensorgp.constants import const_slots
+    from tensorgp.sr.constants import const_slots
 
     is_c, slot, C = const_slots(pop.ops, pop.length)
     h = 1e-6
@@ -382,5 +382,5 @@ def test_levenberg_marquardt_fits_inner_constant():
 
 
 def test_import_is_lazy():
-    code = "import sys, tensorgp; assert 'tensorgp.regressor' not in sys.modules; tensorgp.SymbolicRegressor; assert 'tensorgp.regressor' in sys.modules"
+    code = "import sys, tensorgp; assert 'tensorgp.sr.regressor' not in sys.modules; tensorgp.SymbolicRegressor; assert 'tensorgp.sr.regressor' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from tensorgp import protocols as P
-from tensorgp import report as R
-from tensorgp.experiment import evolve_proxy
+from tensorgp.nas import protocols as P
+from tensorgp.nas import report as R
+from tensorgp.nas.experiment import evolve_proxy
 from tests.test_protocols import spec_for, write_suite
 from tensorgp_cli.cli import app
 from typer.testing import CliRunner

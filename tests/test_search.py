@@ -5,8 +5,8 @@ import statistics
 import pytest
 import torch
 
-from tensorgp.data import Task, load
-from tensorgp.search import (SearchError, accuracy_percentile, dense_rank, encodings, formula_scores,
+from tensorgp.nas.data import Task, load
+from tensorgp.nas.search import (SearchError, accuracy_percentile, dense_rank, encodings, formula_scores,
                              neighbour_table, one_hot, proxy_scores, random_search, read_result,
                              regularized_evolution, run_search, search, top_k_percentile)
 

@@ -3,8 +3,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from reference import random_pop
-from tensorgp.population import Population, is_valid, program_depth
-from tensorgp.variation import (Limits, VariationRates, breed, crossover, hoist_mutation, point_mutation,
+from tensorgp.engine.population import Population, is_valid, program_depth
+from tensorgp.engine.variation import (Limits, VariationRates, breed, crossover, hoist_mutation, point_mutation,
                                 subtree_mutation, tournament)
 
 
@@ -21,7 +21,7 @@ def test_every_operator_gives_valid_children_within_limits(seed, max_len, max_de
     pop, pset = random_pop(128, seed=seed, max_len=max_len, depth=(1, min(3, max_depth)))
     other, _ = random_pop(128, seed=seed + 1, max_len=max_len, depth=(1, min(3, max_depth)))
     g = torch.Generator().manual_seed(seed)
-    from tensorgp.population import pad_to
+    from tensorgp.engine.population import pad_to
     a = Population(pad_to(pop.ops, max_len), pad_to(pop.consts, max_len), pop.length)
     b = Population(pad_to(other.ops, max_len), pad_to(other.consts, max_len), other.length)
     _check(crossover(a, b, g, lim), lim, 4)
@@ -34,7 +34,7 @@ def test_crossover_children_are_made_of_parent_pieces():
     pop, pset = random_pop(200, seed=3, depth=(2, 4))
     g = torch.Generator().manual_seed(0)
     lim = Limits(64, 8)
-    from tensorgp.population import pad_to
+    from tensorgp.engine.population import pad_to
     a = Population(pad_to(pop.ops, 64), pad_to(pop.consts, 64), pop.length)
     b = a[torch.randperm(200, generator=g)]
     child = crossover(a, b, g, lim)
@@ -54,7 +54,7 @@ def test_hoist_never_grows_and_point_keeps_shape():
     assert bool((h.length <= pop.length).all())
     p = point_mutation(pop, pset, g, 0.3, 0.2)
     assert torch.equal(p.length, pop.length)
-    from tensorgp.population import arity_of
+    from tensorgp.engine.population import arity_of
     assert torch.equal(arity_of(p.ops), arity_of(pop.ops))  # same arity at every position
     assert bool(((p.ops != pop.ops) | (p.consts != pop.consts)).any(1).float().mean() > 0.8)
 

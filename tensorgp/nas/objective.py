@@ -7,9 +7,9 @@ import time
 import torch
 
 from .data import Batch
-from .evaluate import evaluate, resolve_backend
-from .fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
-from .population import Population, unique_programs
+from ..engine.evaluate import evaluate, resolve_backend
+from ..engine.fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
+from ..engine.population import Population, unique_programs
 
 METRICS = ("kendall", "spearman", "kendall-top")
 # Aggregations over search spaces (the task-name prefix before "/"): mean within each space

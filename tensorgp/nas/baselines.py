@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from .data import Task
-from .fitness import rank_correlations, top_kendall
+from ..engine.fitness import rank_correlations, top_kendall
 
 METRIC_KEYS = ("kendall", "spearman", "top_kendall", "precision5", "top10_pct")
 TOP_FRACTION = 0.1  # for top_kendall

@@ -38,7 +38,7 @@ def fmt(v, digits: int = 3) -> str:
 
 
 def fmt_iqr(s: dict | None) -> str:
-    """``median [q1, q3]`` of a ``protocols.summarize`` dict."""
+    """``median [q1, q3]`` of a ``selection.summarize`` dict."""
     if not s or not s.get("n"):
         return "–"
     return f"{fmt(s['median'])} [{fmt(s['q1'])}, {fmt(s['q3'])}]"
@@ -237,7 +237,7 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
     # search quality on the held-out split
     q = {m: dict(predictor_means(r, held, m)) for m in METRIC_KEYS}
     qrows = [[name] + [fmt(q[m][name], 3 if m != "top10_pct" else 1) for m in METRIC_KEYS] for name in q["kendall"]]
-    out += [f"Search quality on the {held} split (means over its tasks; see `tensorgp/baselines.py` for the "
+    out += [f"Search quality on the {held} split (means over its tasks; see `tensorgp/nas/baselines.py` for the "
             f"definitions):", "", table(["predictor"] + [METRIC_NAMES[m] for m in METRIC_KEYS], qrows), ""]
 
     # single proxies

@@ -3,22 +3,27 @@
 the CLI's job."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
 
-from . import __version__
-from . import expression as E
+from .. import __version__
+from ..engine import expression as E
 from .data import Batch, DataError, Task, common_proxies, load, make_batch, select
-from .evaluate import evaluate, resolve_backend
-from .evolve import EvolutionConfig, Evolver, GenStats
+from ..engine.evaluate import evaluate, resolve_backend
+from ..engine.evolve import EvolutionConfig, Evolver, GenStats
 from .objective import RankObjective, correlation
-from .population import Population
-from .primitives import PrimitiveSet
+from .selection import extend_result  # per-run figures, selection strategies, baselines
+from .splits import split_validation_holdout
+from ..engine.population import Population
+from ..engine.primitives import PrimitiveSet
+from ..runtime.distributed import World, evolve_managed
 
 
 @dataclass
@@ -35,7 +40,7 @@ class RunSpec:
     device: str = "cpu"
     backend: str = "auto"
     config: EvolutionConfig = field(default_factory=EvolutionConfig)
-    # protocols (tensorgp.protocols): evolve on a seeded share of each training task's rows and
+    # protocols (tensorgp.nas.protocols): evolve on a seeded share of each training task's rows and
     # report the rest as "holdout"; tasks matching ``validation`` are scored but never fitted
     # (they choose the formula when ``select == "validation"``)
     fit_fraction: float | None = None
@@ -64,8 +69,6 @@ def split_tasks(tasks: list[Task], train: str, test: str | None) -> tuple[list[T
 
 
 def prepare(spec: RunSpec) -> Prepared:
-    from .protocols import split_validation_holdout
-
     tasks = load(spec.data)
     train, test = split_tasks(tasks, spec.train, spec.test)
     train, validation, holdout = split_validation_holdout(spec, tasks, train, test)
@@ -123,12 +126,10 @@ def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = No
                  islands=None, world=None) -> dict | None:
     """Evolve a proxy formula on the training tasks; score it and every single proxy on all tasks.
 
-    ``checkpoint``/``every``/``resume``/``islands`` (``distributed.Islands``)/``world``
-    (``distributed.init_world``): see ``tensorgp.distributed.evolve_proxy_managed``; with any of
-    them the result is None on ranks other than 0."""
+    ``checkpoint``/``every``/``resume``/``islands`` (``runtime.distributed.Islands``)/``world``
+    (``runtime.distributed.init_world``): see ``evolve_proxy_managed``; with any of them the
+    result is None on ranks other than 0."""
     if checkpoint is not None or resume is not None or islands is not None or world is not None:
-        from .distributed import evolve_proxy_managed
-
         return evolve_proxy_managed(spec, callback, should_stop, prepared, world=world, islands=islands,
                                     checkpoint=checkpoint, every=every, resume=resume)
     t_start = time.perf_counter()
@@ -138,6 +139,37 @@ def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = No
     evolver.run(callback, should_stop)
     return build_result(spec, prep, evolver, objective.backend, time.perf_counter() - t_start,
                         interrupted=not evolver.done())
+
+
+def evolve_proxy_managed(spec: RunSpec, callback: Callable[[GenStats], None] | None = None,
+                         should_stop: Callable[[], bool] | None = None, prepared: Prepared | None = None, *,
+                         world: World | None = None, islands=None, checkpoint: str | Path | None = None,
+                         every: int = 0, resume: str | Path | None = None) -> dict | None:
+    """``evolve_proxy`` with islands, checkpoints and resume (``runtime.distributed.evolve_managed``).
+
+    ``spec.device`` must be this process's device (``init_world(...).device``). ``resume``: a
+    checkpoint directory (the ranks agree on the newest generation they all hold). Returns the
+    result dict on rank 0 (with ``islands`` and ``checkpoint`` blocks) and None elsewhere."""
+    t_start = time.perf_counter()
+    world = world or World(device=torch.device(spec.device))
+    prep = prepared or prepare(spec)
+    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
+    evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
+    problem = {"proxies": list(prep.proxies), "train_tasks": [t.name for t in prep.train]}
+    digest = [list(prep.pset.functions), int(prep.train_batch.X.shape[0]), spec.metric, spec.aggregation,
+              spec.preprocess]
+    run = evolve_managed(evolver, spec, world=world, islands=islands, checkpoint=checkpoint, every=every,
+                         resume=resume, problem=problem, digest=digest, callback=callback, should_stop=should_stop)
+    if run is None:
+        return None
+    view = SimpleNamespace(state=dataclasses.replace(evolver.state, hof=run.hof), count_rows=evolver.count_rows)
+    res = build_result(dataclasses.replace(spec, config=dataclasses.replace(spec.config, runs=run.islands)), prep,
+                       view, objective.backend, run.elapsed0 + time.perf_counter() - t_start,
+                       interrupted=run.info.interrupted)
+    res["timing"].update(run.timing)
+    res.update(run.blocks)
+    return res
 
 
 def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, time_s: float,
@@ -216,8 +248,6 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
                      "seconds": h.seconds} for h in hist],
         "config": cfg.to_dict(),
     }
-    from .protocols import extend_result  # per-run figures, selection strategies, baselines
-
     return extend_result(res, spec, prep, state)
 
 

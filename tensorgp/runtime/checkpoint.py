@@ -26,9 +26,9 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
-from .population import Population
-from .primitives import PrimitiveSet
+from ..engine.evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
+from ..engine.population import Population
+from ..engine.primitives import PrimitiveSet
 from .results import write_atomic
 
 FORMAT = "tensorgp-checkpoint"
@@ -94,21 +94,21 @@ def spec_to_dict(spec) -> dict:
     return out
 
 
-def spec_from_dict(d: Mapping):
-    from .experiment import RunSpec  # experiment imports the island driver, which imports this module
-
-    known = {f.name for f in dataclasses.fields(RunSpec)}
+def spec_from_dict(d: Mapping, spec_type: type):
+    """The application's run spec (a dataclass with an ``EvolutionConfig`` field ``config``) back
+    from ``spec_to_dict``."""
+    known = {f.name for f in dataclasses.fields(spec_type)}
     unknown = sorted(set(d) - known)
     if unknown:
         raise CheckpointError(f"the checkpoint's run spec has fields this tensorgp lacks: {', '.join(unknown)}")
     d = dict(d)
     d["config"] = EvolutionConfig.from_dict(d["config"])
-    return RunSpec(**d)
+    return spec_type(**d)
 
 
 @dataclass
 class Checkpoint:
-    spec: Any  # RunSpec
+    spec: Any  # the application's run spec (a dict unless ``load`` was given its type)
     state: EvolutionState
     run: dict  # {"spec": spec dict, "islands": {"every", "migrants"} | None, "every": K, "world_size": W}
     progress: dict = field(default_factory=dict)  # elapsed_s, migrations, migration_s, proxies, train_tasks
@@ -181,8 +181,10 @@ def generations(directory: str | Path, rank: int = 0) -> dict[int, Path]:
     return out
 
 
-def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu") -> Checkpoint:
-    """A checkpoint file, or the newest readable one of ``rank`` in a directory."""
+def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu",
+         spec_type: type | None = None) -> Checkpoint:
+    """A checkpoint file, or the newest readable one of ``rank`` in a directory. ``spec_type``:
+    the application's run-spec class to rebuild ``Checkpoint.spec`` with (else it stays a dict)."""
     p = Path(path)
     if p.is_dir():
         files = candidates(p, rank)
@@ -191,14 +193,16 @@ def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu") ->
         errors = []
         for f in files:
             try:
-                return load(f, rank, device)
+                return load(f, rank, device, spec_type)
             except CheckpointError as e:
                 errors.append(str(e))
         raise CheckpointError("; ".join(errors))
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")
     obj = _read(p)
-    return Checkpoint(spec_from_dict(obj["run"]["spec"]), state_from_dict(obj["state"], device), obj["run"],
+    spec = obj["run"]["spec"]
+    return Checkpoint(spec_from_dict(spec, spec_type) if spec_type else spec, state_from_dict(obj["state"], device),
+                      obj["run"],
                       obj.get("progress", {}), p, int(obj.get("rank", rank)))
 
 

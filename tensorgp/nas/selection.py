@@ -1,18 +1,8 @@
-"""Evaluation protocols for evolved proxies: what is fitted, what is held out, and which of the
-evolved formulas is finally reported.
+"""Which evolved formula a run reports, and the figures that go with it: every run's best formula
+scored on every task, median and interquartile range over runs, the baselines, and the selection
+strategies (``SELECTIONS``), all applied to the hall of fame of every run:
 
-* Architecture split (``RunSpec.fit_fraction``): evolve on a seeded share of each training
-  task's architectures; the rest of each task is reported as split ``holdout``.
-* Validation tasks (``RunSpec.validation``): scored, never fitted; they pick the formula when
-  ``select == "validation"``.
-* Leave-one-space-out (``leave_one_space_out``): one evolution per search space (the task-name
-  prefix before "/"), with that space held out as the test set.
-* Independent runs (``EvolutionConfig.runs``): every run's best formula is scored on every task;
-  the result carries each run's figures and their median and interquartile range.
-
-Selection strategies (``SELECTIONS``), all applied to the hall of fame of every run:
-
-* ``train``: the best training fitness (the paper's choice);
+* ``train``: the best training fitness (the usual choice in the proxy-evolution literature);
 * ``validation``: the best mean Kendall on the validation tasks (never on held-out rows, which
   would then no longer measure anything held out);
 * ``parsimony``: the smallest formula within ``PARSIMONY_TOLERANCE`` of the best training fitness;
@@ -21,93 +11,21 @@ Selection strategies (``SELECTIONS``), all applied to the hall of fame of every 
 from __future__ import annotations
 
 import math
-import time
-import zlib
-from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from . import baselines as B
-from . import expression as E
-from .data import DataError, Task, load, make_batch, select
-from .evaluate import evaluate
-from .population import Population
-from .primitives import FIRST_VAR
+from ..engine import expression as E
+from ..engine.evaluate import evaluate
+from ..engine.population import Population
+from ..engine.primitives import FIRST_VAR
+from .data import Task, make_batch
+from .objective import RankObjective
+from .splits import SELECTIONS, SPLITS, finite_mean as _mean
 
-SELECTIONS = ("train", "validation", "parsimony", "ensemble")
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
 SCATTER_TASKS = 3  # tasks whose (prediction rank, accuracy) points the result keeps for figures
-SPLITS = ("train", "holdout", "validation", "test")
-
-
-# ----------------------------------------------------------------------------- splits
-
-
-def space_of(name: str) -> str:
-    """Search space of a task name: ``nasbench201/cifar10`` -> ``nasbench201``."""
-    return name.split("/", 1)[0]
-
-
-def spaces(tasks: Sequence[Task]) -> list[str]:
-    """Search spaces of ``tasks`` in order of first appearance."""
-    return list(dict.fromkeys(space_of(t.name) for t in tasks))
-
-
-def split_architectures(tasks: Sequence[Task], fraction: float, seed: int = 0) -> tuple[list[Task], list[Task]]:
-    """Per task, a seeded random ``fraction`` of the rows to fit on and the rest held out.
-
-    The permutation of a task depends only on ``seed`` and the task name (not on which other
-    tasks are selected), and each part keeps at least 2 rows. Returns ``(fit, held)``.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fit fraction must be in (0, 1), got {fraction}")
-    fit, held = [], []
-    for t in tasks:
-        n = len(t)
-        if n < 4:
-            raise DataError(f"task {t.name}: {n} architectures are too few to split")
-        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(t.name.encode())) % 2**63)
-        perm = torch.randperm(n, generator=g)
-        k = min(n - 2, max(2, round(fraction * n)))
-        fit.append(t.subset(torch.sort(perm[:k]).values))
-        held.append(t.subset(torch.sort(perm[k:]).values))
-    return fit, held
-
-
-def split_validation_holdout(spec, tasks: list[Task], train: list[Task],
-                             test: list[Task]) -> tuple[list[Task], list[Task], list[Task]]:
-    """``(train, validation, holdout)`` for ``experiment.prepare``: validation tasks match
-    ``spec.validation`` and are neither train nor test; with ``spec.fit_fraction`` the training
-    tasks are cut into the fitted rows and the held-out rows."""
-    validation: list[Task] = []
-    if spec.validation:
-        used = {t.name for t in train + test}
-        validation = [t for t in select(tasks, spec.validation) if t.name not in used]
-        if not validation:
-            raise DataError(f"validation glob {spec.validation!r} selects only training or test tasks")
-    holdout: list[Task] = []
-    if spec.fit_fraction:
-        train, holdout = split_architectures(train, spec.fit_fraction, spec.split_seed)
-    if spec.select not in SELECTIONS:
-        raise ValueError(f"unknown selection {spec.select!r}; choose from {', '.join(SELECTIONS)}")
-    if spec.select == "validation" and not validation:
-        raise ValueError("--select validation needs validation tasks (--validation)")
-    return train, validation, holdout
-
-
-def consistent_proxies(tasks: Sequence[Task], proxies: Sequence[str], min_tau: float = 0.0) -> list[str]:
-    """The ``proxies`` whose mean Kendall over the tasks of each search space exceeds ``min_tau`` in
-    every space of ``tasks`` (training tasks only): terminals whose sign holds across spaces."""
-    single = B.single_proxies([(t.name, t) for t in tasks])
-    keep = []
-    for p in proxies:
-        per_space = [_mean([single[t.name].get(p, {}).get("kendall") for t in tasks if space_of(t.name) == s])
-                     for s in spaces(tasks)]
-        if all(v is not None and v > min_tau for v in per_space):
-            keep.append(p)
-    return keep
-
 
 # ----------------------------------------------------------------------------- summaries
 
@@ -120,11 +38,6 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
                 "max": float("nan"), "n": 0}
     q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
     return {"median": q[1], "q1": q[0], "q3": q[2], "min": float(v.min()), "max": float(v.max()), "n": int(v.numel())}
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else None
 
 
 def split_means(per_task: dict[str, dict], entries: Sequence[tuple[str, str, Task]], metric: str = "kendall") -> dict:
@@ -221,8 +134,6 @@ def _candidates(state, pset) -> list[dict]:
 
 def _proxy_fitness(spec, prep) -> dict[str, float]:
     """Training fitness of each terminal used alone, with the run's own objective."""
-    from .objective import RankObjective
-
     m = len(prep.proxies)
     ops = (torch.arange(m, dtype=torch.int32) + FIRST_VAR)[:, None]
     pop = Population(ops.to(spec.device), torch.zeros(m, 1, device=spec.device),
@@ -354,72 +265,3 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- leave one space out
-
-
-def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Callable[[], bool] | None = None,
-                        on_fold: Callable[[str, int, int], None] | None = None) -> dict:
-    """One evolution per search space among the tasks matching ``spec.train``, each with that
-    space held out as the test set (``spec.test`` must be unset). ``on_fold(space, i, k)`` is
-    called before fold i of k. Returns ``{"protocol", "folds": {space: run result}, "summary"}``."""
-    from .experiment import evolve_proxy
-
-    if spec.test:
-        raise ValueError("leave-one-space-out takes its test sets from --train; do not pass --test")
-    if spec.validation:
-        raise ValueError("leave-one-space-out does not take --validation (use --fit-fraction for held-out rows)")
-    t0 = time.perf_counter()
-    tasks = select(load(spec.data), spec.train)
-    sp = spaces(tasks)
-    if len(sp) < 2:
-        raise DataError(f"leave-one-space-out needs tasks of at least 2 search spaces, got {sp}")
-    folds: dict[str, dict] = {}
-    for i, s in enumerate(sp):
-        if should_stop is not None and should_stop():
-            break
-        if on_fold is not None:
-            on_fold(s, i, len(sp))
-        fold = replace(spec, train=",".join(t.name for t in tasks if space_of(t.name) != s),
-                       test=",".join(t.name for t in tasks if space_of(t.name) == s))
-        folds[s] = evolve_proxy(fold, callback, should_stop)
-    first = next(iter(folds.values()), {})
-    return {
-        "protocol": "leave-one-space-out",
-        "version": first.get("version"),
-        "spaces": sp,
-        "folds": folds,
-        "summary": {s: fold_summary(r) for s, r in folds.items()},
-        "interrupted": len(folds) < len(sp) or any(r.get("interrupted") for r in folds.values()),
-        "time_s": time.perf_counter() - t0,
-        "config": first.get("config"),
-        "preprocess": spec.preprocess, "metric": spec.metric, "aggregation": spec.aggregation,
-        "selected": spec.select,
-    }
-
-
-def fold_summary(r: dict, split: str = "test") -> dict:
-    """Mean Kendall over one split of a run result: the evolved formula (every strategy; median and
-    IQR over runs) and every baseline, plus the single proxies that beat the selected formula."""
-    keys = [s["key"] for s in r.get("sets", []) if s["split"] == split]
-    if not keys:
-        return {}
-    base = r["baselines"]
-    sel = r.get("selection", {})
-    singles = {}
-    for p in base["proxies"]:
-        singles[p] = _mean([base["single"][k].get(p, {}).get("kendall") for k in keys])
-    out = {
-        "tasks": keys,
-        "strategies": {name: v["mean"].get(split) for name, v in sel.items()},
-        "runs": r.get("summary", {}).get("splits", {}).get(split),
-        "best_on_train": {"proxy": base["best_on_train"]["proxy"],
-                          "kendall": _mean([base["best_on_train"]["tasks"][k]["kendall"] for k in keys])},
-        "oracle": _mean([base["oracle"][k]["kendall"] for k in keys]),
-        "mean_rank": _mean([base["mean_rank"]["tasks"][k]["kendall"] for k in keys]),
-        "single": singles,
-    }
-    chosen = out["strategies"].get(r.get("selected", "train"))
-    out["selected"] = chosen
-    out["beaten_by"] = sorted([p for p, v in singles.items() if v is not None and chosen is not None and v > chosen],
-                              key=lambda p: -singles[p])
-    return out

@@ -13,7 +13,7 @@ constant (``expression_`` is the value, ``score`` is 1.0 on data where y is that
 
 How a fit runs:
 
-* Evolution: ``tensorgp.evolve.Evolver`` (tournament selection, subtree crossover and
+* Evolution: ``tensorgp.engine.evolve.Evolver`` (tournament selection, subtree crossover and
   subtree/hoist/point mutation, elitism) with ``losses.RegressionObjective`` as its fitness,
   ``-loss / scale`` (see ``losses``), minus ``parsimony_coefficient * length``.
 * Linear scaling (``linear_scaling=True``, default): each program f is scored as the
@@ -24,7 +24,7 @@ How a fit runs:
   ``const_range``). With ``const_optimization=True`` (default) the ``const_opt_elites`` best
   programs that contain constants and were not optimised yet get ``const_opt_steps``
   Levenberg-Marquardt iterations on ``const_opt_rows`` fixed random rows after every generation
-  (exact Jacobians from a forward-mode interpreter, ``tensorgp.constants``); improved constants
+  (exact Jacobians from a forward-mode interpreter, ``tensorgp.sr.constants``); improved constants
   are written back into the population (Lamarckian) when the real loss on all rows improves.
   At the end every program of the Pareto front gets a longer polish (3x the steps, on up to
   16x the rows) the same way.
@@ -49,14 +49,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import expression as E
+from ..engine import expression as E
 from .constants import optimize_constants
-from .evaluate import evaluate, resolve_backend
-from .evolve import EvolutionConfig, Evolver
+from ..engine.evaluate import evaluate, resolve_backend
+from ..engine.evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
-from .population import Population, pad_to, program_keys
-from .primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
-from .variation import VariationRates
+from ..engine.population import Population, pad_to, program_keys
+from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
+from ..engine.variation import VariationRates
 
 SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square")
 
@@ -337,7 +337,7 @@ class SymbolicRegressor:
     ----------
     population_size, generations : programs per generation, generations to run.
     tournament_size, elitism : selection pressure; programs copied unchanged per generation.
-    function_set : function names (``tensorgp.primitives.FUNCTIONS``), a tuple or "add,mul,..".
+    function_set : function names (``tensorgp.engine.primitives.FUNCTIONS``), a tuple or "add,mul,..".
     max_depth, max_length, init_depth : tree depth and node limits; ramped half-and-half depths.
     const_prob, const_range : share of terminals that are ephemeral random constants, and their range.
     p_crossover, p_subtree_mutation, p_hoist_mutation, p_point_mutation : operator probabilities
@@ -358,7 +358,7 @@ class SymbolicRegressor:
         max_time has passed; None for no limit.
     chunk_rows : rows per evaluation chunk (bounds memory; see ``losses``).
     device : "cpu", "cuda", "cuda:1", or "auto" (CUDA when available). backend : evaluator
-        ("auto", "torch", "numba", "triton"; see ``tensorgp.evaluate``).
+        ("auto", "torch", "numba", "triton"; see ``tensorgp.engine.evaluate``).
     n_jobs : CPU threads for torch and the numba evaluator during fit/predict (the previous
         setting is restored afterwards); None keeps the current ``torch.get_num_threads()``.
         Most per-generation tensors are small, so on a busy machine 1 thread can be fastest.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .population import Population, Structure, arity_of, init_population, random_terminals, structure
+from .population import Population, Structure, arity_of, init_population, pad_to, random_terminals, structure
 from .primitives import CONST, PrimitiveSet
 
 N_CANDIDATES = 8  # candidate cut points drawn per child; the first valid one is used
@@ -99,8 +99,6 @@ def _replace(a: Population, sa: Structure, ia: torch.Tensor, b: Population, sb: 
 
 
 def _keep_parent_where(mask: torch.Tensor, child: Population, parent: Population, max_len: int) -> Population:
-    from .population import pad_to
-
     return Population(
         torch.where(mask[:, None], pad_to(parent.ops, max_len), child.ops),
         torch.where(mask[:, None], pad_to(parent.consts, max_len), child.consts),
@@ -202,8 +200,6 @@ def breed(pop: Population, fitness: torch.Tensor, n: int, pset: PrimitiveSet, ge
     u = torch.rand(n, generator=generator, device=dev)
     edges = torch.tensor([rates.crossover, rates.subtree, rates.hoist, rates.point], device=dev).cumsum(0)
     kind = torch.bucketize(u, edges, right=True)  # 0 crossover, 1 subtree, 2 hoist, 3 point, 4 copy
-    from .population import pad_to
-
     L = limits.max_len
     out = Population(pad_to(pop.ops[parents], L), pad_to(pop.consts[parents], L), pop.length[parents].clone())
     for k in range(4):

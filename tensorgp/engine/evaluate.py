@@ -3,7 +3,7 @@
 ``evaluate(pop, X)`` returns ``pred: float32[P, N]``, every program on every row. Backends:
 
     torch   reference; any device; one batched step per (position, opcode) group
-    numba   CPU fast path (``tensorgp.eval_numba``): compiled, cache-blocked rows
+    numba   CPU fast path (``tensorgp.engine.eval_numba``): compiled, cache-blocked rows
     triton  CUDA fast path (``tensorgp.kernels``): fused kernel, stack in registers
     auto    triton on CUDA, numba on CPU, torch where those are missing
 """
@@ -27,7 +27,7 @@ def numba_available() -> bool:
 
 def triton_available() -> bool:
     try:
-        from .kernels import eval_kernel  # noqa: F401
+        from ..kernels import eval_kernel  # noqa: F401
     except Exception:
         return False
     return True
@@ -145,7 +145,7 @@ def evaluate(
 
         return evaluate_numba(pop.ops, pop.consts, pop.length, X)
     if name == "triton":
-        from .kernels.eval_kernel import evaluate_triton
+        from ..kernels.eval_kernel import evaluate_triton
 
         return evaluate_triton(pop.ops, pop.consts, pop.length, X)
     return evaluate_torch(pop.ops, pop.consts, pop.length, X)

@@ -41,8 +41,9 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from .evaluate import evaluate, resolve_backend
-from .population import Population
+from ..engine.evaluate import evaluate, resolve_backend
+from ..engine.fitness import prepare_target, rank_correlations
+from ..engine.population import Population
 
 try:  # numba is optional: the torch reductions below compute the same sums
     import numba
@@ -201,8 +202,6 @@ class RegressionObjective:
             self.Xs = self.X[rows].to(self.device)
             self.ys = ycpu[rows].to(self.device)
             if self.loss in ("spearman", "kendall"):
-                from .fitness import prepare_target
-
                 self.rank_target = prepare_target(self.ys.float().cpu(), torch.tensor([0, len(self.ys)]))
 
     @property
@@ -330,8 +329,6 @@ class RegressionObjective:
         f = self._sub_pred(pop)
         bad = ~torch.isfinite(f).all(1)
         if self.loss in ("spearman", "kendall"):
-            from .fitness import rank_correlations
-
             tau, rho = rank_correlations(f, self.rank_target, tau=self.loss == "kendall", rho=self.loss == "spearman")
             c = (tau if self.loss == "kendall" else rho)[:, 0].to(torch.float64).to(f.device)
             loss = 1 - c.abs()

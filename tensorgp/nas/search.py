@@ -37,11 +37,11 @@ from typing import Sequence
 
 import torch
 
-from . import expression as E
+from ..engine import expression as E
 from .data import Task, load, preprocess as preprocess_features, select
-from .evaluate import evaluate, resolve_backend
+from ..engine.evaluate import evaluate, resolve_backend
 from .experiment import program_population
-from .fitness import kendall_tau_b
+from ..engine.fitness import kendall_tau_b
 
 DEFAULT_POPULATION = 50
 DEFAULT_SAMPLE_SIZE = 10

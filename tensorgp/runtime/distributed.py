@@ -21,18 +21,19 @@ same code runs a single island (or ``runs`` batched islands with ``--islands``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import zlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import torch
 
 from . import checkpoint as ckpt
-from .evolve import Evolver, GenStats, HallOfFame
-from .population import Population, pad_to
+from ..engine.evolve import Evolver, GenStats, HallOfFame
+from ..engine.population import Population, pad_to
 
 
 @dataclass(frozen=True)
@@ -264,37 +265,43 @@ def gather_hall_of_fame(hof: HallOfFame, world: World, L: int) -> HallOfFame:
     return HallOfFame(pop, fit, hof.size)
 
 
-def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = None,
-                         should_stop: Callable[[], bool] | None = None, prepared=None, *,
-                         world: World | None = None, islands: Islands | None = None,
-                         checkpoint: str | Path | None = None, every: int = 0,
-                         resume: str | Path | None = None) -> dict | None:
-    """``experiment.evolve_proxy`` with islands, checkpoints and resume.
+@dataclass
+class ManagedRun:
+    """What rank 0 gets back from ``evolve_managed``: every island's hall of fame, loop figures and
+    the ``islands``/``checkpoint`` blocks an application adds to its result."""
 
-    ``spec.device`` must be this process's device (``init_world(...).device``). ``resume``: a
-    checkpoint directory (the ranks agree on the newest generation they all hold). Returns the
-    result dict on rank 0 (with ``islands`` and ``checkpoint`` blocks) and None elsewhere."""
-    from .experiment import build_result, prepare
-    from .objective import RankObjective
+    hof: HallOfFame
+    info: LoopInfo
+    islands: int  # islands over all ranks (world size x runs)
+    elapsed0: float  # seconds spent before a resume
+    timing: dict  # loop_s, loop_cpu_s: max over ranks
+    blocks: dict  # {"islands": {...}, "checkpoint": {...}} where they apply
 
-    t_start = time.perf_counter()
-    world = world or World(device=torch.device(spec.device))
+
+def evolve_managed(evolver: Evolver, spec, *, world: World, islands: Islands | None = None,
+                   checkpoint: str | Path | None = None, every: int = 0, resume: str | Path | None = None,
+                   problem: dict | None = None, digest=None, callback: Callable[[GenStats], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> ManagedRun | None:
+    """Drive ``evolver`` (built by the application, seeded ``seed + world.rank``) with islands,
+    checkpoints and resume. ``spec``: the application's run spec (a dataclass, saved in
+    checkpoints). ``problem``: a JSON-able description of the terminals and training data; ranks
+    must agree on it, and a resumed checkpoint must have been written for the same one. Returns
+    a ``ManagedRun`` on rank 0 and None elsewhere. ``digest``: further JSON-able settings every
+    rank must share (checked with ``problem`` before the first generation)."""
+    problem = dict(problem or {})
     if world.size > 1 and islands is None:
         islands = Islands()
-    active = islands if islands is not None and world.size * spec.config.runs > 1 else None
-    if active is not None and 2 * active.migrants > spec.config.population:
+    cfg = evolver.config
+    active = islands if islands is not None and world.size * cfg.runs > 1 else None
+    if active is not None and 2 * active.migrants > cfg.population:
         raise ValueError(f"--migrants {active.migrants} must be at most half the island population "
-                         f"({spec.config.population})")
-    prep = prepared or prepare(spec)
-    _check_same_problem(world, spec, prep)
-    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
-    cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
-    evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
+                         f"({cfg.population})")
+    _check_same_problem(world, [problem, digest, dataclasses.replace(cfg, seed=0).to_dict()])  # seeds differ by design
     info = LoopInfo()
     elapsed0 = 0.0
     if resume is not None:
-        ck = load_agreed(resume, world, spec.device)
-        _check_resumable(ck, prep, world)
+        ck = load_agreed(resume, world, evolver.device)
+        _check_resumable(ck, problem, world)
         evolver.restore(ck.state)
         info.migrations = int(ck.progress.get("migrations", 0))
         info.migration_s = float(ck.progress.get("migration_s", 0.0))
@@ -302,8 +309,7 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
         elapsed0 = float(ck.progress.get("elapsed_s", 0.0))
     saver = None
     if checkpoint is not None:
-        saver = Checkpointer(checkpoint, every, spec, world, islands, elapsed0,
-                             {"proxies": list(prep.proxies), "train_tasks": [t.name for t in prep.train]})
+        saver = Checkpointer(checkpoint, every, spec, world, islands, elapsed0, problem)
         if resume is not None and Path(resume).resolve() == Path(checkpoint).resolve():
             saver.last = info.resumed_from  # that checkpoint is on disk already
     if resume is not None and callback:
@@ -315,18 +321,12 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
                                              dtype=torch.float64, device=world.device)).cpu()
     if world.rank != 0:
         return None
-    time_s = elapsed0 + time.perf_counter() - t_start
-    n_islands = world.size * cfg.runs
-    view = SimpleNamespace(state=dataclasses.replace(evolver.state, hof=hof), count_rows=evolver.count_rows)
-    res = build_result(dataclasses.replace(spec, config=dataclasses.replace(spec.config, runs=n_islands)), prep,
-                       view, objective.backend, time_s, interrupted=info.interrupted)
     loop_max = float(per_rank[:, 0].max())
-    # this session's evolution loop (all ranks): wall and CPU seconds, max over ranks
-    res["timing"].update(loop_s=loop_max, loop_cpu_s=float(per_rank[:, 3].max()))
+    blocks: dict = {}
     if active is not None or world.size > 1:
-        res["islands"] = {
-            "processes": world.size, "per_process": cfg.runs, "total": n_islands, "backend": world.backend,
-            "topology": "ring" if active else None,
+        blocks["islands"] = {
+            "processes": world.size, "per_process": cfg.runs, "total": world.size * cfg.runs,
+            "backend": world.backend, "topology": "ring" if active else None,
             "migrate_every": active.migrate_every if active else None,
             "migrants": active.migrants if active else None,
             # max: includes waiting for the slowest island; min (the last rank to arrive waits for
@@ -339,9 +339,11 @@ def evolve_proxy_managed(spec, callback: Callable[[GenStats], None] | None = Non
                          for r, v in enumerate(per_rank)],
         }
     if checkpoint is not None or resume is not None:
-        res["checkpoint"] = {"dir": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
-                             "every": every, "resumed_from": info.resumed_from, "written": info.checkpoints}
-    return res
+        blocks["checkpoint"] = {"dir": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
+                                "every": every, "resumed_from": info.resumed_from, "written": info.checkpoints}
+    # this session's evolution loop (all ranks): wall and CPU seconds, max over ranks
+    timing = {"loop_s": loop_max, "loop_cpu_s": float(per_rank[:, 3].max())}
+    return ManagedRun(hof, info, world.size * cfg.runs, elapsed0, timing, blocks)
 
 
 def load_agreed(directory: str | Path, world: World, device) -> ckpt.Checkpoint:
@@ -365,38 +367,30 @@ def load_agreed(directory: str | Path, world: World, device) -> ckpt.Checkpoint:
     return ckpt.load(have[max(common)], world.rank, device)
 
 
-def _check_same_problem(world: World, spec, prep) -> None:
+def _check_same_problem(world: World, desc) -> None:
     """Migrants are only meaningful if every process evolves over the same terminals, training
     rows and settings: compare a digest of them across ranks before the first generation."""
     if world.size == 1:
         return
-    import json
-    import zlib
-
-    cfg = dataclasses.replace(spec.config, seed=0)  # seeds differ by design
-    desc = json.dumps([list(prep.proxies), [t.name for t in prep.train], list(prep.pset.functions),
-                       int(prep.train_batch.X.shape[0]), cfg.to_dict(), spec.metric, spec.aggregation,
-                       spec.preprocess], sort_keys=True, default=str)
-    mine = torch.tensor([[zlib.crc32(desc.encode())]], dtype=torch.int64, device=world.device)
+    text = json.dumps(desc, sort_keys=True, default=str)
+    mine = torch.tensor([[zlib.crc32(text.encode())]], dtype=torch.int64, device=world.device)
     every = world.all_gather(mine).cpu().view(-1).tolist()
     if len(set(every)) > 1:
-        raise ValueError(f"the {world.size} processes do not evolve the same problem (terminals, training tasks, "
+        raise ValueError(f"the {world.size} processes do not evolve the same problem (terminals, training data, "
                          f"functions or settings differ; digests per rank: {every}); give every process the same "
                          f"data and options")
 
 
-def _check_resumable(ck: ckpt.Checkpoint, prep, world: World) -> None:
+def _check_resumable(ck: ckpt.Checkpoint, problem: dict, world: World) -> None:
     ws = int(ck.run.get("world_size", 1))
     if ws != world.size:
         raise ckpt.CheckpointError(f"the checkpoint was written by {ws} process(es); resume it with the same number "
                                    f"(torchrun --nproc-per-node ..., now {world.size})")
-    want = ck.progress.get("proxies")
-    if want is not None and list(want) != list(prep.proxies):
-        raise ckpt.CheckpointError(f"the data gives terminals {prep.proxies}, the checkpoint was made with {want}")
-    tasks = ck.progress.get("train_tasks")
-    if tasks is not None and list(tasks) != [t.name for t in prep.train]:
-        raise ckpt.CheckpointError(f"the data gives training tasks {[t.name for t in prep.train]}, "
-                                   f"the checkpoint was made with {tasks}")
+    for key, now in problem.items():
+        was = ck.progress.get(key)
+        if was is not None and was != now:
+            raise ckpt.CheckpointError(f"the data gives {key.replace('_', ' ')} {now}, the checkpoint was made "
+                                       f"with {was}")
 
 
 # ---------------------------------------------------------------- planning a `tensorgp run`
@@ -404,7 +398,7 @@ def _check_resumable(ck: ckpt.Checkpoint, prep, world: World) -> None:
 class RunPlan:
     """What ``tensorgp run`` does, after resume precedence and the world are settled."""
 
-    spec: object  # RunSpec, its device this process's device
+    spec: object  # the application's run spec, its device this process's device
     world: World
     islands: Islands | None
     checkpoint: Path | None
@@ -412,7 +406,7 @@ class RunPlan:
     resume: Path | None
 
     def evolve_kwargs(self) -> dict:
-        """Keyword arguments for ``experiment.evolve_proxy`` (empty for a plain run)."""
+        """Keyword arguments for the application's evolve call (empty for a plain run)."""
         if self.world.size == 1 and self.islands is None and self.checkpoint is None and self.resume is None:
             return {}
         return {"world": self.world, "islands": self.islands, "checkpoint": self.checkpoint, "every": self.every,
@@ -447,7 +441,7 @@ def plan_run(spec, *, islands: int = 1, migrate_every: int = 5, migrants: int = 
                                        f"number (torchrun --nproc-per-node ..., now {now})")
         merged = ckpt.merge_resume(saved.run, ckpt.run_settings(spec, isl.to_dict() if isl else None, every),
                                    explicit)
-        spec = ckpt.spec_from_dict(merged["spec"])
+        spec = ckpt.spec_from_dict(merged["spec"], type(spec))
         isl = Islands.from_dict(merged["islands"])
         every = int(merged["every"])
         checkpoint = Path(checkpoint) if checkpoint is not None else resume

@@ -32,8 +32,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .population import Population, init_population, program_depth
-from .primitives import CONST, FIRST_VAR, PrimitiveSet, function
+from ..engine import fitness as F
+from ..engine.evaluate import evaluate_torch, numba_available, resolve_backend, triton_available
+from ..engine.evolve import EvolutionConfig, Evolver
+from ..engine.population import Population, init_population, program_depth
+from ..engine.primitives import CONST, FIRST_VAR, PrimitiveSet, function
 
 CPU_BACKENDS = ("numba", "numba-dedup", "torch")
 CUDA_BACKENDS = ("triton", "torch")
@@ -177,8 +180,6 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int, device: 
 
 def available_backends(device: str | torch.device) -> list[str]:
     """Backends ``auto`` benchmarks on ``device``: those that run natively there."""
-    from .evaluate import numba_available, triton_available
-
     dev = torch.device(device)
     if dev.type == "cuda":
         return [b for b in CUDA_BACKENDS if b != "triton" or triton_available()]
@@ -190,8 +191,6 @@ def resolve_backends(spec: str | Sequence[str], device: str | torch.device) -> l
         if spec == "auto":
             return available_backends(device)
         spec = [s.strip() for s in spec.split(",") if s.strip()]
-    from .evaluate import resolve_backend
-
     names = list(dict.fromkeys(spec))
     for b in names:
         if b not in ALL_BACKENDS:
@@ -208,7 +207,7 @@ def backend_call(name: str, pop: Population, X: torch.Tensor, threads: int | Non
     The numba output buffer is allocated once (a run reuses it too); ``stats`` collects
     numba-dedup's ``DedupStats``."""
     if name in ("numba", "numba-dedup"):
-        from .eval_numba import evaluate_numba
+        from ..engine.eval_numba import evaluate_numba
 
         out = torch.empty(pop.size, X.shape[0], dtype=torch.float32)
         dedup = name == "numba-dedup"
@@ -218,12 +217,10 @@ def backend_call(name: str, pop: Population, X: torch.Tensor, threads: int | Non
                                   stats=stats)
         return call
     if name == "triton":
-        from .kernels.eval_kernel import evaluate_triton
+        from ..kernels.eval_kernel import evaluate_triton
 
         return lambda: evaluate_triton(pop.ops, pop.consts, pop.length, X)
     if name == "torch":
-        from .evaluate import evaluate_torch
-
         return lambda: evaluate_torch(pop.ops, pop.consts, pop.length, X)
     raise ValueError(f"unknown backend {name!r}")
 
@@ -464,8 +461,6 @@ def bench_eval(cfg: BenchConfig, pop: Population, X: torch.Tensor, backends: lis
 def bench_fitness(cfg: BenchConfig, pred: torch.Tensor, log: Callable[[str], None]) -> dict:
     """Rank-correlation throughput on ``pred: float32[P, N]`` against a seeded random target
     (3 decimals, so with ties like accuracies) split into tasks of ~``task_rows`` rows."""
-    from . import fitness as F
-
     dev = pred.device
     if cfg.fitness_pop and cfg.fitness_pop < pred.shape[0]:
         pred = pred[: cfg.fitness_pop]
@@ -482,7 +477,7 @@ def bench_fitness(cfg: BenchConfig, pred: torch.Tensor, log: Callable[[str], Non
         fns[f"both/{fb}"] = lambda fb=fb: F.rank_correlations(pred, rt, backend=fb)
     if dev.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         try:
-            from .kernels.kendall_kernel import kendall_tau_b_triton
+            from ..kernels.kendall_kernel import kendall_tau_b_triton
 
             fns["kendall/triton"] = lambda: kendall_tau_b_triton(pred, target, off)
         except Exception as e:  # triton missing: the other backends still report
@@ -497,39 +492,28 @@ def bench_fitness(cfg: BenchConfig, pred: torch.Tensor, log: Callable[[str], Non
     return res
 
 
-def _synthetic_batch(cfg: BenchConfig, X: torch.Tensor):
-    from .data import Batch
+# make_objective(cfg, X, backend) -> GenerationProblem: the application's fitness for the timed
+# generations (``tensorgp.nas.bench.generation_problem`` for ``tensorgp bench``)
+@dataclass
+class GenerationProblem:
+    objective: object  # anything with the Evolver's objective interface
+    variables: tuple[str, ...]  # terminal names
+    rows: int
+    tasks: int
+    source: object  # what the rows are, for the result
 
-    off = task_offsets(X.shape[0], cfg.task_rows)
-    g = torch.Generator().manual_seed(cfg.seed + 3)
-    acc = torch.rand(X.shape[0], generator=g).round(decimals=3)
-    return Batch(names=[f"synthetic/{i}" for i in range(len(off) - 1)], proxies=[f"x{i}" for i in range(X.shape[1])],
-                 X=X, accuracy=acc.to(X.device), offsets=off.to(X.device), preprocess="raw")
 
-
-def bench_generations(cfg: BenchConfig, X: torch.Tensor, backend: str, log: Callable[[str], None]) -> dict:
-    """``Evolver.step()`` per second: kendall fitness, ``cfg.pop`` programs, init depth up to
-    ``cfg.depth``; the first step (initialisation + compile) is not timed."""
-    from .evolve import EvolutionConfig, Evolver
-    from .objective import RankObjective
-
-    if cfg.data:
-        from .data import common_proxies, load, make_batch
-
-        tasks = load(cfg.data)
-        proxies = common_proxies(tasks)
-        batch = make_batch(tasks, proxies, "rank", cfg.device)
-        source = [str(p) for p in cfg.data]
-    else:
-        batch = _synthetic_batch(cfg, X)
-        source = "synthetic (the benchmark rows, random target)"
-    pset = PrimitiveSet(tuple(batch.proxies), cfg.functions)
+def bench_generations(cfg: BenchConfig, X: torch.Tensor, backend: str, log: Callable[[str], None],
+                      make_objective: Callable[[BenchConfig, torch.Tensor, str], GenerationProblem]) -> dict:
+    """``Evolver.step()`` per second on ``make_objective``'s problem, ``cfg.pop`` programs, init
+    depth up to ``cfg.depth``; the first step (initialisation + compile) is not timed."""
+    prob = make_objective(cfg, X, backend)
+    pset = PrimitiveSet(tuple(prob.variables), cfg.functions)
     d = max(cfg.depth, 1)
     ec = EvolutionConfig(population=max(cfg.pop, 2), generations=cfg.generations + 1, init_depth=(min(2, d), d),
                          max_depth=max(d, 8), max_len=max(64, 2 ** (min(d, 6) + 1)), seed=cfg.seed)
-    obj = RankObjective(batch, "kendall", "mean", backend)
-    ev = Evolver(ec, pset, obj, cfg.device, count_rows=batch.X.shape[0])
-    log(f"timing {cfg.generations} generation(s): {ec.population} programs x {batch.X.shape[0]} rows, {backend}")
+    ev = Evolver(ec, pset, prob.objective, cfg.device, count_rows=prob.rows)
+    log(f"timing {cfg.generations} generation(s): {ec.population} programs x {prob.rows} rows, {backend}")
     ev.initialize()
     dev = torch.device(cfg.device)
     steps, walls = [], []
@@ -541,8 +525,8 @@ def bench_generations(cfg: BenchConfig, X: torch.Tensor, backend: str, log: Call
         walls.append(time.perf_counter() - t0)
     tot = sum(walls)
     med = lambda xs: statistics.median(xs)  # noqa: E731
-    return {"backend": backend, "generations": len(steps), "population": ec.population, "rows": batch.X.shape[0],
-            "tasks": batch.n_tasks, "data": source, "gens_per_s": len(steps) / tot, "seconds_per_gen": med(walls),
+    return {"backend": backend, "generations": len(steps), "population": ec.population, "rows": prob.rows,
+            "tasks": prob.tasks, "data": prob.source, "gens_per_s": len(steps) / tot, "seconds_per_gen": med(walls),
             "eval_s": med([s.eval_s for s in steps]), "fitness_s": med([s.fitness_s for s in steps]),
             "variation_s": med([s.variation_s for s in steps]),
             "eval_gpops": sum(s.nodes for s in steps) / max(sum(s.eval_s for s in steps), 1e-12),
@@ -571,7 +555,8 @@ def _machine(device: torch.device, threads: int) -> dict:
     return m
 
 
-def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
+def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None,
+                  make_objective: Callable[[BenchConfig, torch.Tensor, str], GenerationProblem] | None = None) -> dict:
     """Run every section and return the result (JSON-ready; see the module docstring for units).
 
     Keys: ``config``, ``machine``, ``units``, ``population`` (size, nodes, ...), ``eval`` (per
@@ -610,9 +595,9 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
         if cfg.fitness and pred is not None:
             res["fitness"] = bench_fitness(cfg, pred, log)
         del pred
-        if cfg.generations:
+        if cfg.generations and make_objective is not None:
             gb = "numba" if res["best"] == "numba-dedup" else res["best"]  # runs evaluate through evaluate()
-            res["generations"] = bench_generations(cfg, X, gb, log)
+            res["generations"] = bench_generations(cfg, X, gb, log, make_objective)
         return res
     finally:
         torch.set_num_threads(prev_threads)

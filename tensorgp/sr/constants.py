@@ -19,9 +19,9 @@ import torch
 
 import numpy as np
 
-from .evaluate import max_stack, postfix_steps, terminal_values
-from .population import Population
-from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE
+from ..engine.evaluate import max_stack, postfix_steps, terminal_values
+from ..engine.population import Population
+from ..engine.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE
 
 try:  # numba is optional: the torch interpreter below gives the same numbers
     from numba import njit

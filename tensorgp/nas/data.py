@@ -279,7 +279,7 @@ def find_data_dir() -> Path:
         if not any(p.glob("zc_*.json")) and (p / "suite-zero").is_dir():
             return p / "suite-zero"
         return p
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "suite-zero"
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "suite-zero"
 
 
 # ----------------------------------------------------------------------------- selection
