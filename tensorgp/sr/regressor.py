@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ..engine import expression as E
+from ..engine.export import node_to_sympy
 from .constants import optimize_constants
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver
@@ -295,36 +296,6 @@ def model_expression(node: E.Node, a: float, b: float, names: list[str], digits:
         else:
             s = s[1:-1]
     return s
-
-
-def node_to_sympy(node: E.Node, symbols: list, a: float = 0.0, b: float = 1.0):
-    """sympy expression of ``a + b * node``. Protected operators become their plain forms
-    (``log|x|``, ``sqrt|x|``, ``x / y``, ``1 / x``, ``exp`` without its clamp): they agree with
-    the program wherever no protection threshold (|x| <= 1e-6, exp argument > 80) is hit."""
-    import sympy as sp
-
-    def conv(n: E.Node):
-        if n.op == CONST:
-            return sp.Float(n.value, 9)
-        if n.op >= FIRST_VAR:
-            return symbols[n.op - FIRST_VAR]
-        name = function(n.op).name
-        c = [conv(k) for k in n.children]
-        table = {
-            "add": lambda: c[0] + c[1], "sub": lambda: c[0] - c[1], "mul": lambda: c[0] * c[1],
-            "div": lambda: c[0] / c[1], "neg": lambda: -c[0], "log": lambda: sp.log(sp.Abs(c[0])),
-            "sqrt": lambda: sp.sqrt(sp.Abs(c[0])), "abs": lambda: sp.Abs(c[0]), "square": lambda: c[0] ** 2,
-            "inv": lambda: 1 / c[0], "exp": lambda: sp.exp(c[0]), "tanh": lambda: sp.tanh(c[0]),
-            "min": lambda: sp.Min(c[0], c[1]), "max": lambda: sp.Max(c[0], c[1]),
-        }
-        return table[name]()
-
-    out = conv(node)
-    if b != 1.0:
-        out = sp.Float(b, 15) * out
-    if a != 0.0:
-        out = out + sp.Float(a, 15)
-    return out
 
 
 # ------------------------------------------------------------------------------- estimator
