@@ -341,6 +341,19 @@ class RegressionObjective:
             loss = loss.to(torch.float64).to(f.device)
         return torch.where(bad, torch.full_like(loss, float("nan")), loss)
 
+    def losses_at(self, pop: Population, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``float64[P]``: the loss of the fixed maps ``a + b f`` (``a, b: float64[P]``, e.g.
+        fitted on other rows) on this objective's rows, without refitting the scaling."""
+        if pop.size == 0 or self.loss in SCALE_FREE:  # invariant under a + b f
+            return self.losses(pop)
+        a, b = a.to(self.device, torch.float64), b.to(self.device, torch.float64)
+        if self.loss in ("mse", "r2", "mae"):
+            s = self._residual_sums(pop, a, b, 1 if self.loss == "mae" else 2)
+            return s / self.N if self.loss != "r2" else s / max(self.syy, 1e-300)
+        f = self._sub_pred(pop).to(torch.float64)
+        loss = torch.as_tensor(self.loss((a[:, None] + b[:, None] * f).float(), self.ys.float())).to(torch.float64)
+        return torch.where(torch.isfinite(f).all(1), loss.to(f.device), torch.full_like(loss, float("nan")))
+
     def normalized(self, loss: torch.Tensor) -> torch.Tensor:
         return loss / self.scale
 

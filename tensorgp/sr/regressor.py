@@ -6,9 +6,10 @@
 
 Inputs: numpy arrays, torch tensors, pandas DataFrames/Series (column names become variable
 names, after replacing characters that cannot appear in a name by ``_``) or nested lists;
-neither pandas nor scikit-learn is needed. ``fit`` requires finite X and y (NaN/inf raise a
-ValueError that says where); ``predict`` accepts non-finite X and propagates it (protected
-operators aside). A constant y is not an error: a UserWarning is issued and the model is that
+neither pandas nor scikit-learn is needed (with scikit-learn installed the estimator is one of
+its ``BaseEstimator``s and validates through its utilities; see ``inputs``). ``fit``,
+``predict`` and ``score`` require finite X (and y): NaN/inf raise a ValueError that says
+where. A constant y is not an error: a UserWarning is issued and the model is that
 constant (``expression_`` is the value, ``score`` is 1.0 on data where y is that constant).
 
 How a fit runs:
@@ -38,125 +39,29 @@ How a fit runs:
 """
 from __future__ import annotations
 
-import inspect
 import math
-import re
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..engine import expression as E
+from ..engine.device import resolve_device
 from ..engine.export import node_to_sympy
 from .constants import optimize_constants
+from .inputs import NotFittedError  # noqa: F401 (re-exported)
+from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
+from .pareto import SELECTIONS, FittedProgram, ParetoFront, select
 from ..engine.population import Population, pad_to, program_keys
 from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from ..engine.variation import VariationRates
 
 SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a method that needs a fitted model is called before ``fit``."""
-
-
-# ------------------------------------------------------------------------------- input checks
-
-
-def _is_frame(X: Any) -> bool:
-    return hasattr(X, "columns") and hasattr(X, "to_numpy") and getattr(X, "ndim", 2) == 2
-
-
-def _sanitize(names: list[str]) -> list[str]:
-    """Names usable in formulas: non-word characters -> ``_``, no leading digit, unique."""
-    out: list[str] = []
-    for n in names:
-        s = re.sub(r"\W", "_", n) or "x"
-        if s[0].isdigit():
-            s = "x_" + s
-        base, k = s, 1
-        while s in out:
-            s, k = f"{base}_{k}", k + 1
-        out.append(s)
-    return out
-
-
-def _nonfinite_message(what: str, bad: np.ndarray) -> str:
-    pos = np.argwhere(bad)
-    first = pos[0].tolist()
-    where = f"row {first[0]}" + (f", column {first[1]}" if len(first) > 1 else "")
-    return (f"{what} contains {len(pos)} non-finite value(s) (NaN or inf, or beyond the float32 range "
-            f"for X), first at {where}; remove or impute them before fit")
-
-
-def _check_X(X: Any, allow_nonfinite: bool = False) -> tuple[torch.Tensor, list[str] | None]:
-    """``X`` -> ``(float32[N, m] tensor, column names or None)``."""
-    names = None
-    if torch.is_tensor(X):
-        t = X.detach()
-        if t.is_complex():
-            raise ValueError("X must be real-valued")
-        t = t.to(torch.float32)
-    else:
-        if _is_frame(X):
-            cols = list(X.columns)
-            if all(isinstance(c, str) for c in cols):
-                names = cols
-            try:
-                arr = X.to_numpy()
-                if arr.dtype.kind not in "biuf":
-                    arr = arr.astype(np.float64)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"X has non-numeric columns: {e}") from e
-        else:
-            arr = np.asarray(X)
-            if arr.dtype.kind not in "biuf":
-                try:
-                    arr = arr.astype(np.float64)
-                except (TypeError, ValueError) as e:
-                    raise ValueError(f"X must be numeric: {e}") from e
-        with np.errstate(over="ignore"):  # beyond float32 range -> inf, reported below
-            arr = np.ascontiguousarray(arr, dtype=np.float32)  # no copy when X is float32 already
-        t = torch.from_numpy(arr)
-    if t.dim() != 2:
-        raise ValueError(f"X must be 2-D [n_samples, n_features], got shape {tuple(t.shape)}"
-                         + ("; reshape a single feature with X.reshape(-1, 1)" if t.dim() == 1 else ""))
-    if t.shape[0] == 0:
-        raise ValueError(f"X has 0 samples (shape {tuple(t.shape)}); at least one is required")
-    if t.shape[1] == 0:
-        raise ValueError(f"X has 0 features (shape {tuple(t.shape)}); at least one is required")
-    if not allow_nonfinite:
-        bad = ~torch.isfinite(t)
-        if bool(bad.any()):
-            raise ValueError(_nonfinite_message("X", bad.cpu().numpy()))
-    return t, names
-
-
-def _check_y(y: Any, n: int) -> torch.Tensor:
-    """``y`` -> ``float64[N]`` CPU tensor (a ``[N, 1]`` column is accepted)."""
-    if torch.is_tensor(y):
-        t = y.detach().to("cpu", torch.float64)
-    else:
-        try:
-            t = torch.from_numpy(np.array(y, dtype=np.float64))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"y must be numeric: {e}") from e
-    if t.dim() == 2 and t.shape[1] == 1:
-        t = t[:, 0]
-    if t.dim() != 1:
-        raise ValueError(f"y must be 1-D [n_samples] (one target), got shape {tuple(t.shape)}")
-    if t.shape[0] != n:
-        raise ValueError(f"X and y have different numbers of samples: {n} and {t.shape[0]}")
-    bad = ~torch.isfinite(t)
-    if bool(bad.any()):
-        raise ValueError(_nonfinite_message("y", bad.numpy()))
-    return t.contiguous()
 
 
 class _threads:
@@ -221,23 +126,6 @@ class _Archive:
         return float(self.loss.min())
 
 
-@dataclass
-class FittedProgram:
-    """One hall-of-fame entry: ``intercept + slope * program``."""
-
-    complexity: int  # nodes of the program (without the scaling)
-    loss: float  # training loss, in the loss's units
-    expression: str
-    intercept: float
-    slope: float
-    program: Population
-    pareto: bool
-
-    def to_dict(self) -> dict:
-        return {"complexity": self.complexity, "loss": self.loss, "expression": self.expression,
-                "intercept": self.intercept, "slope": self.slope, "pareto": self.pareto}
-
-
 # ------------------------------------------------------------------------------- formulas
 
 
@@ -267,14 +155,35 @@ def _infix(node: E.Node, names: list[str], digits: int) -> str:
     return f"{f.name}({', '.join(a)})"
 
 
+def _f32(v: float) -> float:
+    """v rounded to float32 as the program's constants are, unless beyond the float32 range."""
+    return float(np.float32(v)) if abs(v) < 3e38 else float(v)
+
+
 def _model_node(node: E.Node, a: float, b: float) -> E.Node:
     """``a + b * node`` as a tree (the identity parts left out), simplified exactly."""
     out = node
     if b != 1.0:
-        out = E.Node(OPCODE["mul"], 0.0, (E.Node(CONST, float(np.float32(b))), out))
+        out = E.Node(OPCODE["mul"], 0.0, (E.Node(CONST, _f32(b)), out))
     if a != 0.0:
-        out = E.Node(OPCODE["add"], 0.0, (out, E.Node(CONST, float(np.float32(a)))))
+        out = E.Node(OPCODE["add"], 0.0, (out, E.Node(CONST, _f32(a))))
     return E.simplify(out)
+
+
+def _loss_unit(loss: Any, unit: float) -> float:
+    """Factor from losses on ``y / unit`` to losses on y (mse: unit^2, mae: unit, others 1)."""
+    k = {"mse": 2, "mae": 1}.get(loss, 0) if isinstance(loss, str) else 0
+    return unit ** k if k * abs(math.log2(unit)) < 1000 else (math.inf if unit > 1 else 0.0)  # beyond float64: inf
+
+
+def y_unit(y: torch.Tensor) -> float:
+    """A power of two that brings a target far outside float32's comfortable range (max |y|
+    above 1e30 or below 1e-30) to magnitude ~1; 1.0 for every other target. The fit runs on
+    ``y / unit`` and the model's intercept and slope are scaled back."""
+    top = float(y.abs().max())
+    if top == 0 or 1e-30 <= top <= 1e30:
+        return 1.0
+    return 2.0 ** round(math.log2(top))
 
 
 def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6, y_scale: float = 0.0) -> str:
@@ -301,7 +210,7 @@ def model_expression(node: E.Node, a: float, b: float, names: list[str], digits:
 # ------------------------------------------------------------------------------- estimator
 
 
-class SymbolicRegressor:
+class SymbolicRegressor(*EstimatorBase):
     """Symbolic regression estimator (scikit-learn API, no scikit-learn needed).
 
     Parameters
@@ -320,8 +229,13 @@ class SymbolicRegressor:
     linear_scaling : score and report ``a + b * f`` with least-squares a, b (default True).
     const_optimization, const_opt_elites, const_opt_steps, const_opt_rows : Levenberg-Marquardt
         on the constants of the best programs after each generation (see module docstring).
-    selection_tolerance : the model is the simplest Pareto-front program with training loss
-        <= best + selection_tolerance * |best|.
+    model_selection, selection_tolerance : which Pareto-front entry is the model (see
+        ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
+        selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
+        among entries within 1.5x the best loss; "best" the lowest loss. The loss is the
+        validation loss when ``validation_fraction`` is set, else the training loss.
+    validation_fraction : None, or a share in (0, 1) of the rows held out (seeded by
+        random_state) and never fitted: every front entry gets its ``val_loss`` there.
     tol : stop once the best normalised loss (mse / var(y), mae / mean|y - median y|, the
         other built-in losses as they are) is <= tol; 0 disables; not used with a callable
         loss. max_time : seconds; no generation starts that would end past 80% of it (judging
@@ -347,6 +261,7 @@ class SymbolicRegressor:
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, selection_tolerance: float = 0.01,
+                 model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
                  random_state: int | None = None, verbose: int = 0):
@@ -372,6 +287,8 @@ class SymbolicRegressor:
         self.const_opt_steps = const_opt_steps
         self.const_opt_rows = const_opt_rows
         self.selection_tolerance = selection_tolerance
+        self.model_selection = model_selection
+        self.validation_fraction = validation_fraction
         self.tol = tol
         self.max_time = max_time
         self.chunk_rows = chunk_rows
@@ -382,48 +299,21 @@ class SymbolicRegressor:
         self.verbose = verbose
 
     # ---------------------------------------------------------------- sklearn protocol
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> "SymbolicRegressor":
-        valid = set(self._get_param_names())
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"invalid parameter {k!r} for SymbolicRegressor; valid: {', '.join(sorted(valid))}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        sig = inspect.signature(type(self).__init__)
-        changed = []
-        for k, p in sig.parameters.items():
-            if k == "self":
-                continue
-            v = getattr(self, k)
-            try:
-                same = bool(v == p.default)
-            except Exception:
-                same = v is p.default
-            if not same:
-                changed.append(f"{k}={v!r}")
-        return f"SymbolicRegressor({', '.join(changed)})"
-
     def __sklearn_tags__(self):
-        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
-
-        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True),
-                    regressor_tags=RegressorTags(), input_tags=InputTags(allow_nan=False), non_deterministic=False)
+        tags = super().__sklearn_tags__()  # scikit-learn's regressor defaults (only it calls this)
+        tags.target_tags.required = True
+        tags.input_tags.allow_nan = False  # fit and predict reject NaN/inf
+        tags.non_deterministic = False  # for a given random_state and device
+        return tags
 
     # ---------------------------------------------------------------- fit
     def _resolve_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        try:
+            return resolve_device(self.device)
+        except ValueError as e:
+            raise ValueError(f"device={self.device!r}: {e}") from None
 
     def _check_params(self) -> None:
         if int(self.population_size) < 2:
@@ -440,6 +330,11 @@ class SymbolicRegressor:
             raise ValueError("tol, selection_tolerance and parsimony_coefficient must be >= 0")
         if not 0 <= self.const_prob <= 1:
             raise ValueError("const_prob must be in [0, 1]")
+        if self.model_selection not in SELECTIONS:
+            raise ValueError(f"model_selection={self.model_selection!r}; choose from {', '.join(SELECTIONS)}")
+        f = self.validation_fraction
+        if f is not None and not (isinstance(f, (int, float)) and 0 < f < 1):
+            raise ValueError(f"validation_fraction={f!r} must be None or a share in (0, 1)")
         lo, hi = self.const_range
         if not lo <= hi:
             raise ValueError(f"const_range {self.const_range} must be (low, high) with low <= high")
@@ -452,17 +347,12 @@ class SymbolicRegressor:
     def _fit(self, X: Any, y: Any) -> "SymbolicRegressor":
         t_start = time.perf_counter()
         self._check_params()
-        Xt, names = _check_X(X)
-        yt = _check_y(y, Xt.shape[0])
-        N, m = Xt.shape
-        self.n_features_in_ = m
-        if names is not None:
-            self.feature_names_in_ = np.asarray(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.variable_names_ = _sanitize(names if names is not None else [f"x{i}" for i in range(m)])
-        seed = int(self.random_state) if self.random_state is not None else int(np.random.randint(0, 2**31 - 1))
         dev = self._resolve_device()
+        seed = seed_from(self.random_state)
+        Xt, names = fit_X(self, X)
+        yt = fit_y(self, y, Xt.shape[0])
+        N, m = Xt.shape
+        self.variable_names_ = sanitize(names if names is not None else [f"x{i}" for i in range(m)])
         self._device = dev
         self._backend = resolve_backend(self.backend, dev)
         ymin, ymax = float(yt.min()), float(yt.max())
@@ -471,6 +361,10 @@ class SymbolicRegressor:
             self._set_constant_model(ymin, time.perf_counter() - t_start)
             return self
 
+        Xt, yt, Xv, yv = self._hold_out(Xt, yt, seed)
+        N = Xt.shape[0]
+        unit = y_unit(yt)
+        yt, yv = yt / unit, (None if yv is None else yv / unit)
         pset = PrimitiveSet(tuple(self.variable_names_), PrimitiveSet.parse_functions(self.function_set),
                             constants=self.const_prob > 0, const_range=tuple(float(v) for v in self.const_range))
         g = torch.Generator().manual_seed(seed + 1)
@@ -505,7 +399,7 @@ class SymbolicRegressor:
             archive.update(st.pop, -st.fitness.to(torch.float64))
             best = archive.best
             gs = st.history[-1]
-            rec = {"generation": st.generation, "best_loss": best * obj.scale, "best_normalized_loss": best,
+            rec = {"generation": st.generation, "best_loss": best * obj.scale * _loss_unit(self.loss, unit), "best_normalized_loss": best,
                    "mean_length": gs.mean_size, "eval_s": gs.eval_s, "variation_s": gs.variation_s,
                    "const_opt_s": time.perf_counter() - t_opt, "elapsed_s": time.perf_counter() - t0}
             self.history_.append(rec)
@@ -522,9 +416,25 @@ class SymbolicRegressor:
             evolver.step()
         self.n_generations_ = st.generation
         out_of_time = self.max_time is not None and time.perf_counter() - t_start >= self.max_time
-        self._finish(archive, obj, *rows(16 * int(self.const_opt_rows)), polish=not out_of_time)
+        val = None if Xv is None else RegressionObjective(Xv, yv, self.loss, self.linear_scaling, self._backend, dev,
+                                                          self.chunk_rows, generator=g)
+        self._finish(archive, obj, *rows(16 * int(self.const_opt_rows)), polish=not out_of_time, val=val, unit=unit)
         self.fit_time_ = time.perf_counter() - t_start
         return self
+
+    def _hold_out(self, X: torch.Tensor, y: torch.Tensor, seed: int):
+        """``(X_fit, y_fit, X_val, y_val)``: a seeded ``validation_fraction`` of the rows held
+        out (None, None without it)."""
+        if self.validation_fraction is None:
+            return X, y, None, None
+        N = X.shape[0]
+        k = int(round(self.validation_fraction * N))
+        if not 1 <= k < N:
+            raise ValueError(f"validation_fraction={self.validation_fraction} of {N} rows leaves "
+                             f"{k} validation and {N - k} training rows; both need at least 1")
+        perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 2))
+        val, fit = perm[:k].sort().values, perm[k:].sort().values
+        return X[fit.to(X.device)], y[fit], X[val.to(X.device)], y[val]
 
     def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set) -> None:
         """LM on the best not-yet-optimised programs with constants; improved ones written back."""
@@ -562,7 +472,8 @@ class SymbolicRegressor:
         evolver.replace(rows, new, new_fit)
         done_keys.update(program_keys(st.pop[rows]).tolist())
 
-    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, polish: bool = True) -> None:
+    def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, polish: bool = True,
+                val: RegressionObjective | None = None, unit: float = 1.0) -> None:
         pop, loss, front = archive.entries()
         if polish and self.const_optimization and self.const_opt_steps > 0:
             fp = pop[front.nonzero()[:, 0]]
@@ -571,21 +482,25 @@ class SymbolicRegressor:
                 archive.update(new, obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
         a, b = obj.scaling(pop)
-        a, b = a.cpu().tolist(), b.cpu().tolist()
+        val_loss = val.losses_at(pop, a, b).cpu().tolist() if val is not None else [None] * pop.size
+        a, b = (a * unit).cpu().tolist(), (b * unit).cpu().tolist()
+        loss_unit = _loss_unit(self.loss, unit)
         names = self.variable_names_
-        y_scale = abs(obj.ybar) + math.sqrt(max(obj.syy, 0.0) / obj.N)
+        y_scale = (abs(obj.ybar) + math.sqrt(max(obj.syy, 0.0) / obj.N)) * unit
         entries = []
         for i in range(pop.size):
             node = E.row(pop.ops, pop.consts, pop.length, i)
             expr = model_expression(node, a[i], b[i], names, y_scale=y_scale)
-            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale, expr,
-                                         a[i], b[i], pop[i].trimmed().to("cpu"), bool(front[i])))
+            vl = None if val_loss[i] is None else val_loss[i] * loss_unit
+            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale * loss_unit, expr, a[i], b[i],
+                                         pop[i].trimmed().to("cpu"), bool(front[i]), tuple(names), vl))
         self.hall_of_fame_ = entries
-        self.pareto_front_ = [e for e in entries if e.pareto]
-        best = min(e.loss for e in self.pareto_front_)
-        limit = best + float(self.selection_tolerance) * abs(best)
-        chosen = next(e for e in self.pareto_front_ if e.loss <= limit)
-        self._set_model(chosen)
+        front_entries = [e for e in entries if e.pareto]
+        # judged in the fit's units (y / unit), where the losses are finite
+        judged = [float(loss[i]) if val is None else val_loss[i] for i in front.nonzero()[:, 0].tolist()]
+        pick = select(judged, [e.complexity for e in front_entries], self.model_selection, float(self.selection_tolerance))
+        self.pareto_front_ = ParetoFront(front_entries, pick, self.model_selection)
+        self._set_model(front_entries[pick])
 
     def _set_model(self, e: FittedProgram) -> None:
         self.program_ = e.program
@@ -597,32 +512,15 @@ class SymbolicRegressor:
 
     def _set_constant_model(self, v: float, seconds: float) -> None:
         prog = Population(torch.tensor([[CONST]], dtype=torch.int32), torch.ones(1, 1), torch.ones(1, dtype=torch.int32))
-        e = FittedProgram(1, 0.0, repr(float(v)), float(v), 0.0, prog, True)
+        e = FittedProgram(1, 0.0, repr(float(v)), float(v), 0.0, prog, True, tuple(self.variable_names_))
         self.hall_of_fame_ = [e]
-        self.pareto_front_ = [e]
+        self.pareto_front_ = ParetoFront([e], 0, self.model_selection)
         self.history_ = []
         self.n_generations_ = 0
         self._set_model(e)
         self.fit_time_ = seconds
 
     # ---------------------------------------------------------------- predict / score
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "program_"):
-            raise NotFittedError("this SymbolicRegressor is not fitted yet; call fit(X, y) first")
-
-    def _features(self, X: Any) -> torch.Tensor:
-        self._check_fitted()
-        if _is_frame(X) and getattr(self, "feature_names_in_", None) is not None:
-            cols = [str(c) for c in X.columns]
-            missing = [c for c in self.feature_names_in_ if c not in cols]
-            if missing:
-                raise ValueError(f"X is missing the column(s) {missing} seen in fit")
-            X = X[list(self.feature_names_in_)]
-        Xt, _ = _check_X(X, allow_nonfinite=True)
-        if Xt.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {Xt.shape[1]} features, but the model was fitted with {self.n_features_in_}")
-        return Xt
-
     def _raw(self, Xt: torch.Tensor, program: Population | None = None) -> torch.Tensor:
         """``float32[N]`` output of the program, evaluated in row chunks."""
         prog = (self.program_ if program is None else program)
@@ -635,22 +533,33 @@ class SymbolicRegressor:
             out[lo:lo + step] = evaluate(prog, Xt[lo:lo + step].to(dev), backend)[0].to(out.device)
         return out
 
-    def predict(self, X: Any) -> Any:
-        """Predictions ``intercept_ + slope_ * program(X)``: float64 numpy array, or a torch tensor
-        on X's device when X is a tensor. Non-finite inputs propagate."""
-        Xt = self._features(X)
+    def predict(self, X: Any, index: int | None = None) -> Any:
+        """Predictions ``intercept_ + slope_ * program(X)``, or those of ``pareto_front_[index]``:
+        float64 numpy array, or a torch tensor on X's device when X is a tensor."""
+        Xt = predict_X(self, X)
+        prog, a, b = self._model(index)
         with _threads(self.n_jobs):
-            f = self._raw(Xt).to(torch.float64)
-        pred = self.intercept_ + self.slope_ * f if self.slope_ != 0 else torch.full_like(f, self.intercept_)
+            f = self._raw(Xt, prog).to(torch.float64)
+        pred = a + b * f if b != 0 else torch.full_like(f, a)
         return pred if torch.is_tensor(X) else pred.cpu().numpy()
+
+    def _model(self, index: int | None) -> tuple[Population, float, float]:
+        """``(program, intercept, slope)`` of the model (None) or of a Pareto-front entry."""
+        check_fitted(self)
+        if index is None:
+            return self.program_, self.intercept_, self.slope_
+        e = self.pareto_front_.entry(index)
+        return e.program, e.intercept, e.slope
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Coefficient of determination R^2 of ``predict(X)`` (scikit-learn's convention: for a
         constant y, 1.0 when predicted exactly, else 0.0)."""
-        Xt = self._features(X)
-        yt = _check_y(y, Xt.shape[0])
+        Xt = predict_X(self, X)
+        yt = fit_y(self, y, Xt.shape[0])
+        w = sample_weights(sample_weight, len(yt))
         p = torch.as_tensor(self.predict(X)).to("cpu", torch.float64)
-        w = torch.ones_like(yt) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, dtype=np.float64))
+        unit = y_unit(yt)  # R^2 is scale-free; squares of a target near 1e200 would overflow
+        yt, p = yt / unit, p / unit
         ss_res = float((w * (yt - p) ** 2).sum())
         ym = float((w * yt).sum() / w.sum())
         ss_tot = float((w * (yt - ym) ** 2).sum())
@@ -658,21 +567,15 @@ class SymbolicRegressor:
             return 1.0 if ss_res == 0 else 0.0
         return 1.0 - ss_res / ss_tot
 
-    def to_sympy(self, entry: FittedProgram | None = None):
-        """The model (or a hall-of-fame entry) as a sympy expression over the variable names
+    def to_sympy(self, index: int | None = None):
+        """The model (or ``pareto_front_[index]``) as a sympy expression over the variable names
         (``variable_names_``); needs sympy. Protected operators map to their plain forms (see
         ``node_to_sympy``)."""
-        self._check_fitted()
-        try:
-            import sympy as sp
-        except ImportError as e:  # pragma: no cover - sympy is optional
-            raise ImportError("to_sympy() needs sympy (pip install sympy)") from e
-        e = entry
-        prog = self.program_ if e is None else e.program
-        a = self.intercept_ if e is None else e.intercept
-        b = self.slope_ if e is None else e.slope
-        syms = [sp.Symbol(n) for n in self.variable_names_]
-        node = E.row(prog.ops, prog.consts, prog.length, 0)
-        if b == 0:
-            return sp.Float(a, 15)
-        return node_to_sympy(node, syms, a, b)
+        prog, a, b = self._model(index)
+        return FittedProgram(int(prog.length[0]), math.nan, "", a, b, prog, True, tuple(self.variable_names_)).to_sympy()
+
+    def to_latex(self, index: int | None = None) -> str:
+        """LaTeX of ``to_sympy(index)`` (needs sympy)."""
+        import sympy as sp
+
+        return sp.latex(self.to_sympy(index))
