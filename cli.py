@@ -103,7 +103,7 @@ def run(
     fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
     validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),
-    select: str = typer.Option("train", "--select", help="Formula reported: train (best training fitness) | validation | parsimony (smallest within 0.01 of the best) | ensemble (mean rank of every run's best)."),
+    select: str = typer.Option("compact", "--select", help="Formula reported: compact (default: the smallest on the size/fitness Pareto front within 0.01 of the best, rank-simplified) | train (best training fitness) | validation | parsimony (smallest hall-of-fame entry within 0.01 of the best) | ensemble (mean rank of every run's best)."),
     protocol: str = typer.Option("split", "--protocol", help="split (train/test globs) | leave-one-space-out (one evolution per search space of the --train tasks, that space held out)."),
     parsimony: float = typer.Option(0.0, help="Selection penalty per program node."),
     tournament: int = typer.Option(7, help="Tournament size."),

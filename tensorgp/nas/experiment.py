@@ -46,7 +46,7 @@ class RunSpec:
     fit_fraction: float | None = None
     split_seed: int = 0
     validation: str | None = None
-    select: str = "train"
+    select: str = "compact"
 
 
 @dataclass
