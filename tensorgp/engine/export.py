@@ -110,7 +110,8 @@ def node_to_latex(node: Node, variables: Sequence[str]) -> str:
         if name in ("min", "max"):
             return rf"\{name}\left({conv(k[0])}, {conv(k[1])}\right)"
         args = ", ".join(conv(c) for c in k)
-        return rf"{_LATEX_NAME.get(name, r'\operatorname{' + name + '}')}\left({args}\right)"
+        head = _LATEX_NAME.get(name, r"\operatorname{" + name + "}")
+        return head + rf"\left({args}\right)"
 
     return conv(node)
 

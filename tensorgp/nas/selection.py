@@ -19,6 +19,7 @@ import torch
 
 from . import baselines as B
 from . import pareto as PF
+from .proxy import proxy_block
 from ..engine import expression as E
 from ..engine.evaluate import evaluate
 from ..engine.population import Population
@@ -262,7 +263,9 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     out["scatter"] = _scatter(fpreds if chosen == "compact" else preds, entries,
                               None if chosen == "ensemble" else selection[chosen]["index"],
                               ens_pred if chosen == "ensemble" else None)
-    return adopt_selection(out, prep.pset.variables)
+    adopt_selection(out, prep.pset.variables)
+    out["proxy"] = proxy_block(out, prep.train)
+    return out
 
 
 def _pareto(spec, prep, state, entries) -> tuple[list[dict], dict, dict | None]:
