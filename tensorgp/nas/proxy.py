@@ -87,6 +87,7 @@ class Proxy:
     preprocess: str = "rank"
     reference: np.ndarray | None = field(default=None, repr=False)
     provenance: dict = field(default_factory=dict, repr=False)
+    result: dict | None = field(default=None, repr=False, compare=False)  # the run's result, when just evolved
 
     def __post_init__(self) -> None:
         if not self.expressions:
@@ -233,6 +234,10 @@ class Proxy:
         return self._score_matrix(self._columns(features, names), ref, backend)
 
     __call__ = score
+
+    def score_task(self, task: Task, reference: Any = None, backend: str = "torch") -> np.ndarray:
+        """``float[n]``: scores of one loaded task's architectures, the task as one set."""
+        return self._score_matrix(self._task_columns(task), self._reference(reference), backend)
 
     # ------------------------------------------------------------------ export
 
