@@ -14,19 +14,47 @@ from .expression import Node, _fmt_const
 from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, function
 
 
+def _protected_functions(sp):
+    """sympy functions ``pdiv``, ``pinv``, ``plog`` that stay unevaluated (sympy would otherwise
+    fold ``1/Piecewise`` into branches that divide by 0) and carry their numpy implementation,
+    so ``sympy.lambdify`` evaluates them with the protected semantics."""
+    import numpy as np
+    from sympy.utilities.lambdify import implemented_function
+
+    def _div(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        safe = np.abs(b) > EPS
+        with np.errstate(all="ignore"):
+            return np.where(safe, a / np.where(safe, b, 1), 1)
+
+    def _inv(a):
+        a = np.asarray(a)
+        safe = np.abs(a) > EPS
+        with np.errstate(all="ignore"):
+            return np.where(safe, 1 / np.where(safe, a, 1), 0)
+
+    def _log(a):
+        m = np.abs(np.asarray(a))
+        safe = m > EPS
+        with np.errstate(all="ignore"):
+            return np.where(safe, np.log(np.where(safe, m, 1)), 0)
+
+    return (implemented_function("pdiv", _div), implemented_function("pinv", _inv),
+            implemented_function("plog", _log))
+
+
 def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, protected: bool = False):
     """sympy expression of ``a + b * node``.
 
     ``protected=False``: protected operators become their plain forms (``log|x|``, ``sqrt|x|``,
     ``x / y``, ``1 / x``, ``exp`` without its clamp); they agree with the program wherever no
     protection threshold (|x| <= 1e-6, exp argument > 80) is hit. ``protected=True``: ``div``,
-    ``inv``, ``log`` and ``exp`` become ``Piecewise``/``Min`` forms equal to the program everywhere."""
+    ``inv`` and ``log`` become the functions ``pdiv``, ``pinv``, ``plog`` (whose ``lambdify``
+    implementation is the protected one) and ``exp`` clamps its argument at EXP_MAX, so the
+    expression equals the program everywhere."""
     import sympy as sp  # optional dependency
 
-    eps = sp.Float(EPS, 15)
-
-    def guarded(x, value, fallback):
-        return sp.Piecewise((value, sp.Abs(x) > eps), (fallback, True)) if protected else value
+    pdiv, pinv, plog = _protected_functions(sp) if protected else (None, None, None)
 
     def conv(n: Node):
         if n.op == CONST:
@@ -36,10 +64,10 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
         c = [conv(k) for k in n.children]
         table = {
             "add": lambda: c[0] + c[1], "sub": lambda: c[0] - c[1], "mul": lambda: c[0] * c[1],
-            "div": lambda: guarded(c[1], c[0] / c[1], sp.Integer(1)), "neg": lambda: -c[0],
-            "log": lambda: guarded(c[0], sp.log(sp.Abs(c[0])), sp.Integer(0)),
+            "div": lambda: pdiv(c[0], c[1]) if protected else c[0] / c[1], "neg": lambda: -c[0],
+            "log": lambda: plog(c[0]) if protected else sp.log(sp.Abs(c[0])),
             "sqrt": lambda: sp.sqrt(sp.Abs(c[0])), "abs": lambda: sp.Abs(c[0]), "square": lambda: c[0] ** 2,
-            "inv": lambda: guarded(c[0], 1 / c[0], sp.Integer(0)),
+            "inv": lambda: pinv(c[0]) if protected else 1 / c[0],
             "exp": lambda: sp.exp(sp.Min(c[0], sp.Float(EXP_MAX)) if protected else c[0]),
             "tanh": lambda: sp.tanh(c[0]), "min": lambda: sp.Min(c[0], c[1]), "max": lambda: sp.Max(c[0], c[1]),
         }
