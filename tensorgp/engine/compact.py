@@ -4,10 +4,12 @@
 A ranking is all a rank-correlation fitness sees, so beyond ``expression.simplify`` (which keeps
 every value bit for bit) two kinds of rewrite are sound here:
 
-* inside the tree, rewrites that keep the value on the inputs' range: ``x + x -> 2 * x``
-  (exact in floating point), ``inv(inv(x)) -> x`` where no value of ``x`` falls in the
-  protected band ``0 < |x| <= EPS`` nor beyond ``1 / EPS`` (the protected ``inv`` maps those to 0);
-* at the root, dropping a wrapper that is strictly increasing on its argument's range:
+* inside the tree, rewrites that keep every value bit for bit: ``x + x -> 2 * x`` (exact in
+  floating point) besides ``expression.simplify``'s;
+* at the root, ``inv(inv(x)) -> x`` where no value of ``x`` falls in the protected band
+  ``0 < |x| <= EPS`` nor beyond ``1 / EPS`` (the protected ``inv`` maps those to 0; elsewhere
+  ``1/(1/x)`` is ``x`` up to rounding, which inside a tree could reorder near-equal values), and
+  dropping a wrapper that is strictly increasing on its argument's (finite) range:
   ``tanh``, ``exp`` (argument <= EXP_MAX, else the clamp ties values), ``sqrt``/``square``/``abs``
   of a non-negative argument, ``log`` of an argument above EPS, ``+ c``, ``- c``, ``c * x`` and
   ``x / c`` with ``c > 0``.
@@ -28,6 +30,7 @@ from .expression import Node, simplify
 from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, function
 
 INF = math.inf
+FINITE = 1e30  # a range inside +-FINITE cannot reach float32 overflow
 
 
 @dataclass(frozen=True)
@@ -129,18 +132,22 @@ def _rewrite_inner(node: Node, var_bounds: Sequence[Range]) -> Node:
     k = node.children
     if name == "add" and k[0] == k[1]:
         return Node(OPCODE["mul"], 0.0, (Node(CONST, 2.0), k[0]))
-    if name == "inv" and k[0].op == OPCODE["inv"] and _inv_is_identity_twice(value_range(k[0].children[0], var_bounds)):
-        return k[0].children[0]
     return node
 
 
 def _drop_root(node: Node, var_bounds: Sequence[Range]) -> Node | None:
-    """The argument of a root wrapper that is strictly increasing on its range, else None."""
+    """The argument of a root wrapper that is strictly increasing on its range, else None. The
+    argument's range must be finite: a wrapper maps +inf to a finite value (tanh) where the bare
+    argument would rank an infinite value last."""
     if not node.children or node.op == CONST:
         return None
     name = function(node.op).name
     k = node.children
-    r = value_range(k[0], var_bounds)
+    if name == "inv" and k[0].op == OPCODE["inv"] and _inv_is_identity_twice(value_range(k[0].children[0], var_bounds)):
+        return k[0].children[0]
+    r = value_range(k[-1] if name in ("add", "mul") and k[0].op == CONST else k[0], var_bounds)
+    if not (-FINITE < r.lo and r.hi < FINITE):
+        return None
     if name == "tanh":
         return k[0]
     if name == "exp" and r.hi <= EXP_MAX:
