@@ -97,7 +97,10 @@ class Proxy:
         self.variables = list(self.variables)
         self.nodes = [E.parse(e, self.variables) for e in self.expressions]
         if self.reference is not None:
-            self.reference = np.asarray(self.reference, dtype=np.float32).reshape(-1, len(self.variables))
+            ref = np.array(self.reference, dtype=np.float32).reshape(-1, len(self.variables))
+            with np.errstate(invalid="ignore"):
+                ref[~np.isfinite(ref) | (ref <= FAILED_BELOW)] = np.nan  # failed values, as everywhere
+            self.reference = ref
 
     # ------------------------------------------------------------------ description
 
