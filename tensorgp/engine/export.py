@@ -71,7 +71,10 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
             "exp": lambda: sp.exp(sp.Min(c[0], sp.Float(EXP_MAX)) if protected else c[0]),
             "tanh": lambda: sp.tanh(c[0]), "min": lambda: sp.Min(c[0], c[1]), "max": lambda: sp.Max(c[0], c[1]),
         }
-        return table[function(n.op).name]()
+        name = function(n.op).name
+        if name not in table:
+            raise NotImplementedError(f"no sympy form for function {name!r}; add it to export.node_to_sympy")
+        return table[name]()
 
     out = conv(node)
     if b != 1.0:
@@ -115,31 +118,24 @@ def node_to_latex(node: Node, variables: Sequence[str]) -> str:
             return latex_name(variables[n.op - FIRST_VAR])
         name = function(n.op).name
         k = n.children
-        if name == "add":
-            return f"{wrap(k[0], 1)} + {wrap(k[1], 1)}"
-        if name == "sub":
-            return f"{wrap(k[0], 1)} - {wrap(k[1], 2)}"
-        if name == "mul":
-            return rf"{wrap(k[0], 2)} \cdot {wrap(k[1], 2)}"
-        if name == "div":
-            return rf"\frac{{{conv(k[0])}}}{{{conv(k[1])}}}"
-        if name == "inv":
-            return rf"\frac{{1}}{{{conv(k[0])}}}"
-        if name == "neg":
-            return f"-{wrap(k[0], 3)}"
-        if name == "sqrt":
-            return rf"\sqrt{{\left|{conv(k[0])}\right|}}"
-        if name == "abs":
-            return rf"\left|{conv(k[0])}\right|"
-        if name == "square":
-            return rf"\left({conv(k[0])}\right)^{{2}}"
-        if name == "log":
-            return rf"\log\left|{conv(k[0])}\right|"
-        if name in ("min", "max"):
-            return rf"\{name}\left({conv(k[0])}, {conv(k[1])}\right)"
-        args = ", ".join(conv(c) for c in k)
-        head = _LATEX_NAME.get(name, r"\operatorname{" + name + "}")
-        return head + rf"\left({args}\right)"
+        table = {
+            "add": lambda: f"{wrap(k[0], 1)} + {wrap(k[1], 1)}",
+            "sub": lambda: f"{wrap(k[0], 1)} - {wrap(k[1], 2)}",
+            "mul": lambda: rf"{wrap(k[0], 2)} \cdot {wrap(k[1], 2)}",
+            "div": lambda: rf"\frac{{{conv(k[0])}}}{{{conv(k[1])}}}",
+            "inv": lambda: rf"\frac{{1}}{{{conv(k[0])}}}",
+            "neg": lambda: f"-{wrap(k[0], 3)}",
+            "sqrt": lambda: rf"\sqrt{{\left|{conv(k[0])}\right|}}",
+            "abs": lambda: rf"\left|{conv(k[0])}\right|",
+            "square": lambda: rf"\left({conv(k[0])}\right)^{{2}}",
+            "log": lambda: rf"\log\left|{conv(k[0])}\right|",
+            "min": lambda: rf"\min\left({conv(k[0])}, {conv(k[1])}\right)",
+            "max": lambda: rf"\max\left({conv(k[0])}, {conv(k[1])}\right)",
+        }
+        if name in table:
+            return table[name]()
+        head = _LATEX_NAME.get(name, r"\operatorname{" + name + "}")  # tanh, exp, and functions added later
+        return head + rf"\left({', '.join(conv(c) for c in k)}\right)"
 
     return conv(node)
 
@@ -194,6 +190,9 @@ def node_to_python(nodes: Node | Sequence[Node], variables: Sequence[str], name:
         if n.op >= FIRST_VAR:
             used_vars.add(n.op - FIRST_VAR)
         elif n.op != CONST:
+            if function(n.op).name not in _PY_HELPERS:
+                raise NotImplementedError(f"no Python form for function {function(n.op).name!r}; "
+                                          f"add it to export._PY_HELPERS")
             used_ops.add(function(n.op).name)
         for c in n.children:
             walk(c)
@@ -209,7 +208,7 @@ def node_to_python(nodes: Node | Sequence[Node], variables: Sequence[str], name:
                 else f"np.float32({_fmt_const(n.value)})"
         if n.op >= FIRST_VAR:
             return ident[n.op - FIRST_VAR]
-        fmt = _PY_HELPERS[function(n.op).name][1]
+        fmt = _PY_HELPERS[function(n.op).name][1]  # names checked by walk
         return fmt.format(*[conv(c) for c in n.children])
 
     params = ", ".join(ident[i] for i in sorted(used_vars))
