@@ -103,9 +103,9 @@ def run(
     fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
     validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),
-    select: str = typer.Option("train", "--select", help="Formula reported: train (best training fitness) | validation | parsimony (smallest within 0.01 of the best) | ensemble (mean rank of every run's best)."),
+    select: str = typer.Option("compact", "--select", help="Formula reported: compact (default: the smallest on the size/fitness Pareto front within 0.01 of the best, rank-simplified) | train (best training fitness) | validation | parsimony (smallest hall-of-fame entry within 0.01 of the best) | ensemble (mean rank of every run's best)."),
     protocol: str = typer.Option("split", "--protocol", help="split (train/test globs) | leave-one-space-out (one evolution per search space of the --train tasks, that space held out)."),
-    parsimony: float = typer.Option(0.0, help="Selection penalty per program node."),
+    parsimony: float = typer.Option(0.001, help="Selection penalty per program node (the default keeps formulas readable; 0 for none)."),
     tournament: int = typer.Option(7, help="Tournament size."),
     elitism: int = typer.Option(2, help="Programs copied unchanged per generation and run."),
     max_depth: int = typer.Option(8, help="Maximum tree depth."),
@@ -196,7 +196,7 @@ def _print_run(r: dict) -> None:
     out.print(f"[bold]evolved proxy[/] (fitness {r['fitness']:.4f}, {r['metric']} {r['aggregation']}, "
               f"preprocess {r['preprocess']}, {r['generations_run']} generations, {r['time_s']:.1f} s, "
               f"backend {r['backend']}):")
-    out.print(f"  [cyan]{r['expression']}[/]")
+    out.print(f"  [cyan]{_formula_text(r)}[/]  ({r.get('size')} nodes, selection {r.get('selected', 'train')})")
     t = Table(title="Kendall tau per task")
     for c in ("task", "split", "n", "kendall", "spearman", "best single proxy", "its kendall", "delta"):
         # task names are the point of the table: wrap them rather than cut them on narrow terminals
@@ -212,6 +212,31 @@ def _print_run(r: dict) -> None:
     mk = r.get("mean_kendall", {})
     out.print("mean kendall: " + ", ".join(f"{s} {_fmt(v)}" for s, v in mk.items()))
     _print_protocol(r)
+    _print_pareto(r)
+
+
+def _formula_text(r: dict) -> str:
+    """The reported predictor of a result: its formula, or an ensemble's formulas."""
+    if r.get("expression") is not None:
+        return str(r["expression"])
+    ens = (r.get("ensemble") or {}).get("expressions") or []
+    return f"ensemble (mean per-task rank) of {len(ens)}: " + "; ".join(ens)
+
+
+def _print_pareto(r: dict) -> None:
+    """The front of formula size against training fitness, with the other splits' mean Kendall."""
+    front = r.get("pareto") or []
+    if not front:
+        return
+    splits = [s for s in ("train", "holdout", "validation", "test") if any(s in p["mean"] for p in front)]
+    t = Table(title="Pareto front: formula size against training fitness (mean Kendall per split)")
+    for c in ("size", "fitness", *splits, "formula"):
+        t.add_column(c, justify="left" if c == "formula" else "right", overflow="fold" if c == "formula" else None)
+    for p in front:
+        mark = "[bold]" if p["expression"] == r.get("expression") else ""
+        t.add_row(str(p["size"]), _fmt(p["fitness"]), *[_fmt(p["mean"].get(s)) for s in splits],
+                  f"{mark}{p['expression']}{'[/]' if mark else ''}")
+    out.print(t)
 
 
 @app.command("eval")
@@ -246,6 +271,44 @@ def eval_cmd(
             t.add_row(name, str(v["n"]), _fmt(v["kendall"]), _fmt(v["spearman"]))
     out.print(t)
     out.print(f"mean kendall: {_fmt(res['mean_kendall'])}")
+
+
+@app.command("score")
+def score_cmd(
+    from_result: Path = typer.Option(..., "--from", help="A `tensorgp run` result.json (or its directory), a leave-one-space-out result, or a saved proxy."),
+    data: List[Path] = typer.Option(..., "--data", help="Suite-Zero-format file(s) or directories; val_accuracy not needed."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write every architecture's task, rank, arch, score (and accuracy if known) to FILE.csv or FILE.json (atomically)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Score against a fixed reference set instead of the scored set: 'train' (the training architectures saved with the proxy) or a Suite-Zero file."),
+    top: int = typer.Option(10, "--top", help="Architectures shown per task."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result JSON (with every row) to stdout."),
+) -> None:
+    """Score and rank every architecture of every task of a file with an evolved proxy (no accuracy needed)."""
+    from tensorgp.nas.data import DataError
+    from tensorgp.nas.scoring import score_file
+    from tensorgp.runtime.results import dumps
+
+    if top < 0:
+        _fail(f"--top must be >= 0, got {top}")
+    try:
+        res = score_file(from_result, list(data), reference=reference, out=out_file, top=top)
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        print(dumps(res))
+        return
+    formula = res["proxy"] if res["proxy"] is not None else "ensemble: " + "; ".join(res["ensemble"])
+    out.print(f"[bold]proxy[/] [cyan]{formula}[/] (preprocess {res['preprocess']}"
+              + (f", against reference {res['reference']})" if res["reference"] else
+                 ", scores relative to each task's set)" if res["set_dependent"] else ")"))
+    for name, v in res["tasks"].items():
+        t = Table(title=f"{name}: top {min(top, v['n'])} of {v['n']} architectures")
+        for c in ("rank", "architecture", "score"):
+            t.add_column(c, justify="left" if c == "architecture" else "right")
+        for i, (arch, sc) in enumerate(v["top"][:top]):
+            t.add_row(str(i + 1), arch, "-" if sc is None else f"{sc:.6g}")
+        out.print(t)
+    if out_file is not None:
+        err.print(f"wrote {out_file} ({len(res['rows'])} architectures)")
 
 
 def _print_protocol(r: dict) -> None:
@@ -286,7 +349,8 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
     bar = progress.add_task("evolve", total=spec.config.generations, best=float("nan"), fold="")
 
     def on_fold(space: str, i: int, k: int) -> None:
-        progress.reset(bar, total=spec.config.generations, best=float("nan"), fold=f"[{i + 1}/{k}] {space} held out")
+        label = "every space (the formula to take away)" if space == "all" else f"{space} held out"
+        progress.reset(bar, total=spec.config.generations, best=float("nan"), fold=f"[{i + 1}/{k + 1}] {label}")
 
     with progress, _Interrupt() as intr:
         try:
@@ -306,6 +370,11 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
         out.print(t)
         for s, r in result["folds"].items():
             out.print(f"{s} held out: [cyan]{r['selection'].get(spec.select, r['selection']['train']).get('expression', '(ensemble)')}[/]")
+        whole = result.get("all_spaces")
+        if whole:
+            out.print(f"evolved on every space (the formula `score --from` and `search --from` use): "
+                      f"[bold cyan]{_formula_text(whole)}[/]")
+            _print_pareto(whole)
 
     _emit(result, out_dir, as_json, quiet, show)
 

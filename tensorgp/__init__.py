@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from .sr.regressor import SymbolicRegressor
 
         return SymbolicRegressor
+    if name in ("load_proxy", "evolve_proxy"):
+        from .nas import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'tensorgp' has no attribute {name!r}")

@@ -120,7 +120,7 @@ def test_two_process_island_run_migrates_and_resumes(suite_zero, tmp_path):
     E.parse(res["expression"], res["proxies"])
     train = [v["kendall"] for v in res["tasks"].values() if v["split"] == "train"]
     assert abs(sum(train) / len(train) - res["fitness"]) < 1e-5
-    assert len(res["run_fitness"]) == 2 and res["fitness"] == pytest.approx(max(res["run_fitness"]))
+    assert len(res["run_fitness"]) == 2 and res["selection"]["train"]["fitness"] == pytest.approx(max(res["run_fitness"]))
     assert {h["run"] for h in res["hall_of_fame"]} == {0, 1}
     # rank 0 wrote the result; each rank its own checkpoint, of its own island (seed + rank)
     assert sorted(p.name for p in full.iterdir() if ".prev." not in p.name) == ["checkpoint.pt", "checkpoint.rank1.pt",

@@ -192,10 +192,13 @@ def test_multi_run_result_has_per_run_figures_summaries_selection_and_baselines(
     # each run's best formula: its training mean is its fitness (kendall, mean aggregation)
     for d in r["runs_detail"]:
         assert d["mean"]["train"] == pytest.approx(d["fitness"], abs=1e-5)
-    assert max(d["fitness"] for d in r["runs_detail"]) == pytest.approx(r["fitness"])
     sel = r["selection"]
-    assert set(sel) == {"train", "validation", "parsimony", "ensemble"} and r["selected"] == "validation"
-    assert sel["train"]["expression"] == r["expression"]
+    assert max(d["fitness"] for d in r["runs_detail"]) == pytest.approx(sel["train"]["fitness"])
+    assert set(sel) == {"train", "validation", "parsimony", "ensemble", "compact"} and r["selected"] == "validation"
+    # the selected formula is the result's formula; the train pick stays as expression_train
+    assert sel["validation"]["expression"] == r["expression"] and r["fitness"] == sel["validation"]["fitness"]
+    assert sel["train"]["expression"] == r["expression_train"]
+    assert r["tasks"]["gamma/task0"]["kendall"] == pytest.approx(sel["validation"]["tasks"]["gamma/task0"]["kendall"])
     assert sel["validation"]["mean"]["validation"] >= max(d["mean"]["validation"] for d in r["runs_detail"]) - 1e-9
     assert sel["parsimony"]["size"] <= sel["train"]["size"]
     assert sel["parsimony"]["fitness"] >= sel["train"]["fitness"] - SEL.PARSIMONY_TOLERANCE
@@ -249,7 +252,7 @@ def test_leave_one_space_out_holds_out_each_space(tmp_path):
         assert test and all(n.startswith(s + "/") for n in test)
         assert train and not any(n.startswith(s + "/") for n in train)
         summ = r["summary"][s]
-        assert summ["selected"] == pytest.approx(fold["selection"]["train"]["mean"]["test"])
+        assert summ["selected"] == pytest.approx(fold["selection"][fold["selected"]]["mean"]["test"])
         assert summ["beaten_by"] == sorted([p for p, v in summ["single"].items() if v > summ["selected"]],
                                            key=lambda p: -summ["single"][p])
     with pytest.raises(ValueError):

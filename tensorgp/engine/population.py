@@ -29,6 +29,19 @@ class Population:
     def size(self) -> int:
         return self.ops.shape[0]
 
+    @staticmethod
+    def from_rows(rows: "list[tuple[list[int], list[float]]]", device: str | torch.device = "cpu") -> "Population":
+        """One program per postfix ``(ops, consts)`` row, left-aligned and PAD-filled to the
+        longest (formulas out of results and simplification, not a hot path)."""
+        L = max(len(o) for o, _ in rows)
+        ops = torch.zeros(len(rows), L, dtype=torch.int32)
+        consts = torch.zeros(len(rows), L, dtype=torch.float32)
+        for i, (o, c) in enumerate(rows):
+            ops[i, :len(o)] = torch.tensor(o, dtype=torch.int32)
+            consts[i, :len(c)] = torch.tensor(c, dtype=torch.float32)
+        length = torch.tensor([len(o) for o, _ in rows], dtype=torch.int32)
+        return Population(ops.to(device), consts.to(device), length.to(device))
+
     @property
     def max_len(self) -> int:
         return self.ops.shape[1]

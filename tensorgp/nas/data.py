@@ -70,6 +70,11 @@ class Task:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def labelled(self) -> bool:
+        """True when some architecture has a finite accuracy (``load(..., labels=False)`` may give none)."""
+        return bool(torch.isfinite(self.accuracy).any())
+
     def present(self, proxy: str) -> bool:
         """True when ``proxy`` is a column and more than half of its values are finite."""
         if proxy not in self.proxies:
@@ -131,8 +136,9 @@ def _to_float(v: Any) -> float:
     return math.nan
 
 
-def _find_tasks(node: dict, path: list[str], src: Path) -> Iterator[tuple[list[str], dict]]:
-    """Yield ``(key path, task dict)`` for every task below ``node`` (depth first, file order)."""
+def _find_tasks(node: dict, path: list[str], src: Path, labels: bool = True) -> Iterator[tuple[list[str], dict]]:
+    """Yield ``(key path, task dict)`` for every task below ``node`` (depth first, file order).
+    ``labels=False``: a dict mostly of architecture records is a task with or without accuracies."""
     where = "/".join(path) or "top level"
     if not node:
         raise DataError(f"{src}: {where} is empty (no architectures)")
@@ -142,6 +148,9 @@ def _find_tasks(node: dict, path: list[str], src: Path) -> Iterator[tuple[list[s
         yield path, node
         return
     records = sum(1 for v in node.values() if _looks_like_record(v))
+    if 2 * records > n and not labels:
+        yield path, node
+        return
     if 2 * records > n:
         missing = [k for k, v in node.items() if not (type(v) is dict and "val_accuracy" in v)]
         raise DataError(
@@ -150,13 +159,13 @@ def _find_tasks(node: dict, path: list[str], src: Path) -> Iterator[tuple[list[s
         )
     for k, v in node.items():
         if type(v) is dict:
-            yield from _find_tasks(v, path + [str(k)], src)
+            yield from _find_tasks(v, path + [str(k)], src, labels)
 
 
-def _build_task(name: str, src: Path, node: dict) -> Task:
+def _build_task(name: str, src: Path, node: dict, labels: bool = True) -> Task:
     keys, recs, dropped = [], [], []
     for k, r in node.items():
-        if type(r) is dict and "val_accuracy" in r:
+        if type(r) is dict and ("val_accuracy" in r or (not labels and _looks_like_record(r))):
             keys.append(str(k))
             recs.append(r)
         else:
@@ -166,8 +175,10 @@ def _build_task(name: str, src: Path, node: dict) -> Task:
             f"{src}: task {name}: dropped {len(dropped)} entries without val_accuracy "
             f"(e.g. {dropped[:3]})", DataWarning, stacklevel=3,
         )
-    acc = np.array([_to_float(r["val_accuracy"]) for r in recs], dtype=np.float64)
+    acc = np.array([_to_float(r.get("val_accuracy")) for r in recs], dtype=np.float64)
     ok = np.isfinite(acc)
+    if not labels:  # scoring only: an architecture without accuracy is kept (accuracy NaN)
+        ok[:] = True
     if not ok.all():
         bad = [keys[i] for i in np.flatnonzero(~ok)[:3]]
         if not ok.any():
@@ -205,8 +216,9 @@ def _build_task(name: str, src: Path, node: dict) -> Task:
     )
 
 
-def load_file(path: str | Path) -> list[Task]:
-    """Tasks of one ``zc_*.json`` file, in file order."""
+def load_file(path: str | Path, labels: bool = True) -> list[Task]:
+    """Tasks of one ``zc_*.json`` file, in file order. ``labels=False``: records need no
+    ``val_accuracy`` (scoring only); a missing one is NaN."""
     src = Path(path)
     try:
         with open(src, "rb") as fh:
@@ -225,11 +237,11 @@ def load_file(path: str | Path) -> list[Task]:
         raise DataError(f"{src}: top level is a JSON {type(obj).__name__}, expected an object")
     stem = src.stem[3:] if src.stem.startswith("zc_") else src.stem
     tasks = [
-        _build_task("/".join([stem] + [k for k in keypath if k != stem]), src, node)
-        for keypath, node in _find_tasks(obj, [], src)
+        _build_task("/".join([stem] + [k for k in keypath if k != stem]), src, node, labels)
+        for keypath, node in _find_tasks(obj, [], src, labels)
     ]
     if not tasks:
-        raise DataError(f"no task with val_accuracy found in {src}")
+        raise DataError(f"no task with {'val_accuracy' if labels else 'architecture records'} found in {src}")
     return tasks
 
 
@@ -251,8 +263,9 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def load(paths: str | Path | Sequence[str | Path]) -> list[Task]:
-    """Tasks from files and directories (a directory contributes its ``zc_*.json``, sorted)."""
+def load(paths: str | Path | Sequence[str | Path], labels: bool = True) -> list[Task]:
+    """Tasks from files and directories (a directory contributes its ``zc_*.json``, sorted).
+    ``labels=False`` for paths that only score: accuracies become optional (NaN when absent)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
@@ -260,7 +273,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> list[Task]:
     tasks: list[Task] = []
     where: dict[str, str] = {}
     for f in _expand(paths):
-        for t in load_file(f):
+        for t in load_file(f, labels):
             if t.name in where:
                 raise DataError(f"duplicate task {t.name}: in {where[t.name]} and in {t.source}")
             where[t.name] = t.source

@@ -46,7 +46,7 @@ class RunSpec:
     fit_fraction: float | None = None
     split_seed: int = 0
     validation: str | None = None
-    select: str = "train"
+    select: str = "compact"
 
 
 @dataclass
@@ -254,8 +254,9 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
 def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, preprocess: str = "rank",
                         device: str = "cpu", backend: str = "auto") -> dict:
     """Score one formula on tasks. A task lacking a proxy the formula names is reported with
-    ``error`` and left out of the mean, never scored silently."""
-    tasks = select(load(data), tasks_glob)
+    ``error`` and left out of the mean, never scored silently; so is a task without accuracies
+    (``tensorgp score`` ranks those), and architectures without accuracy are left out."""
+    tasks = select(load(data, labels=False), tasks_glob)
     names = E.names_in(text)
     all_proxies = sorted({p for t in tasks for p in t.proxies})
     unknown = [n for n in names if n not in all_proxies]
@@ -268,6 +269,11 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
     out: dict[str, dict] = {}
     for t in tasks:
         missing = [p for p in names if not t.present(p)]
+        if not t.labelled:
+            out[t.name] = {"n": len(t), "error": f"task {t.name} has no val_accuracy to correlate with "
+                                                 f"(rank its architectures with `tensorgp score`)"}
+            continue
+        t = t.subset(torch.isfinite(t.accuracy))
         if missing:
             out[t.name] = {"n": len(t), "error": f"task {t.name} lacks proxy {', '.join(missing)} "
                                                  f"(absent or mostly failed values)"}

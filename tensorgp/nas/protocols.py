@@ -19,7 +19,10 @@ def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Cal
                         on_fold: Callable[[str, int, int], None] | None = None) -> dict:
     """One evolution per search space among the tasks matching ``spec.train``, each with that
     space held out as the test set (``spec.test`` must be unset). ``on_fold(space, i, k)`` is
-    called before fold i of k. Returns ``{"protocol", "folds": {space: run result}, "summary"}``."""
+    called before fold i of k (``on_fold("all", k, k)`` before the evolution on every space).
+    Returns ``{"protocol", "folds": {space: run result}, "summary", "all_spaces", "expression",
+    "proxy"}``: besides the folds (which measure transfer), one more evolution on every space
+    gives the formula a user takes away (``expression``/``proxy``, as in a split result)."""
     if spec.test:
         raise ValueError("leave-one-space-out takes its test sets from --train; do not pass --test")
     if spec.validation:
@@ -38,6 +41,11 @@ def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Cal
         fold = replace(spec, train=",".join(t.name for t in tasks if space_of(t.name) != s),
                        test=",".join(t.name for t in tasks if space_of(t.name) == s))
         folds[s] = evolve_proxy(fold, callback, should_stop)
+    whole = None
+    if len(folds) == len(sp) and not (should_stop is not None and should_stop()):
+        if on_fold is not None:
+            on_fold("all", len(sp), len(sp))
+        whole = evolve_proxy(replace(spec, train=",".join(t.name for t in tasks), test=None), callback, should_stop)
     first = next(iter(folds.values()), {})
     return {
         "protocol": "leave-one-space-out",
@@ -45,12 +53,27 @@ def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Cal
         "spaces": sp,
         "folds": folds,
         "summary": {s: fold_summary(r) for s, r in folds.items()},
-        "interrupted": len(folds) < len(sp) or any(r.get("interrupted") for r in folds.values()),
+        "interrupted": len(folds) < len(sp) or any(r.get("interrupted") for r in folds.values())
+                       or whole is None or bool(whole.get("interrupted")),
         "time_s": time.perf_counter() - t0,
         "config": first.get("config"),
         "preprocess": spec.preprocess, "metric": spec.metric, "aggregation": spec.aggregation,
         "selected": spec.select,
+        "all_spaces": _all_spaces(whole),
+        "expression": whole.get("expression") if whole else None,
+        "ensemble": whole.get("ensemble") if whole else None,
+        "proxies": whole.get("proxies") if whole else None,
+        "proxy": whole.get("proxy") if whole else None,
     }
+
+
+def _all_spaces(r: dict | None) -> dict | None:
+    """The evolution on every space, without the fields the top level repeats."""
+    if r is None:
+        return None
+    keep = ("expression", "ensemble", "size", "fitness", "selected", "selection", "pareto", "train_tasks",
+            "mean_kendall", "generations_run", "time_s", "interrupted")
+    return {k: r[k] for k in keep if k in r}
 
 
 def fold_summary(r: dict, split: str = "test") -> dict:

@@ -256,7 +256,8 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
     out += ["Formulas:", ""]
     for name, v in r.get("selection", {}).items():
         if "expression" in v:
-            out.append(f"- {name} (size {v['size']}, fitness {fmt(v['fitness'], 4)}, run {v['run']}): {code(v['expression'])}")
+            run = "" if v.get("run") is None else f", run {v['run']}"
+            out.append(f"- {name} (size {v['size']}, fitness {fmt(v['fitness'], 4)}{run}): {code(v['expression'])}")
         else:
             out.append(f"- {name}: mean per-task rank of {len(v['expressions'])} formulas (listed per run below)")
     if r.get("runs_detail"):
@@ -265,6 +266,7 @@ def render_split(r: dict, label: str, figures: Path | None, fig_rel: str | None,
                       [[d["run"], fmt(d["fitness"], 4), d["size"]] + [fmt(d["mean"].get(s)) for s in splits]
                        + [code(d["expression"])] for d in r["runs_detail"]], "rrr" + "r" * len(splits) + "l"),
                 "", "</details>"]
+    out += pareto_section(r, splits)
     out.append("")
     # figures
     if figures is not None and full:
@@ -314,9 +316,26 @@ def render_loso(r: dict, label: str, figures: Path | None, fig_rel: str | None, 
             "", table(["held-out space", "tasks"] + strategies + ["runs", "best-on-train", "oracle", "mean-rank",
                                                                    "best single (hindsight)", "loses to"], rows,
                       "lr" + "r" * (len(strategies) + 5) + "l"), ""]
+    whole = r.get("all_spaces")
+    if whole and whole.get("expression"):
+        out += [f"Formula evolved on every space (what `score --from` and `search --from` use; size "
+                f"{whole.get('size')}, fitness {fmt(whole.get('fitness'), 4)}): {code(whole['expression'])}", ""]
     for s, fold in r["folds"].items():
         out.append(render_split(fold, f"{label}: {s} held out", figures, fig_rel, level + 1, full))
     return "\n".join(out)
+
+
+def pareto_section(r: dict, splits: Sequence[str]) -> list[str]:
+    """The front of formula size against training fitness (``nas.pareto``), bold: the reported formula."""
+    front = r.get("pareto") or []
+    if not front:
+        return []
+    rows = [[p["size"], fmt(p["fitness"], 4)] + [fmt(p["mean"].get(s)) for s in splits]
+            + [("**" if p["expression"] == r.get("expression") else "") + code(p["expression"])
+               + ("**" if p["expression"] == r.get("expression") else "")] for p in front]
+    return ["", "<details><summary>Pareto front: formula size against training fitness</summary>", "",
+            table(["size", "fitness"] + [f"{s} τ" for s in splits] + ["formula"], rows, "rr" + "r" * len(splits) + "l"),
+            "", "</details>"]
 
 
 # ----------------------------------------------------------------------------- overview and files

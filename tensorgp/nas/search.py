@@ -26,7 +26,6 @@ found architecture's accuracy (100: the best of the table).
 from __future__ import annotations
 
 import ast
-import json
 import re
 import statistics
 import time
@@ -35,13 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..engine import expression as E
-from .data import Task, load, preprocess as preprocess_features, select
+from .data import DataError, Task, load, preprocess as preprocess_features, select
 from ..engine.evaluate import evaluate, resolve_backend
 from .experiment import program_population
 from ..engine.fitness import kendall_tau_b
+from .proxy import Proxy, load_proxy
 
 DEFAULT_POPULATION = 50
 DEFAULT_SAMPLE_SIZE = 10
@@ -370,13 +371,14 @@ def best_single_proxy(task: Task, candidates: Sequence[str] = BASELINE_PROXIES) 
     return max(cands, key=lambda p: (taus[p] == taus[p], taus[p]))  # NaN last
 
 
-def read_result(path: str | Path) -> tuple[str, str]:
-    """``(expression, preprocess)`` of a ``tensorgp run`` result.json."""
+def read_result(path: str | Path) -> tuple[str | Proxy, str]:
+    """``(formula, preprocess)`` of a ``tensorgp run`` result.json (split or leave-one-space-out)
+    or a saved proxy: the formula is the infix text, or the ``Proxy`` for an ensemble."""
     try:
-        r = json.loads(Path(path).read_text())
-        return str(r["expression"]), str(r.get("preprocess", "rank"))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        p = load_proxy(path)
+    except DataError as e:
         raise SearchError(f"cannot read a formula from {path}: {e}") from None
+    return (p if p.is_ensemble else p.expressions[0]), p.preprocess
 
 
 def pick_task(tasks: list[Task], name: str) -> Task:
@@ -427,7 +429,12 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
     nb = neighbour_table(enc)
     t1 = time.perf_counter()
     t_prep = t1 - t0 - t_load
-    scores = formula_scores(t, expr, preprocess, device, backend)
+    if isinstance(expr, str):
+        scores = formula_scores(t, expr, preprocess, device, backend)
+    else:  # a Proxy (nas.proxy): an ensemble or a loaded formula, with its own preprocessing
+        scores = torch.from_numpy(np.asarray(expr.score_task(t), dtype=np.float64)).to(device)
+        scores = torch.where(torch.isnan(scores), -float("inf"), scores)
+        preprocess = expr.preprocess
     t_score = time.perf_counter() - t1
     kw = dict(budget=budget, runs=runs, seed=seed, population=population, sample_size=sample_size,
               enc=enc, neighbours=nb)
@@ -442,10 +449,14 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
         return {**extra, "accuracy": r["median"]["accuracy"], "percentile": r["median"]["percentile"],
                 "time_s": r["time_s"], "per_run": r["per_run"]}
 
-    node = E.parse(expr, E.names_in(expr) or [t.proxies[0]])
+    if isinstance(expr, str):
+        node = E.parse(expr, E.names_in(expr) or [t.proxies[0]])
+        shown = E.to_infix(node, E.names_in(expr) or [t.proxies[0]])
+    else:
+        shown = expr.expressions[0] if not expr.is_ensemble else "ensemble: " + "; ".join(expr.expressions)
     return {
         "task": t.name,
-        "expression": E.to_infix(node, E.names_in(expr) or [t.proxies[0]]),
+        "expression": shown,
         "preprocess": preprocess,
         "budget": main["budget"],
         "runs": runs,

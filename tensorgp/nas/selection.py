@@ -6,7 +6,9 @@ strategies (``SELECTIONS``), all applied to the hall of fame of every run:
 * ``validation``: the best mean Kendall on the validation tasks (never on held-out rows, which
   would then no longer measure anything held out);
 * ``parsimony``: the smallest formula within ``PARSIMONY_TOLERANCE`` of the best training fitness;
-* ``ensemble``: the mean per-task rank of every run's best formula (one predictor, R formulas).
+* ``ensemble``: the mean per-task rank of every run's best formula (one predictor, R formulas);
+* ``compact``: the smallest formula within ``pareto.COMPACT_TOLERANCE`` of the best training
+  fitness on the Pareto front of size against fitness (``pareto``), rank-simplified.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from typing import Sequence
 import torch
 
 from . import baselines as B
+from . import pareto as PF
+from .proxy import proxy_block
 from ..engine import expression as E
 from ..engine.evaluate import evaluate
 from ..engine.population import Population
@@ -55,15 +59,7 @@ def split_means(per_task: dict[str, dict], entries: Sequence[tuple[str, str, Tas
 
 def programs_population(nodes: Sequence[E.Node], device: str | torch.device = "cpu") -> Population:
     """One row per formula, left-aligned and PAD-filled to the longest."""
-    rows = [E.to_postfix(n) for n in nodes]
-    L = max(len(o) for o, _ in rows)
-    ops = torch.zeros(len(rows), L, dtype=torch.int32)
-    consts = torch.zeros(len(rows), L, dtype=torch.float32)
-    for i, (o, c) in enumerate(rows):  # a handful of formulas, not a population
-        ops[i, :len(o)] = torch.tensor(o, dtype=torch.int32)
-        consts[i, :len(c)] = torch.tensor(c, dtype=torch.float32)
-    length = torch.tensor([len(o) for o, _ in rows], dtype=torch.int32)
-    return Population(ops.to(device), consts.to(device), length.to(device))
+    return Population.from_rows([E.to_postfix(n) for n in nodes], device)
 
 
 def eval_entries(prep) -> list[tuple[str, str, Task]]:
@@ -251,6 +247,10 @@ def extend_result(res: dict, spec, prep, state) -> dict:
         selection[strategy] = {"expression": E.to_infix(c["node"], prep.pset.variables), "run": c["run"],
                                "size": c["size"], "fitness": c["fitness"], "tasks": scores[i],
                                "mean": split_means(scores[i], entries), "index": i}
+    front, fpreds, compact = _pareto(spec, prep, state, entries)
+    out["pareto"] = front
+    if compact is not None:
+        selection["compact"] = compact
     members = [run_best[r] for r in sorted(run_best)] if len(run_best) > 1 else \
         [i for i, c in enumerate(cands) if c["run"] == 0]
     ens_scores, ens_pred = _ensemble_scores(preds, members)
@@ -260,8 +260,59 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     chosen = spec.select if spec.select in selection else "train"
     out["selection"] = {k: {kk: vv for kk, vv in v.items() if kk != "index"} for k, v in selection.items()}
     out["selected"] = chosen
-    out["scatter"] = _scatter(preds, entries, None if chosen == "ensemble" else selection[chosen]["index"],
+    out["scatter"] = _scatter(fpreds if chosen == "compact" else preds, entries,
+                              None if chosen == "ensemble" else selection[chosen]["index"],
                               ens_pred if chosen == "ensemble" else None)
+    adopt_selection(out, prep.pset.variables)
+    out["proxy"] = proxy_block(out, prep.train)
+    return out
+
+
+def _pareto(spec, prep, state, entries) -> tuple[list[dict], dict, dict | None]:
+    """``(front, predictions of the front, the compact selection)``: the front of size against
+    training fitness (``pareto``), every member scored on every set."""
+    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    fr = PF.front(list(PF.build_pool(state, objective, prep.pset.variables, spec.preprocess,
+                                     spec.device).items.values()))
+    if not fr:
+        return [], {}, None
+    preds = _predict(programs_population([c.node for c in fr], spec.device), entries, prep.proxies,
+                     spec.preprocess, spec.device, spec.backend)
+    scores = _score_rows(preds)
+    front = [{"size": c.size, "expression": E.to_infix(c.node, prep.pset.variables), "fitness": c.fitness,
+              "source": c.source, "mean": split_means(scores[i], entries)} for i, c in enumerate(fr)]
+    pick = PF.compact_choice(fr)
+    i = fr.index(pick)
+    compact = {"expression": front[i]["expression"], "run": None, "size": pick.size, "fitness": pick.fitness,
+               "tasks": scores[i], "mean": front[i]["mean"], "index": i}
+    return front, preds, compact
+
+
+def adopt_selection(out: dict, variables) -> dict:
+    """Make the selected predictor the result's formula: ``expression`` (None for an ensemble,
+    whose formulas are in ``ensemble``), ``size``, ``fitness``, the per-task figures and
+    ``mean_kendall``. The best-training-fitness pick stays as ``expression_train``."""
+    chosen = out.get("selected")
+    sel = out.get("selection", {}).get(chosen)
+    if sel is None:
+        return out
+    out["expression_train"] = out["expression"]
+    if chosen == "ensemble":
+        out["expression"] = None
+        out["ensemble"] = {"expressions": sel["expressions"], "combine": "mean per-task rank"}
+    else:
+        out["expression"] = sel["expression"]
+        node = E.parse(sel["expression"], list(variables))
+        ops, consts = E.to_postfix(node)
+        out.update({"program": {"ops": ops, "consts": consts}, "depth": E.depth(node), "fitness": sel["fitness"]})
+    out["size"] = sel["size"]
+    for k, v in sel["tasks"].items():
+        if k in out["tasks"]:
+            out["tasks"][k].update({"kendall": v["kendall"], "spearman": v["spearman"]})
+    splits = {}
+    for v in out["tasks"].values():
+        splits.setdefault(v["split"], []).append(v.get("kendall"))
+    out["mean_kendall"] = {s: _mean(ks) for s, ks in splits.items()}
     return out
 
 

@@ -1,0 +1,315 @@
+"""The proxy a user holds: exports (Python, sympy, LaTeX) against the engine, scoring of every
+input kind with and without a reference set, files, unlabelled data, and the commands around it."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import kendalltau
+from typer.testing import CliRunner
+
+import tensorgp
+from tensorgp.engine import expression as E
+from tensorgp.engine.evaluate import evaluate
+from tensorgp.engine.export import node_to_latex, node_to_python, node_to_sympy
+from tensorgp.engine.population import Population, init_population
+from tensorgp.engine.primitives import PrimitiveSet
+from tensorgp.nas import protocols as P
+from tensorgp.nas.data import DataError, load, make_batch
+from tensorgp.nas.experiment import evolve_proxy
+from tensorgp.nas.proxy import Proxy, load_proxy
+from tensorgp.nas.scoring import score_file
+from tensorgp.nas.search import read_result, run_search
+from tensorgp_cli.cli import app
+
+from test_protocols import spec_for, write_suite
+from test_search import grid_task, write_suite_zero
+
+sp = pytest.importorskip("sympy")
+TRANSCENDENTAL = {"log", "exp", "tanh", "sqrt"}  # torch CPU float32 versions differ from numpy by an ulp
+
+
+def _python(node, names):
+    ns: dict = {}
+    exec(node_to_python(node, names), ns)
+    return ns["proxy"]
+
+
+def _lowest(v):
+    return np.where(np.isfinite(v), np.asarray(v, dtype=np.float64), -np.inf)
+
+
+def _no_pair_reversed(a, b, rtol=1e-4, atol=1e-6) -> bool:
+    """No pair is ordered one way by a and the other by b, unless both differences are within
+    float32 rounding (relative rtol, absolute atol)."""
+    a, b = _lowest(a), _lowest(b)
+    with np.errstate(invalid="ignore"):
+        da, db = a[:, None] - a[None, :], b[:, None] - b[None, :]
+        ta = (np.abs(da) <= rtol * (np.abs(a[:, None]) + np.abs(a[None, :])) + atol) | (a[:, None] == a[None, :])
+        tb = (np.abs(db) <= rtol * (np.abs(b[:, None]) + np.abs(b[None, :])) + atol) | (b[:, None] == b[None, :])
+    return not bool(((da > 0) & (db < 0) & ~(ta & tb)).any())
+
+
+def _uses(node) -> set:
+    from tensorgp.engine.compact import subtrees
+    from tensorgp.engine.primitives import CONST, function
+
+    return {function(s.op).name for s in subtrees(node) if s.op < CONST}
+
+
+def test_round_trip_100_random_formulas_on_every_suite_zero_task(suite_zero):
+    """to_python, sympy (protected, lambdified) and the engine rank every task's architectures alike."""
+    tasks = load(suite_zero)
+    names = sorted(p for p in tasks[0].proxies if all(p in t.proxies for t in tasks))
+    pop = init_population(100, PrimitiveSet(tuple(names)), torch.Generator().manual_seed(0), max_len=32,
+                          depth_range=(1, 5), const_prob=0.2)
+    nodes = [E.row(pop.ops, pop.consts, pop.length, i) for i in range(pop.size)]
+    syms = list(sp.symbols(names))
+    fns = []
+    for n in nodes:
+        used = sorted(E.variables_used(n))
+        fns.append((_python(n, names), sp.lambdify([syms[i] for i in used], node_to_sympy(n, syms, protected=True),
+                                                "numpy"), used))
+    exact = {"python": 0, "sympy": 0}
+    total = 0
+    for t in tasks:
+        b = make_batch([t], names, "rank")
+        X = b.X.numpy()
+        engine = evaluate(pop, b.X, "torch").numpy()
+        for i, (py, sy, used) in enumerate(fns):
+            cols = [X[:, j] for j in used]
+            ref = engine[i]
+            with np.errstate(all="ignore"):
+                outs = {"python": np.broadcast_to(py(*cols), ref.shape),
+                        "sympy": np.broadcast_to(np.asarray(sy(*cols), dtype=np.float64), ref.shape)}
+            total += 1
+            if not (_uses(nodes[i]) & TRANSCENDENTAL):  # the same float32 operations: bit for bit
+                np.testing.assert_array_equal(outs["python"], ref)
+            for k, v in outs.items():
+                same = np.array_equal(_lowest(ref), _lowest(v)) or kendalltau(_lowest(ref), _lowest(v)).statistic == 1.0
+                exact[k] += same
+                if not same:  # rounding only: never a pair reversed by more than float32 resolution
+                    assert _no_pair_reversed(ref, v), (k, t.name, E.to_infix(nodes[i], names))
+    assert total == 100 * len(tasks)
+    # most agree exactly (Kendall 1.0), so the rounding allowance above is not what carries the test
+    assert exact["python"] > 0.75 * total and exact["sympy"] > 0.75 * total, exact
+
+
+def test_protected_operators_in_the_exports():
+    names = ["a", "b"]
+    a = np.array([0.0, 1e-7, -1e-7, 2e-6, -3.0, 0.5, 1e7, 90.0, np.nan, np.inf], dtype=np.float32)
+    b = np.array([1e-7, 0.0, 2.0, -1e-6, 1e-5, -0.25, 3.0, 0.0, 1.0, 2.0], dtype=np.float32)
+    X = torch.from_numpy(np.stack([a, b], 1))
+    for text in ("(a / b)", "inv(a)", "log(a)", "exp(a)", "sqrt(a)", "(inv(inv(a)) + log(b))",
+                 "exp((a * 2))", "min(inv(b), max(a, b))", "square(a)"):
+        node = E.parse(text, names)
+        ref = evaluate(Population.from_rows([E.to_postfix(node)]), X, "torch")[0].numpy()
+        with np.errstate(all="ignore"):
+            py = np.broadcast_to(_python(node, names)(a, b) if E.variables_used(node) == {0, 1}
+                                 else _python(node, names)(a), ref.shape)
+            used = sorted(E.variables_used(node))
+            sy = sp.lambdify([sp.Symbol(names[i]) for i in used], node_to_sympy(node, [sp.Symbol(n) for n in names],
+                                                                                 protected=True))
+            sv = np.asarray(sy(*[[a, b][i] for i in used]), dtype=np.float32)
+        np.testing.assert_allclose(py, ref, rtol=1e-6, equal_nan=True, err_msg=text)
+        np.testing.assert_allclose(sv, ref, rtol=1e-6, equal_nan=True, err_msg=text)
+
+
+def test_latex_export():
+    names = ["nwot", "grad_norm"]
+    node = E.parse("((nwot / log(grad_norm)) - min(nwot, -0.5))", names)
+    assert node_to_latex(node, names) == (r"\frac{\mathrm{nwot}}{\log\left|\mathrm{grad\_norm}\right|} - "
+                                          r"\min\left(\mathrm{nwot}, \left(-0.5\right)\right)")
+    assert node_to_latex(E.parse("((nwot + grad_norm) * sqrt(nwot))", names), names) == \
+        r"\left(\mathrm{nwot} + \mathrm{grad\_norm}\right) \cdot \sqrt{\left|\mathrm{nwot}\right|}"
+
+
+# ----------------------------------------------------------------------------- the proxy object
+
+
+def _features(n=40, seed=0):
+    g = np.random.default_rng(seed)
+    f = {"nwot": g.normal(size=n), "jacov": g.normal(size=n), "params": g.uniform(1, 5, size=n), "other": g.normal(size=n)}
+    f["nwot"][3] = np.nan  # a failed value
+    f["jacov"][5] = -1e8  # NASLib's failure sentinel
+    return f
+
+
+def test_score_accepts_dicts_dataframes_arrays_and_tensors():
+    pd = pytest.importorskip("pandas")
+    p = Proxy(["min((nwot * params), jacov)"], ["nwot", "jacov", "params"])
+    f = _features()
+    s = p.score(f)
+    assert s.shape == (40,) and np.isnan(s[3]) and np.isnan(s[5]) and np.isfinite(np.delete(s, [3, 5])).all()
+    np.testing.assert_array_equal(p.score(pd.DataFrame(f)), s)
+    arr = np.stack([f["params"], f["jacov"], f["nwot"]], 1)
+    np.testing.assert_array_equal(p.score(arr, names=["params", "jacov", "nwot"]), s)
+    np.testing.assert_array_equal(p.score(torch.tensor(arr), names=["params", "jacov", "nwot"]), s)
+    np.testing.assert_array_equal(p.score(np.stack([f["nwot"], f["jacov"], f["params"]], 1)), s)
+    # the formula of the standalone module gives the same scores from raw values
+    ns: dict = {}
+    exec(p.to_python(), ns)
+    np.testing.assert_array_equal(ns["proxy"](nwot=f["nwot"], jacov=f["jacov"], params=f["params"]), s)
+    # the rank preprocessing of a set: a score depends on the set, which the proxy says
+    assert p.set_dependent and "depend" in str(p)
+    assert not np.array_equal(p.score({k: v[:10] for k, v in f.items()}), s[:10])
+
+
+@pytest.mark.parametrize("exprs, preprocess", [(["min((nwot * params), jacov)"], "rank"),
+                                                (["(nwot - jacov)", "(params * nwot)", "jacov"], "rank"),
+                                                (["(nwot * params)"], "zscore"),
+                                                (["(nwot * params)"], "signed-log")])
+def test_reference_scores_agree_one_at_a_time(exprs, preprocess):
+    ref = _features(200, seed=1)
+    p = Proxy(exprs, ["nwot", "jacov", "params"], preprocess,
+              np.stack([ref["nwot"], ref["jacov"], ref["params"]], 1))
+    f = _features(30, seed=2)
+    together = p.score(f, reference="train")
+    alone = np.concatenate([p.score({k: v[i:i + 1] for k, v in f.items()}, reference="train") for i in range(30)])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(p.score(f, reference=ref), together)  # explicit reference = the stored one
+    # against the reference, the ranking is the formula's: for a single formula it matches the in-set one
+    if len(exprs) == 1 and preprocess == "rank":
+        fin = np.isfinite(together)
+        assert kendalltau(together[fin], p.score(f)[fin]).statistic > 0.8
+
+
+def test_proxy_without_reference_and_bad_inputs():
+    p = Proxy(["(nwot * params)"], ["nwot", "params"])
+    with pytest.raises(DataError, match="no column for proxy 'params'"):
+        p.score({"nwot": [1.0, 2.0]})
+    with pytest.raises(DataError, match="reference='train'"):
+        p.score({"nwot": [1.0], "params": [2.0]}, reference="train")
+    with pytest.raises(DataError, match="different lengths"):
+        p.score({"nwot": [1.0, 2.0], "params": [2.0]})
+    with pytest.raises(DataError, match="2 columns"):
+        p.score(np.zeros((4, 3)))
+    with pytest.raises(E.ParseError, match="unknown variable 'snip'"):
+        Proxy(["(snip + nwot)"], ["nwot"])
+    with pytest.raises(ValueError, match="preprocess"):
+        Proxy(["nwot"], ["nwot"], "log")
+
+
+# ----------------------------------------------------------------------------- results, files, commands
+
+
+def _unlabelled(tmp_path, src):
+    """A copy of the synthetic gamma file without val_accuracy."""
+    doc = json.loads((src / "zc_gamma.json").read_text())
+    for t in doc.values():
+        for r in t.values():
+            r.pop("val_accuracy")
+    path = tmp_path / "unlabelled" / "zc_new.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_run_result_is_a_proxy_and_scores_unlabelled_files(tmp_path):
+    data = write_suite(tmp_path)
+    r = evolve_proxy(spec_for(data, test="gamma/*", select="compact"))
+    assert r["selected"] == "compact" and r["expression"] == r["selection"]["compact"]["expression"]
+    sizes = [f["size"] for f in r["pareto"]]
+    fits = [f["fitness"] for f in r["pareto"]]
+    assert sizes == sorted(set(sizes)) and fits == sorted(fits) and len(set(fits)) == len(fits)
+    assert r["size"] == min(f["size"] for f in r["pareto"] if f["fitness"] >= max(fits) - 0.01)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps(r))
+    p = tensorgp.load_proxy(tmp_path / "run")
+    assert p.expressions == [r["expression"]] and p.reference.shape[0] == 150  # the training tasks: alpha 2 x 50, beta 50
+    unl = _unlabelled(tmp_path, data)
+    with pytest.raises(DataError, match="lack val_accuracy"):
+        load(unl)
+    scored = p.score(unl)
+    assert list(scored) == ["new/task0"] and scored["new/task0"].accuracy is None
+    labelled = p.score(data / "zc_gamma.json")["gamma/task0"]
+    np.testing.assert_array_equal(scored["new/task0"].scores, labelled.scores)
+    # the per-task figures of the result are this very proxy's
+    tau = kendalltau(labelled.scores, labelled.accuracy).statistic
+    assert tau == pytest.approx(r["tasks"]["gamma/task0"]["kendall"], abs=1e-6)
+    p.save(tmp_path / "p.json")
+    q = load_proxy(tmp_path / "p.json")
+    assert q.expressions == p.expressions and np.array_equal(q.reference, p.reference, equal_nan=True)
+
+
+def test_ensemble_is_what_is_reported_scored_and_searched(tmp_path):
+    data = write_suite(tmp_path)
+    r = evolve_proxy(spec_for(data, test="gamma/*", select="ensemble"))
+    assert r["expression"] is None and r["ensemble"]["expressions"] == r["selection"]["ensemble"]["expressions"]
+    assert r["tasks"]["gamma/task0"]["kendall"] == r["selection"]["ensemble"]["tasks"]["gamma/task0"]["kendall"]
+    (tmp_path / "result.json").write_text(json.dumps(r))
+    p = load_proxy(tmp_path / "result.json")
+    assert p.is_ensemble and len(p.expressions) == 3
+    s = p.score(data / "zc_gamma.json")["gamma/task0"]
+    assert kendalltau(s.scores, s.accuracy).statistic == pytest.approx(r["tasks"]["gamma/task0"]["kendall"], abs=1e-6)
+    ns: dict = {}
+    exec(p.to_python(), ns)
+    t = load(data / "zc_gamma.json")[0]
+    np.testing.assert_allclose(ns["proxy"](**{v: t.column(v).numpy() for v in p.variables}), s.scores, rtol=1e-12)
+    assert p.to_latex().startswith(r"\frac{1}{3}")
+
+
+def _flat(text: str) -> str:
+    """CLI output without the line breaks rich wraps messages at."""
+    return "".join(text.split())
+
+
+def test_score_command_writes_csv_and_json(tmp_path):
+    data = write_suite(tmp_path)
+    r = evolve_proxy(spec_for(data, test="gamma/*"))
+    (tmp_path / "result.json").write_text(json.dumps(r))
+    unl = _unlabelled(tmp_path, data)
+    runner = CliRunner()
+    res = runner.invoke(app, ["score", "--from", str(tmp_path / "result.json"), "--data", str(unl),
+                              "--out", str(tmp_path / "s.csv"), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "task,rank,arch,score" and len(lines) == 51 and lines[1].startswith("new/task0,1,")
+    res = runner.invoke(app, ["score", "--from", str(tmp_path / "result.json"), "--data", str(unl),
+                              "--out", str(tmp_path / "s.json"), "--reference", "train"])
+    assert res.exit_code == 0, res.output
+    js = json.loads((tmp_path / "s.json").read_text())
+    assert js["reference"] == "train" and not js["set_dependent"] and len(js["scores"]) == 50
+    bad = runner.invoke(app, ["score", "--from", str(tmp_path / "result.json"), "--data", str(unl),
+                              "--out", str(tmp_path / "s.txt")])
+    assert bad.exit_code == 2 and "unknownformat'.txt'" in _flat(bad.output)
+    missing = runner.invoke(app, ["score", "--from", str(tmp_path / "nope.json"), "--data", str(unl)])
+    assert missing.exit_code == 2 and "nope.json:nosuchfile" in _flat(missing.output)
+    (tmp_path / "other.json").write_text(json.dumps({"a": 1}))
+    other = runner.invoke(app, ["score", "--from", str(tmp_path / "other.json"), "--data", str(unl)])
+    assert other.exit_code == 2 and "isitatensorgpresult" in _flat(other.output)
+
+
+def test_score_file_names_a_missing_proxy(tmp_path):
+    data = write_suite(tmp_path)
+    p = Proxy(["(p0 * p3)"], ["p0", "p3"])
+    with pytest.raises(DataError, match="has no values of proxy 'p3'"):
+        score_file(p, data / "zc_gamma.json")
+
+
+def test_leave_one_space_out_carries_a_formula_for_score_and_search(tmp_path):
+    data = write_suite(tmp_path)
+    r = P.leave_one_space_out(spec_for(data, train="*", runs=2, gens=2))
+    assert r["all_spaces"]["train_tasks"] == ["alpha/task0", "alpha/task1", "beta/task0", "gamma/task0"]
+    assert r["expression"] == r["all_spaces"]["expression"] and r["proxy"]["expressions"] == [r["expression"]]
+    (tmp_path / "loso.json").write_text(json.dumps(r))
+    p = load_proxy(tmp_path / "loso.json")
+    assert p.expressions == [r["expression"]]
+    assert score_file(tmp_path / "loso.json", data / "zc_beta.json")["tasks"]["beta/task0"]["n"] == 50
+
+
+def test_search_from_an_ensemble_result(tmp_path):
+    f = write_suite_zero(tmp_path / "zc_toy.json", [grid_task("toy/a", D=5, V=4, seed=8)])
+    rj = tmp_path / "result.json"
+    rj.write_text(json.dumps({"expression": None, "ensemble": {"expressions": ["good", "(good + noise)"]},
+                              "proxies": ["good", "noise"], "preprocess": "rank"}))
+    proxy, pre = read_result(rj)
+    assert isinstance(proxy, Proxy) and proxy.is_ensemble and pre == "rank"
+    res = run_search([f], "toy/a", proxy, budget=100, runs=2, seed=0, population=20, sample_size=5)
+    assert res["expression"] == "ensemble: good; (good + noise)"
+    assert res["median"]["percentile"] > res["baselines"]["random"]["percentile"] - 1e-9
+    runner = CliRunner()
+    out = runner.invoke(app, ["search", "--data", str(f), "--task", "toy/a", "--from", str(rj), "--budget", "50",
+                              "--runs", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["expression"].startswith("ensemble")
