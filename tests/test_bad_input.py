@@ -266,3 +266,104 @@ def test_version():
 def test_flags_have_no_bool_label():
     r = invoke("run", "--help")
     assert r.exit_code == 0 and "<bool>" not in r.output and "--json" in r.output
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _checkpointed(suite, tmp_path, gens=2):
+    d = tmp_path / "ck"
+    r = invoke("run", "--data", suite, "--train", "a/*", "--pop", 20, "--gens", gens, "--checkpoint", d,
+               "--every", 1, "--quiet", "--seed", 3)
+    assert r.exit_code == 0, r.output
+    return d
+
+
+def _tamper(d, fn):
+    obj = torch.load(d / "checkpoint.pt", weights_only=True)
+    fn(obj)
+    torch.save(obj, d / "checkpoint.pt")
+    (d / "checkpoint.prev.pt").unlink()
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda o: o["state"]["pop"]["ops"].fill_(-5), ["state.pop.ops", "opcode -5"]),
+    (lambda o: o["state"]["pop"]["ops"].__setitem__((0, 0), 99), ["state.pop.ops", "opcode 99", "terminal"]),
+    (lambda o: o["state"]["pop"]["length"].fill_(1000), ["state.pop.length", "1000"]),
+    (lambda o: o["state"]["pop"]["length"].fill_(0), ["state.pop.length", "0"]),
+    (lambda o: o["state"]["hof"]["ops"][:, 0].fill_(1), ["state.hof.ops", "well-formed postfix"]),
+    (lambda o: o["state"].__setitem__("fitness", torch.zeros(3)), ["state.fitness", "3 values"]),
+    (lambda o: o["state"]["pop"].__setitem__("consts", torch.zeros(2, 2, dtype=torch.float64)), ["state.pop.consts"]),
+    (lambda o: o["state"].pop("rng_state"), ["state.rng_state", "missing"]),
+    (lambda o: o["run"].pop("spec"), ["run.spec", "missing"]),
+    (lambda o: o["state"].__setitem__("generation", "2"), ["state.generation", "str"]),
+])
+def test_crafted_checkpoint_is_rejected_before_the_structure_pass(suite, tmp_path, fn, words):
+    d = _checkpointed(suite, tmp_path)
+    _tamper(d, fn)
+    fails(invoke("run", "--resume", d, "--quiet"), str(d / "checkpoint.pt"), *words, code=2)
+
+
+def test_truncated_checkpoint_falls_back_with_a_note(suite, tmp_path):
+    d = _checkpointed(suite, tmp_path, gens=2)
+    raw = (d / "checkpoint.pt").read_bytes()
+    (d / "checkpoint.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.warns(ck.CheckpointWarning, match="checkpoint.pt is unreadable.*resuming from checkpoint.prev.pt"):
+        r = invoke("run", "--resume", d, "--gens", 3, "--quiet", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads((d / "result.json").read_text())
+    assert res["checkpoint"]["resumed_from"] == 1 and "checkpoint.pt is unreadable" in res["checkpoint"]["fallback"]
+
+
+def test_resume_with_fewer_generations_than_done(suite, tmp_path):
+    d = _checkpointed(suite, tmp_path, gens=3)
+    fails(invoke("run", "--resume", d, "--gens", 2, "--quiet"), "--gens 2", "3 generations", code=2)
+
+
+def test_resume_notices_changed_data(suite, tmp_path):
+    d = _checkpointed(suite, tmp_path)
+    write(suite / "zc_a.json", {"x": toy(), "y": toy(shift=2.0)})  # same names and sizes, other values
+    fails(invoke("run", "--resume", d, "--gens", 3, "--quiet"), "contents changed", "train_data_sha256", code=2)
+
+
+def test_a_second_run_on_a_locked_checkpoint_folder(tmp_path):
+    with DirLock(tmp_path):
+        with pytest.raises(LockError, match=f"in use by another run \\(pid {os.getpid()} on host"):
+            DirLock(tmp_path).acquire()
+    assert not (tmp_path / "checkpoint.lock").exists()  # released
+
+
+def test_cli_run_on_a_locked_checkpoint_folder(suite, tmp_path):
+    d = tmp_path / "ck"
+    with DirLock(d):
+        fails(invoke("run", "--data", suite, "--pop", 20, "--gens", 1, "--checkpoint", d, "--quiet"),
+              str(d / "checkpoint.lock"), "in use by another run", code=2)
+
+
+def test_stale_lock_of_a_dead_pid_is_taken_over(tmp_path):
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a pid that is no longer running
+    (tmp_path / "checkpoint.lock").write_text(json.dumps({"pid": p.pid, "host": socket.gethostname()}))
+    with pytest.warns(UserWarning, match=f"took over the stale lock .* of pid {p.pid}"):
+        lock = DirLock(tmp_path).acquire()
+    assert json.loads((tmp_path / "checkpoint.lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+# ---------------------------------------------------------------- formulas
+
+
+@pytest.mark.parametrize("expr", ["(" * 250 + "nwot" + ")" * 250, " + ".join(["nwot"] * 500),
+                                  "(nwot + " * 300 + "jacov" + ")" * 300, "log(" * 260 + "nwot" + ")" * 260])
+def test_deep_and_long_formulas_evaluate(suite, expr):
+    r = invoke("eval", "--data", suite, "--tasks", "a/x", "--expr", expr, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["tasks"]["a/x"]["kendall"] is not None
+
+
+@pytest.mark.parametrize("expr, words", [("(" * 600 + "nwot" + ")" * 600, ["more than 500 levels"]),
+                                         (" + ".join(["nwot"] * 1200), ["1199 levels deep", "at most 1000"])])
+def test_too_deep_formula_is_a_parse_error(suite, expr, words):
+    fails(invoke("eval", "--data", suite, "--expr", expr), *words, code=2)
