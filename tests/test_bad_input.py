@@ -137,10 +137,14 @@ def test_proxy_beyond_float32_ranks_correctly(tmp_path):
     for i in range(30, 50):  # the top 40% scaled by 1e300: still a perfect proxy
         t[f"({i},)"]["nwot"]["score"] *= 1e300
     f = write(tmp_path / "zc_big.json", {"c": t})
-    res = evaluate_expression("nwot", [f], "*", "rank")
-    assert res["tasks"]["big/c"]["kendall"] == pytest.approx(1.0, abs=1e-6)
+    for mode in ("rank", "signed-log", "raw"):  # eval computes raw formulas in float64
+        res = evaluate_expression("nwot", [f], "*", mode)
+        assert res["tasks"]["big/c"]["kendall"] == pytest.approx(1.0, abs=1e-6), mode
+    # z-scores squeeze the 30 small values together (inherent), but nothing overflows to a failed value
+    assert evaluate_expression("nwot", [f], "*", "zscore")["tasks"]["big/c"]["kendall"] > 0.4
+    (task,) = D.load(f)
     with pytest.warns(D.DataWarning, match="big/c: proxy nwot has 20 value.* beyond the float32 range"):
-        evaluate_expression("nwot", [f], "*", "raw")
+        D.make_batch([task], ["nwot"], "raw")  # evolution runs in float32: raw 1e300 overflows, say so
 
 
 def test_close_accuracies_are_not_merged(tmp_path):
@@ -367,3 +371,34 @@ def test_deep_and_long_formulas_evaluate(suite, expr):
                                          (" + ".join(["nwot"] * 1200), ["1199 levels deep", "at most 1000"])])
 def test_too_deep_formula_is_a_parse_error(suite, expr, words):
     fails(invoke("eval", "--data", suite, "--expr", expr), *words, code=2)
+
+
+def test_raw_kendall_equals_scipy_on_every_suite_zero_task(suite_zero):
+    """``tensorgp eval --preprocess raw`` path (float64 batch, engine evaluation, rank statistics)
+    against scipy on the file's values, every present proxy of every task; failed values rank last."""
+    from scipy.stats import kendalltau
+
+    from tensorgp.engine.evaluate import evaluate
+    from tensorgp.engine.population import Population
+    from tensorgp.engine.primitives import FIRST_VAR
+    from tensorgp.nas.objective import correlation
+
+    tasks = D.load(suite_zero)
+    assert len(tasks) >= 11
+    for t in tasks:
+        ps = [p for p in t.proxies if t.present(p)]
+        b = D.make_batch([t], ps, "raw", dtype=torch.float64)
+        n = len(ps)
+        pop = Population(torch.arange(FIRST_VAR, FIRST_VAR + n, dtype=torch.int32)[:, None], torch.zeros(n, 1),
+                         torch.ones(n, dtype=torch.int32))
+        k = correlation(evaluate(pop, b.X), b, "kendall")[:, 0]
+        for j, p in enumerate(ps):
+            x = t.column(p).numpy().copy()
+            x[~np.isfinite(x)] = -np.inf
+            assert float(k[j]) == pytest.approx(kendalltau(x, t.accuracy.numpy()).statistic, abs=1e-6), (t.name, p)
+    # the issue's example through the library call behind `tensorgp eval`
+    res = evaluate_expression("nwot", [suite_zero / "zc_nasbench201.json"], "nasbench201/cifar100", "raw")
+    (t,) = [t for t in tasks if t.name == "nasbench201/cifar100"]
+    x = t.column("nwot").numpy().copy()
+    x[~np.isfinite(x)] = -np.inf
+    assert res["tasks"][t.name]["kendall"] == pytest.approx(kendalltau(x, t.accuracy.numpy()).statistic, abs=1e-6)

@@ -449,9 +449,10 @@ def _rank_column(v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def preprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-column transform of one task's ``x: float[n, m]`` -> ``float32[n, m]``, computed in
-    float64 (give float64 input: a float32 cast first would merge close values and overflow 1e300).
+def preprocess(x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-column transform of one task's ``x: float[n, m]`` -> ``float32[n, m]`` (or ``dtype``),
+    computed in float64 (give float64 input: a float32 cast first would merge close values and
+    overflow 1e300).
 
     raw: unchanged. signed-log: sign(x) * log1p(|x|). rank: average-rank quantile (rank-1)/(k-1)
     over the k finite values, ties averaged, constant column -> 0.5. zscore: (x - mean) / std over
@@ -462,7 +463,7 @@ def preprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"preprocess expects x: float[n, m], got shape {tuple(x.shape)}")
     if mode == "raw":
-        return x.to(torch.float32)
+        return x.to(dtype)
     xd = x.to(torch.float64)
     if mode == "signed-log":
         y = torch.sign(xd) * torch.log1p(xd.abs())  # sign(NaN) is 0 in torch, log1p(NaN) keeps it NaN
@@ -471,13 +472,17 @@ def preprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
     else:  # zscore
         fin = torch.isfinite(xd)
         cnt = fin.sum(0).clamp(min=1).to(xd.dtype)
+        # z-scores do not depend on scale: divide by the largest magnitude first so that squares
+        # of values near the float64 limit (1e300) stay finite
+        big = torch.where(fin, xd.abs(), torch.zeros_like(xd)).amax(0)
+        xd = xd / torch.where(big > 0, big, torch.ones_like(big))
         z = torch.where(fin, xd, torch.zeros_like(xd))
         mean = z.sum(0) / cnt
         dev = torch.where(fin, xd - mean, torch.zeros_like(xd))
         std = torch.sqrt((dev * dev).sum(0) / cnt)
         scaled = dev / torch.where(std > 0, std, torch.ones_like(std))  # std 0: dev is 0 already
         y = torch.where(fin, scaled, torch.full_like(xd, float("nan")))
-    return y.to(torch.float32)
+    return y.to(dtype)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -518,9 +523,11 @@ def _warn_beyond_float32(task: Task, x: torch.Tensor, proxies: Sequence[str]) ->
 
 
 def make_batch(
-    tasks: list[Task], proxies: Sequence[str], mode: str = "raw", device: str | torch.device = "cpu"
+    tasks: list[Task], proxies: Sequence[str], mode: str = "raw", device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> Batch:
-    """Stack ``proxies`` columns of every task (preprocessed per task with ``mode``) on ``device``."""
+    """Stack ``proxies`` columns of every task (preprocessed per task with ``mode``) on ``device``;
+    ``X`` in ``dtype`` (float64: exact raw values, evaluated by the torch interpreter)."""
     if not tasks:
         raise DataError("make_batch: no tasks")
     proxies = list(proxies)
@@ -535,9 +542,9 @@ def make_batch(
             raise DataError(f"task {t.name}: no column for proxies {missing}")
         cols = [t.proxies.index(p) for p in proxies]
         x = t.features[:, cols]
-        if mode == "raw":
+        if mode == "raw" and dtype == torch.float32:
             _warn_beyond_float32(t, x, proxies)
-        xs.append(preprocess(x, mode))
+        xs.append(preprocess(x, mode, dtype))
         accs.append(t.accuracy)
     sizes = torch.tensor([0] + [len(t) for t in tasks], dtype=torch.int64)
     return Batch(

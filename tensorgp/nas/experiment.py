@@ -131,9 +131,10 @@ def program_population(node: E.Node, device: str | torch.device = "cpu") -> Popu
 
 
 def task_scores(pop: Population, tasks: list[Task], proxies: list[str], preprocess: str,
-                device: str = "cpu", backend: str = "auto") -> dict[str, dict[str, float]]:
+                device: str = "cpu", backend: str = "auto",
+                dtype: torch.dtype = torch.float32) -> dict[str, dict[str, float]]:
     """Kendall and Spearman of each program row on each task -> ``{task: {kendall, spearman, n}}`` for row 0."""
-    batch = make_batch(tasks, proxies, preprocess, device)
+    batch = make_batch(tasks, proxies, preprocess, device, dtype)
     pred = evaluate(pop, batch.X, backend)
     k = correlation(pred, batch, "kendall")[0].tolist()
     s = correlation(pred, batch, "spearman")[0].tolist()
@@ -304,7 +305,9 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
                         device: str = "cpu", backend: str = "auto") -> dict:
     """Score one formula on tasks. A task lacking a proxy the formula names is reported with
     ``error`` and left out of the mean, never scored silently; so is a task whose Kendall tau is
-    undefined (``undefined``: the reason). ``DataError`` when no task can be scored."""
+    undefined (``undefined``: the reason). ``DataError`` when no task can be scored. With ``raw``
+    preprocessing the formula is computed in float64 (torch interpreter), so its Kendall equals
+    scipy's on the file's values: a float32 cast would merge close values and overflow 1e300."""
     resolve_device(device)
     tasks = select(load(data), tasks_glob)
     names = E.names_in(text)
@@ -316,6 +319,7 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
     node = E.parse(text, names or all_proxies[:1])
     variables = names or all_proxies[:1]
     prog = program_population(node, device)
+    dtype = torch.float64 if preprocess == "raw" else torch.float32
     out: dict[str, dict] = {}
     for t in tasks:
         missing = [p for p in names if not t.present(p)]
@@ -329,11 +333,12 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
                           stacklevel=2)
             out[t.name] = {"n": len(t), "kendall": None, "spearman": None, "undefined": why}
             continue
-        out.update(task_scores(prog, [t], variables, preprocess, device, backend))
+        out.update(task_scores(prog, [t], variables, preprocess, device, backend, dtype))
     if all("error" in v or "undefined" in v for v in out.values()):
         raise DataError("no selected task can be scored: " + "; ".join(
             f"{n}: {v.get('error') or 'undefined, ' + v['undefined']}" for n, v in out.items()))
     ks = [v["kendall"] for v in out.values() if "error" not in v and "undefined" not in v]
     return {"expression": E.to_infix(node, variables), "preprocess": preprocess, "tasks": out,
             "mean_kendall": sum(ks) / len(ks) if ks else None,
-            "backend": resolve_backend(backend, device)}
+            "backend": "torch" if dtype == torch.float64 else resolve_backend(backend, device),
+            "dtype": str(dtype).removeprefix("torch.")}
