@@ -402,3 +402,29 @@ def test_raw_kendall_equals_scipy_on_every_suite_zero_task(suite_zero):
     x = t.column("nwot").numpy().copy()
     x[~np.isfinite(x)] = -np.inf
     assert res["tasks"][t.name]["kendall"] == pytest.approx(kendalltau(x, t.accuracy.numpy()).statistic, abs=1e-6)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def test_newline_in_a_task_name_keeps_the_markdown_table(tmp_path):
+    from tensorgp.nas import report as R
+
+    md = R.table(["task", "kendall"], [["evil\ntask|x", "0.5"], ["ok", "0.1"]])
+    lines = md.splitlines()
+    assert len(lines) == 4 and lines[2] == "| evil\\ntask\\|x | 0.5 |"
+
+
+def test_report_scatter_shows_every_test_task(tmp_path):
+    pytest.importorskip("matplotlib")
+    from tensorgp.nas import report as R
+    from tensorgp.nas.experiment import evolve_proxy
+
+    d = tmp_path / "data"
+    d.mkdir()
+    write(d / "zc_a.json", {"x": toy()})
+    write(d / "zc_t.json", {f"t{i}": toy(shift=i) for i in range(5)})
+    res = evolve_proxy(RunSpec(data=[d], train="a/*", test="t/*", config=EvolutionConfig(population=20, generations=1)))
+    assert sorted(res["scatter"]) == [f"t/t{i}" for i in range(5)]
+    fig = R.figure_scatter(res, tmp_path / "s.png", "all tasks")
+    assert fig is not None and fig.stat().st_size > 0
