@@ -14,6 +14,10 @@ import argparse
 import json
 import time
 
+import _env  # the project interpreter, or a clear message
+
+_env.require_tensorgp()
+
 from tensorgp.nas.data import find_data_dir
 from tensorgp.engine.evolve import EvolutionConfig
 from tensorgp.nas.experiment import RunSpec, evolve_proxy, prepare

@@ -21,6 +21,10 @@ import numpy as np
 import torch
 from numba import njit
 
+import _env  # the project interpreter, or a clear message
+
+_env.require_tensorgp()
+
 from tensorgp.engine import eval_numba
 from tensorgp.engine.population import init_population
 from tensorgp.engine.primitives import DEFAULT_FUNCTIONS, PrimitiveSet

@@ -20,6 +20,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import _env  # the project interpreter, or a clear message
+
+_env.require_tensorgp()
+
 from tensorgp.engine.evolve import EvolutionConfig
 from tensorgp.nas.experiment import RunSpec, evolve_proxy
 from tensorgp.nas.protocols import leave_one_space_out

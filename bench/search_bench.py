@@ -20,6 +20,10 @@ from pathlib import Path
 
 import torch
 
+import _env  # the project interpreter, or a clear message
+
+_env.require_tensorgp()
+
 from tensorgp.engine import expression as E
 from tensorgp.nas.data import load, preprocess
 from tensorgp.engine.evaluate import evaluate
