@@ -428,3 +428,14 @@ def test_report_scatter_shows_every_test_task(tmp_path):
     assert sorted(res["scatter"]) == [f"t/t{i}" for i in range(5)]
     fig = R.figure_scatter(res, tmp_path / "s.png", "all tasks")
     assert fig is not None and fig.stat().st_size > 0
+
+
+def test_piped_tables_keep_long_task_names_whole(tmp_path):
+    import subprocess
+
+    name = "a_rather_long_task_name_that_would_wrap_at_eighty_columns_" + "x" * 40
+    f = write(tmp_path / "zc_long.json", {name: toy()})
+    r = subprocess.run([sys.executable, "-m", "tensorgp_cli.cli", "eval", "--data", str(f), "--expr", "nwot"],
+                       capture_output=True, text=True, timeout=300)  # stdout is a pipe, not a tty
+    assert r.returncode == 0, r.stderr
+    assert f"long/{name}" in r.stdout
