@@ -151,6 +151,9 @@ def _to_float(v: Any) -> float:
     return math.nan
 
 
+_NUMBER_TYPES = frozenset({float, int})
+
+
 def _score(v: Any, src: Path, task: str, arch: str, proxy: str) -> float:
     """A proxy value: a number (or ``{"score": number}``); null or absent is a failed value (NaN);
     anything else is a ``DataError`` naming where it is."""
@@ -226,7 +229,12 @@ def _build_task(name: str, src: Path, node: dict) -> Task:
 
     feats = np.empty((len(recs), len(proxies)), dtype=np.float64)
     for j, p in enumerate(proxies):
-        feats[:, j] = [_score(r.get(p), src, name, k, p) for k, r in zip(keys, recs)]
+        col = [r.get(p) for r in recs]
+        xs = [v.get("score") if type(v) is dict else v for v in col]
+        if set(map(type, xs)) <= _NUMBER_TYPES:  # the common case, checked in bulk
+            feats[:, j] = xs
+        else:
+            feats[:, j] = [_score(v, src, name, k, p) for k, v in zip(keys, col)]
     with np.errstate(invalid="ignore"):
         feats[~np.isfinite(feats) | (feats <= FAILED_BELOW)] = np.nan
     return Task(name, str(src), keys, proxies, torch.from_numpy(feats), torch.from_numpy(acc))
