@@ -14,9 +14,10 @@ import argparse
 import json
 import time
 
-import _env  # the project interpreter, or a clear message
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
 
-_env.require_tensorgp()
+    _env.require_tensorgp()
 
 from tensorgp.nas.data import find_data_dir
 from tensorgp.engine.evolve import EvolutionConfig

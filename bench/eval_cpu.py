@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from numba import njit
 
-import _env  # the project interpreter, or a clear message
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
 
-_env.require_tensorgp()
+    _env.require_tensorgp()
 
 from tensorgp.engine import eval_numba
 from tensorgp.engine.population import init_population

@@ -20,9 +20,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import _env  # the project interpreter, or a clear message
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
 
-_env.require_tensorgp()
+    _env.require_tensorgp()
 
 from tensorgp.engine.evolve import EvolutionConfig
 from tensorgp.nas.experiment import RunSpec, evolve_proxy

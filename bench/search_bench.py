@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-import _env  # the project interpreter, or a clear message
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
 
-_env.require_tensorgp()
+    _env.require_tensorgp()
 
 from tensorgp.engine import expression as E
 from tensorgp.nas.data import load, preprocess
