@@ -281,8 +281,8 @@ def _parse_json(raw: bytes, src: Path) -> Any:
             node, path = stack.pop()
             if isinstance(node, dict):
                 if id(node) in dups:
-                    where = "/".join(path) or "the top level"
-                    raise DataError(f"{src}: duplicate key {dups[id(node)]!r} in object {where} (keys must be unique; "
+                    where = f"in object {'/'.join(path)}" if path else "at the top level"
+                    raise DataError(f"{src}: duplicate key {dups[id(node)]!r} {where} (keys must be unique; "
                                     f"JSON readers would silently keep the last one)")
                 stack.extend((v, path + [str(k)]) for k, v in node.items())
             elif isinstance(node, list):
