@@ -2,27 +2,40 @@
 # Each creates the project venv (.venv) and installs what it needs first.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-# A CPU build of torch unless the machine has an NVIDIA GPU (override: make TORCH=torch==X.Y.Z)
+# torch version (override: make TORCH=torch==X.Y.Z)
 TORCH   ?= torch==2.13.0
+# Without an NVIDIA GPU (no nvidia-smi) the CPU-only torch wheel from PyTorch's CPU index, a fraction
+# of the size of the default CUDA build; with one, the default index (override: make TORCH_INDEX=...)
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
+TORCH_INDEX ?= $(if $(HAS_GPU),,--index-url https://download.pytorch.org/whl/cpu)
+# triton (the GPU kernels, about 1 GB): the `gpu` extra, installed for `run` only where a GPU can use
+# it; `test` installs the `dev` extra, which has it too (the kernel tests run it interpreted on the CPU)
+EXTRAS  := $(if $(HAS_GPU),[gpu],)
 # Data: --data DATA when set, else $$TENSORGP_DATA, else ../shared/data/suite-zero
 DATA    ?=
 OUT     ?= runs/latest
 
-.PHONY: run test install bench report clean
+.PHONY: run test install install-dev bench report clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_INDEX) "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".$(EXTRAS)"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
+install-dev: $(VENV)/.installed-dev
+
 run: install
 	$(VENV)/bin/tensorgp run $(if $(DATA),--data $(DATA),) --train 'nasbench201/*,nasbench301/*' \
 		--test 'transbench101_micro/*' --pop 1000 --gens 50 --seed 0 --out $(OUT)
 
-test: install
+test: install-dev
 	$(PY) -m pytest -q
 
 bench: install

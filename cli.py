@@ -14,10 +14,26 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# plain click help: rich help labels every flag with a <bool> type
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="tensorgp: tensorized genetic programming for zero-cost NAS proxies and symbolic regression.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # messages name paths: never break them mid-word
+# piped to a file, rich would wrap tables at 80 columns and cut task names: lay them out wide instead
+out = Console() if sys.stdout.isatty() else Console(width=400)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tensorgp import __version__
+
+        print(f"tensorgp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """tensorgp: tensorized genetic programming for zero-cost NAS proxies and symbolic regression."""
 
 MULTI_VALUE_OPTIONS = ("--data",)  # options that take several space-separated values
 
@@ -47,15 +63,14 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _data_paths(data: Optional[List[Path]]) -> list[Path]:
-    from tensorgp.nas.data import find_data_dir
+    from tensorgp.nas.data import DataError, find_data_dir
 
     if data:
         return list(data)
-    d = find_data_dir()
-    if not d.exists():
-        _fail(f"no --data given and the default data directory {d} does not exist; "
-              f"pass --data PATH or set TENSORGP_DATA")
-    return [d]
+    try:
+        return [find_data_dir()]
+    except DataError as e:
+        _fail(str(e))
 
 
 def _fmt(v) -> str:
@@ -113,7 +128,7 @@ def run(
     patience: int = typer.Option(0, help="Stop after this many generations without improvement (0: never)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     backend: str = typer.Option("auto", help="auto | torch | numba | triton."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write OUT/result.json (atomically)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write OUT/result.json (atomically; default: the --checkpoint folder, else runs/<UTC time>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
     quiet: bool = typer.Option(False, help="No progress display."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Write DIR/checkpoint.pt atomically every --every generations and at the end (the result goes to DIR/result.json unless --out)."),
@@ -127,6 +142,7 @@ def run(
     from tensorgp.nas.data import DataError
     from tensorgp.engine.evolve import EvolutionConfig
     from tensorgp.nas.experiment import RunSpec, evolve_proxy, prepare
+    from tensorgp.runtime.output import check_out_dir, default_run_dir
 
     try:
         cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, tournament_size=tournament,
@@ -137,8 +153,10 @@ def run(
                        proxies=[p.strip() for p in proxies.split(",") if p.strip()] if proxies else None,
                        preprocess=preprocess, functions=functions, constants=constants, metric=metric,
                        aggregation=aggregation, device=device, backend=backend, config=cfg,
-                       fit_fraction=fit_fraction, split_seed=split_seed, validation=validation, select=select)
+                       fit_fraction=fit_fraction, split_seed=split_seed, validation=validation,
+                       select=select).validate()
         if protocol != "split":  # several evolutions: tensorgp.nas.protocols drives them
+            out_dir = check_out_dir(out_dir if out_dir is not None else default_run_dir())
             return _run_protocol(spec, protocol, checkpoint is not None or resume is not None or islands > 1,
                                  out_dir, as_json, quiet)
         from tensorgp.runtime.distributed import plan_run  # checkpoints, resume, islands (torchrun)
@@ -147,11 +165,13 @@ def run(
                         every=every, resume=resume, explicit={n for n in ctx.params if getattr(
                             ctx.get_parameter_source(n), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")})
         spec, quiet = plan.spec, quiet or plan.world.rank != 0  # rank 0 alone reports
-        out_dir = out_dir if out_dir is not None else plan.checkpoint
+        if plan.world.rank == 0:  # the result's folder must work before the run, not after it
+            out_dir = check_out_dir(out_dir if out_dir is not None else plan.checkpoint or default_run_dir())
         prep = prepare(spec)
     except (DataError, ValueError) as e:
         _fail(str(e))
     if not quiet:
+        err.print(f"[bold]tensorgp run[/]: result goes to {Path(out_dir) / 'result.json'}")
         err.print(f"[bold]tensorgp run[/]: {len(prep.train)} training task(s), {len(prep.test)} test task(s), "
                   f"{prep.train_batch.X.shape[0]} training architectures, terminals: {', '.join(prep.proxies)}")
     progress = Progress(TextColumn("gen {task.completed:>4}/{task.total}"), BarColumn(),
@@ -181,7 +201,11 @@ def _emit(result: dict, out_dir: Optional[Path], as_json: bool, quiet: bool, sho
     from tensorgp.runtime.results import dumps, write_json
 
     if out_dir is not None:
-        path = write_json(Path(out_dir) / "result.json", result)
+        try:
+            path = write_json(Path(out_dir) / "result.json", result)
+        except OSError as e:  # the folder was checked at the start; keep the result anyway
+            print(dumps(result))
+            _fail(f"cannot write {Path(out_dir) / 'result.json'} ({e.strerror or e}); the result JSON is on stdout", 1)
         if not quiet:
             err.print(f"wrote {path}")
     if as_json:
@@ -204,11 +228,13 @@ def _print_run(r: dict) -> None:
                      overflow="fold" if c == "task" else "ellipsis")
     for name, v in r["tasks"].items():
         bs = v["best_single"]
-        delta = None if bs["kendall"] is None else v["kendall"] - bs["kendall"]
+        delta = None if bs["kendall"] is None or v["kendall"] is None else v["kendall"] - bs["kendall"]
         colour = "green" if delta is not None and delta >= 0 else "red"
         t.add_row(name, v["split"], str(v["n"]), _fmt(v["kendall"]), _fmt(v["spearman"]), str(bs["proxy"]),
                   _fmt(bs["kendall"]), f"[{colour}]{_fmt(delta)}[/]")
     out.print(t)
+    for name, why in r.get("undefined_tasks", {}).items():
+        out.print(f"[yellow]{name}: Kendall tau undefined ({why}); left out of fitting and of the means[/]")
     mk = r.get("mean_kendall", {})
     out.print("mean kendall: " + ", ".join(f"{s} {_fmt(v)}" for s, v in mk.items()))
     _print_protocol(r)
@@ -263,10 +289,12 @@ def eval_cmd(
         return
     t = Table(title=f"{res['expression']}  (preprocess {preprocess})")
     for c in ("task", "n", "kendall", "spearman"):
-        t.add_column(c, justify="left" if c == "task" else "right")
+        t.add_column(c, justify="left" if c == "task" else "right", overflow="fold" if c == "task" else "ellipsis")
     for name, v in res["tasks"].items():
         if "error" in v:
             t.add_row(name, str(v["n"]), f"[red]{v['error']}[/]", "")
+        elif "undefined" in v:
+            t.add_row(name, str(v["n"]), f"[yellow]undefined: {v['undefined']}[/]", "")
         else:
             t.add_row(name, str(v["n"]), _fmt(v["kendall"]), _fmt(v["spearman"]))
     out.print(t)

@@ -14,6 +14,11 @@ import argparse
 import json
 import time
 
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
+
+    _env.require_tensorgp()
+
 from tensorgp.nas.data import find_data_dir
 from tensorgp.engine.evolve import EvolutionConfig
 from tensorgp.nas.experiment import RunSpec, evolve_proxy, prepare

@@ -21,6 +21,11 @@ import numpy as np
 import torch
 from numba import njit
 
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
+
+    _env.require_tensorgp()
+
 from tensorgp.engine import eval_numba
 from tensorgp.engine.population import init_population
 from tensorgp.engine.primitives import DEFAULT_FUNCTIONS, PrimitiveSet

@@ -20,6 +20,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
+
+    _env.require_tensorgp()
+
 from tensorgp.engine.evolve import EvolutionConfig
 from tensorgp.nas.experiment import RunSpec, evolve_proxy
 from tensorgp.nas.protocols import leave_one_space_out

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import torch
 
+if __name__ == "__main__":  # run as a script: the project interpreter, or a clear message
+    import _env
+
+    _env.require_tensorgp()
+
 from tensorgp.engine import expression as E
 from tensorgp.nas.data import load, preprocess
 from tensorgp.engine.evaluate import evaluate

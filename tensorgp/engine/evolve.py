@@ -7,6 +7,7 @@ checkpoint saves.
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,14 @@ class EvolutionConfig:
             raise ValueError("elitism must be in [0, population)")
         if self.tournament_size < 1:
             raise ValueError("tournament_size must be >= 1")
+        if self.tournament_size > self.population:
+            raise ValueError(f"tournament size {self.tournament_size} (--tournament) exceeds the population "
+                             f"{self.population} (--pop): a tournament draws from one run's population")
+        if not (isinstance(self.parsimony, (int, float)) and math.isfinite(self.parsimony) and self.parsimony >= 0):
+            raise ValueError(f"parsimony {self.parsimony} (--parsimony) must be a finite number >= 0 "
+                             f"(the fitness penalty per program node)")
+        if self.patience < 0:
+            raise ValueError(f"patience {self.patience} (--patience) must be >= 0 (0: never stop early)")
         if self.max_depth < 1 or self.max_len < 3:
             raise ValueError("max_depth must be >= 1 and max_len >= 3")
         lo, hi = self.init_depth

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import wraps
 
 import numpy as np
 import torch
@@ -20,6 +23,35 @@ _BINARY_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 class ParseError(ValueError):
     pass
+
+
+# Formulas are printed, parsed and simplified by recursion over the tree. These limits keep that
+# recursion well inside a raised (guarded) interpreter limit: a formula nested deeper, or a tree
+# deeper, is a ParseError rather than a RecursionError.
+MAX_NESTING = 500  # parentheses, calls and unary minus inside one another
+MAX_DEPTH = 1000  # tree depth (a flat sum of k terms has depth k - 1)
+_RECURSION_LIMIT = 8 * MAX_DEPTH + 2000
+
+
+@contextmanager
+def _deep_recursion():
+    """Raise the interpreter's recursion limit for the block (never lower it)."""
+    old = sys.getrecursionlimit()
+    if old < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _guarded(fn):
+    """Run a recursive tree function under ``_deep_recursion``."""
+    @wraps(fn)
+    def run(*args, **kwargs):
+        with _deep_recursion():
+            return fn(*args, **kwargs)
+    return run
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,7 @@ def from_postfix(ops: list[int], consts: list[float]) -> Node:
     return stack[0]
 
 
+@_guarded
 def to_postfix(node: Node) -> tuple[list[int], list[float]]:
     ops: list[int] = []
     consts: list[float] = []
@@ -81,6 +114,7 @@ def _fmt_const(v: float) -> str:
     return s
 
 
+@_guarded
 def to_infix(node: Node, variables: tuple[str, ...] | list[str]) -> str:
     if node.op == CONST:
         return _fmt_const(node.value)
@@ -97,22 +131,26 @@ def to_infix(node: Node, variables: tuple[str, ...] | list[str]) -> str:
     return f"{f.name}({', '.join(args)})"
 
 
+def _walk(node: Node):
+    """``(node, depth)`` of every node, iteratively (any depth)."""
+    stack = [(node, 0)]
+    while stack:
+        n, d = stack.pop()
+        yield n, d
+        stack.extend((c, d + 1) for c in n.children)
+
+
 def size(node: Node) -> int:
-    return 1 + sum(size(c) for c in node.children)
+    return sum(1 for _ in _walk(node))
 
 
 def depth(node: Node) -> int:
-    return 0 if not node.children else 1 + max(depth(c) for c in node.children)
+    return max(d for _, d in _walk(node))
 
 
 def variables_used(node: Node) -> set[int]:
     """Feature indices the tree reads."""
-    out: set[int] = set()
-    if node.op >= FIRST_VAR:
-        out.add(node.op - FIRST_VAR)
-    for c in node.children:
-        out |= variables_used(c)
-    return out
+    return {n.op - FIRST_VAR for n, _ in _walk(node) if n.op >= FIRST_VAR}
 
 
 # ---------------------------------------------------------------- parsing
@@ -142,10 +180,33 @@ def parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
     Grammar: expr := term (('+'|'-') term)*; term := unary (('*'|'/') unary)*;
     unary := '-' NUMBER (a negative constant) | '-' unary (neg) | atom;
     atom := NUMBER | NAME | NAME '(' expr (',' expr)* ')' | '(' expr ')'.
+    Up to ``MAX_NESTING`` levels of nesting and a tree depth of ``MAX_DEPTH``; deeper is a ParseError.
     """
+    with _deep_recursion():
+        node = _parse(text, variables)
+    d = depth(node)
+    if d > MAX_DEPTH:
+        raise ParseError(f"the formula's tree is {d} levels deep; at most {MAX_DEPTH} are supported "
+                         f"(a sum of k terms is k - 1 deep)")
+    return node
+
+
+def _parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
     toks = _tokenize(text)
     var_index = {v: i for i, v in enumerate(variables)}
     i = 0
+    level = 0  # current nesting (parentheses, calls, unary minus)
+
+    def nest() -> None:
+        nonlocal level
+        level += 1
+        if level > MAX_NESTING:
+            raise ParseError(f"the formula nests parentheses, calls or unary minus more than {MAX_NESTING} "
+                             f"levels deep (at token {i + 1})")
+
+    def unnest() -> None:
+        nonlocal level
+        level -= 1
 
     def peek() -> tuple[str, str] | None:
         return toks[i] if i < len(toks) else None
@@ -184,10 +245,16 @@ def parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
             nxt = peek()
             if nxt is not None and nxt[0] == "num":
                 return Node(CONST, _f32(-float(take()[1])))
-            return Node(OPCODE["neg"], 0.0, (unary(),))
+            nest()
+            node = Node(OPCODE["neg"], 0.0, (unary(),))
+            unnest()
+            return node
         if t is not None and t == ("sym", "+"):
             take()
-            return unary()
+            nest()
+            node = unary()
+            unnest()
+            return node
         return atom()
 
     def atom() -> Node:
@@ -196,8 +263,10 @@ def parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
             return Node(CONST, _f32(float(val)))
         if kind == "sym":
             if val == "(":
+                nest()
                 node = expr()
                 take(")")
+                unnest()
                 return node
             raise ParseError(f"unexpected {val!r} (token {i})")
         # a name: function call or variable
@@ -206,11 +275,13 @@ def parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
             if val not in OPCODE:
                 raise ParseError(f"unknown function {val!r}; known: {', '.join(OPCODE)}")
             take("(")
+            nest()
             args = [expr()]
             while peek() == ("sym", ","):
                 take()
                 args.append(expr())
             take(")")
+            unnest()
             f = FUNCTIONS[OPCODE[val] - 1]
             if len(args) != f.arity:
                 raise ParseError(f"{val} takes {f.arity} argument(s), got {len(args)}")
@@ -247,6 +318,7 @@ def _is_const(n: Node, v: float | None = None) -> bool:
     return n.op == CONST and (v is None or n.value == v)
 
 
+@_guarded
 def simplify(node: Node) -> Node:
     """Constant folding and identities that keep the value bit-for-bit on every input,
     NaN and inf included (so ``x * 0`` is kept: it is NaN where x is)."""

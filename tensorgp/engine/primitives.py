@@ -123,7 +123,10 @@ class PrimitiveSet:
         unknown = [n for n in names if n not in OPCODE]
         if unknown:
             raise ValueError(f"unknown function(s) {unknown}; known: {', '.join(OPCODE)}")
-        return tuple(dict.fromkeys(names))
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:  # a repeat would not weigh the draw: say so rather than drop it silently
+            raise ValueError(f"function(s) listed more than once: {', '.join(dup)}")
+        return tuple(names)
 
     @property
     def n_vars(self) -> int:

@@ -12,7 +12,11 @@ A *task* is one (search space, dataset) pair: architectures (rows) x zero-cost p
 A dict is a task when more than half of its values are dicts holding ``val_accuracy``; any
 other dict is searched recursively. Task names are the file stem without ``zc_`` followed by
 the key path, dropping a key equal to the stem (``zc_nasbench201.json`` / ``cifar10`` ->
-``nasbench201/cifar10``). Failed proxy values (<= -1e7, +-inf, NaN, non-numeric) become NaN.
+``nasbench201/cifar10``). Failed proxy values (<= -1e7, +-inf, NaN, null) become NaN; a string,
+bool, list or object where a proxy score belongs is a ``DataError``, as are duplicate keys in an
+object (JSON would let the last one win silently). Values are kept in float64 until after
+preprocessing, so proxies beyond the float32 range (1e300) and accuracies closer than float32
+resolution keep their order.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import fnmatch
 import json
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +43,10 @@ NON_PROXY_KEYS = frozenset({
     "valid_acc", "train_time", "eval_time", "runtime", "train_loss", "val_loss", "test_loss",
 })
 NON_PROXY_SUFFIXES = ("_accuracy", "_acc", "_loss", "_time")
+# The hand-made zero-cost proxies: such a key is a proxy even when none of its values is a number
+KNOWN_PROXIES = frozenset({"synflow", "nwot", "snip", "jacov", "grad_norm", "fisher", "grasp", "l2_norm", "plain",
+                           "epe_nas", "zen", "flops", "params"})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class DataError(ValueError):
@@ -45,12 +54,15 @@ class DataError(ValueError):
 
 
 class DataWarning(UserWarning):
-    """Architectures dropped while loading (no or non-finite val_accuracy)."""
+    """Architectures dropped while loading (no or non-finite val_accuracy), degenerate tasks, raw
+    values beyond float32."""
 
 
 @dataclass
 class Task:
-    """One task: ``features: float32[n, m]`` (columns ``proxies``, NaN = failed/missing), ``accuracy: float32[n]``."""
+    """One task: ``features: float64[n, m]`` (columns ``proxies``, NaN = failed/missing), ``accuracy: float64[n]``.
+
+    float64 on purpose: ranks are taken before any float32 cast (see ``make_batch``)."""
 
     name: str
     source: str
@@ -82,10 +94,18 @@ class Task:
         col = self.features[:, self.proxies.index(proxy)]
         return 2 * int(torch.isfinite(col).sum()) > len(self)
 
+    def undefined(self) -> str | None:
+        """Why a rank correlation with this task's accuracies is undefined (None when it is defined)."""
+        if len(self) < 2:
+            return f"{len(self)} architecture(s): a rank correlation needs at least 2"
+        if bool((self.accuracy == self.accuracy[0]).all()):
+            return f"all {len(self)} accuracies are equal ({float(self.accuracy[0]):g})"
+        return None
+
     def column(self, proxy: str) -> torch.Tensor:
-        """``float32[n]``: the proxy's values, all NaN if it is not a column."""
+        """``float64[n]``: the proxy's values, all NaN if it is not a column."""
         if proxy not in self.proxies:
-            return torch.full((len(self),), float("nan"), dtype=torch.float32)
+            return torch.full((len(self),), float("nan"), dtype=self.features.dtype)
         return self.features[:, self.proxies.index(proxy)]
 
     def subset(self, idx: torch.Tensor) -> "Task":
@@ -125,7 +145,7 @@ def _looks_like_record(v: Any) -> bool:
 
 
 def _is_proxy_key(k: str) -> bool:
-    return k not in NON_PROXY_KEYS and not k.endswith(NON_PROXY_SUFFIXES)
+    return k in KNOWN_PROXIES or (k not in NON_PROXY_KEYS and not k.endswith(NON_PROXY_SUFFIXES))
 
 
 def _to_float(v: Any) -> float:
@@ -134,6 +154,21 @@ def _to_float(v: Any) -> float:
     if type(v) is float or type(v) is int:
         return float(v)
     return math.nan
+
+
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def _score(v: Any, src: Path, task: str, arch: str, proxy: str) -> float:
+    """A proxy value: a number (or ``{"score": number}``); null or absent is a failed value (NaN);
+    anything else is a ``DataError`` naming where it is."""
+    x = v.get("score") if type(v) is dict else v
+    if x is None:
+        return math.nan
+    if type(x) is float or type(x) is int:
+        return float(x)
+    raise DataError(f"{src}: task {task}: architecture {arch}: proxy {proxy} has a {type(x).__name__} score "
+                    f"{x!r}; expected a number (null or -1e8 for a failed value)")
 
 
 def _find_tasks(node: dict, path: list[str], src: Path, labels: bool = True) -> Iterator[tuple[list[str], dict]]:
@@ -199,27 +234,78 @@ def _build_task(name: str, src: Path, node: dict, labels: bool = True) -> Task:
     for p in seen:
         if not isinstance(p, str) or not _is_proxy_key(p):
             continue
-        if any(_is_score(v) or _is_number(v) for v in (r.get(p) for r in recs)):
+        if p in KNOWN_PROXIES or any(_is_score(v) or _is_number(v) for v in (r.get(p) for r in recs)):
             proxies.append(p)
     proxies.sort()
 
     feats = np.empty((len(recs), len(proxies)), dtype=np.float64)
     for j, p in enumerate(proxies):
-        feats[:, j] = [_to_float(r.get(p)) for r in recs]
-    with np.errstate(invalid="ignore", over="ignore"):
+        col = [r.get(p) for r in recs]
+        xs = [v.get("score") if type(v) is dict else v for v in col]
+        if set(map(type, xs)) <= _NUMBER_TYPES:  # the common case, checked in bulk
+            feats[:, j] = xs
+        else:
+            feats[:, j] = [_score(v, src, name, k, p) for k, v in zip(keys, col)]
+    with np.errstate(invalid="ignore"):
         feats[~np.isfinite(feats) | (feats <= FAILED_BELOW)] = np.nan
-        f32 = feats.astype(np.float32)  # overflow to +-inf here counts as failed too
-    f32[~np.isfinite(f32)] = np.nan
-    return Task(
-        name, str(src), keys, proxies,
-        torch.from_numpy(np.ascontiguousarray(f32)), torch.from_numpy(acc.astype(np.float32)),
-    )
+    return Task(name, str(src), keys, proxies, torch.from_numpy(feats), torch.from_numpy(acc))
+
+
+def check_regular_file(src: Path) -> None:
+    """``DataError`` unless ``src`` is a regular file: checked by ``stat`` before any open, since
+    opening a FIFO or a device blocks or reads forever."""
+    try:
+        st = os.stat(src)
+    except FileNotFoundError:
+        raise DataError(f"{src}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{src}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise DataError(f"{src}: is {kind}, not a regular file; give a zc_*.json file")
+
+
+def _parse_json(raw: bytes, src: Path) -> Any:
+    """JSON with every object checked for duplicate keys (``DataError`` naming the key path)."""
+    dups: dict[int, str] = {}  # id of an object holding a duplicate key -> the first such key
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        d = dict(items)
+        if len(d) < len(items):
+            seen: set[str] = set()
+            dups[id(d)] = next(k for k, _ in items if k in seen or seen.add(k))
+        return d
+
+    try:
+        obj = json.loads(raw, object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{src}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{src}: not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise DataError(f"{src}: JSON nested too deeply to read (Suite-Zero files nest a few levels)") from None
+    if dups:
+        stack: list[tuple[Any, list[str]]] = [(obj, [])]
+        while stack:  # iterative: the nesting depth is the file's to choose
+            node, path = stack.pop()
+            if isinstance(node, dict):
+                if id(node) in dups:
+                    where = f"in object {'/'.join(path)}" if path else "at the top level"
+                    raise DataError(f"{src}: duplicate key {dups[id(node)]!r} {where} (keys must be unique; "
+                                    f"JSON readers would silently keep the last one)")
+                stack.extend((v, path + [str(k)]) for k, v in node.items())
+            elif isinstance(node, list):
+                stack.extend((v, path + [str(i)]) for i, v in enumerate(node))
+    return obj
 
 
 def load_file(path: str | Path, labels: bool = True) -> list[Task]:
     """Tasks of one ``zc_*.json`` file, in file order. ``labels=False``: records need no
     ``val_accuracy`` (scoring only); a missing one is NaN."""
     src = Path(path)
+    check_regular_file(src)
     try:
         with open(src, "rb") as fh:
             raw = fh.read()
@@ -227,19 +313,17 @@ def load_file(path: str | Path, labels: bool = True) -> list[Task]:
         raise DataError(f"{src}: no such file") from None
     except OSError as e:
         raise DataError(f"{src}: cannot read ({e.strerror or e})") from None
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{src}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{src}: not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    obj = _parse_json(raw, src)
     if not isinstance(obj, dict):
         raise DataError(f"{src}: top level is a JSON {type(obj).__name__}, expected an object")
     stem = src.stem[3:] if src.stem.startswith("zc_") else src.stem
-    tasks = [
-        _build_task("/".join([stem] + [k for k in keypath if k != stem]), src, node, labels)
-        for keypath, node in _find_tasks(obj, [], src, labels)
-    ]
+    try:
+        tasks = [
+            _build_task("/".join([stem] + [k for k in keypath if k != stem]), src, node, labels)
+            for keypath, node in _find_tasks(obj, [], src, labels)
+        ]
+    except RecursionError:
+        raise DataError(f"{src}: objects nested too deeply to search for tasks") from None
     if not tasks:
         raise DataError(f"no task with {'val_accuracy' if labels else 'architecture records'} found in {src}")
     return tasks
@@ -252,8 +336,11 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
             found = sorted(p.glob("zc_*.json"))
             if not found:
                 raise DataError(f"{p}: directory holds no zc_*.json file")
+            for f in found:
+                check_regular_file(f)
             files.extend(found)
         elif p.exists():
+            check_regular_file(p)
             files.append(p)
         else:
             raise DataError(f"{p}: no such file or directory")
@@ -281,18 +368,37 @@ def load(paths: str | Path | Sequence[str | Path], labels: bool = True) -> list[
     return tasks
 
 
-def find_data_dir() -> Path:
-    """Default Suite-Zero directory: ``$TENSORGP_DATA`` if set, else ``<repo>/../shared/data/suite-zero``.
+def _suite_dir(p: Path) -> Path:
+    """A data root holding ``suite-zero/`` stands for that folder; any other path for itself."""
+    if p.is_dir() and not any(p.glob("zc_*.json")) and (p / "suite-zero").is_dir():
+        return p / "suite-zero"
+    return p
 
-    ``$TENSORGP_DATA`` may name the Suite-Zero directory itself or the data root holding ``suite-zero/``.
-    """
+
+def data_dir_candidates() -> list[Path]:
+    """Where the default data is looked for, in order: ``$TENSORGP_DATA`` (the Suite-Zero folder
+    or a data root holding ``suite-zero/``) if set, else ``./shared/data/suite-zero`` and
+    ``../shared/data/suite-zero`` relative to the working directory (so a non-editable install
+    finds the data too), then the same beside a source checkout."""
     env = os.environ.get("TENSORGP_DATA")
     if env:
-        p = Path(env)
-        if not any(p.glob("zc_*.json")) and (p / "suite-zero").is_dir():
-            return p / "suite-zero"
-        return p
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "suite-zero"
+        return [_suite_dir(Path(env))]
+    rel = Path("shared") / "data" / "suite-zero"
+    checkout = Path(__file__).resolve().parents[3] / rel
+    return list(dict.fromkeys([Path.cwd() / rel, Path.cwd().parent / rel, checkout]))
+
+
+def find_data_dir() -> Path:
+    """The first existing folder of ``data_dir_candidates()``; a ``DataError`` listing every
+    path tried when none exists."""
+    tried = data_dir_candidates()
+    for p in tried:
+        if p.is_dir():
+            return p
+    raise DataError("no --data given and no default data folder found; tried "
+                    + ", ".join(map(str, tried)) + " ($TENSORGP_DATA"
+                    + (")" if os.environ.get("TENSORGP_DATA") else " is not set)")
+                    + "; pass --data PATH or set TENSORGP_DATA")
 
 
 # ----------------------------------------------------------------------------- selection
@@ -364,8 +470,10 @@ def _rank_column(v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def preprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-column transform of one task's ``x: float32[n, m]`` -> ``float32[n, m]``.
+def preprocess(x: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-column transform of one task's ``x: float[n, m]`` -> ``float32[n, m]`` (or ``dtype``),
+    computed in float64 (give float64 input: a float32 cast first would merge close values and
+    overflow 1e300).
 
     raw: unchanged. signed-log: sign(x) * log1p(|x|). rank: average-rank quantile (rank-1)/(k-1)
     over the k finite values, ties averaged, constant column -> 0.5. zscore: (x - mean) / std over
@@ -376,7 +484,7 @@ def preprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"preprocess expects x: float[n, m], got shape {tuple(x.shape)}")
     if mode == "raw":
-        return x.to(torch.float32)
+        return x.to(dtype)
     xd = x.to(torch.float64)
     if mode == "signed-log":
         y = torch.sign(xd) * torch.log1p(xd.abs())  # sign(NaN) is 0 in torch, log1p(NaN) keeps it NaN
@@ -385,13 +493,17 @@ def preprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
     else:  # zscore
         fin = torch.isfinite(xd)
         cnt = fin.sum(0).clamp(min=1).to(xd.dtype)
+        # z-scores do not depend on scale: divide by the largest magnitude first so that squares
+        # of values near the float64 limit (1e300) stay finite
+        big = torch.where(fin, xd.abs(), torch.zeros_like(xd)).amax(0)
+        xd = xd / torch.where(big > 0, big, torch.ones_like(big))
         z = torch.where(fin, xd, torch.zeros_like(xd))
         mean = z.sum(0) / cnt
         dev = torch.where(fin, xd - mean, torch.zeros_like(xd))
         std = torch.sqrt((dev * dev).sum(0) / cnt)
         scaled = dev / torch.where(std > 0, std, torch.ones_like(std))  # std 0: dev is 0 already
         y = torch.where(fin, scaled, torch.full_like(xd, float("nan")))
-    return y.to(torch.float32)
+    return y.to(dtype)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -403,8 +515,8 @@ class Batch:
 
     names: list[str]
     proxies: list[str]
-    X: torch.Tensor = field(repr=False)  # float32[N, m], preprocessed per task
-    accuracy: torch.Tensor = field(repr=False)  # float32[N]
+    X: torch.Tensor = field(repr=False)  # float32[N, m], preprocessed per task (in float64, then cast)
+    accuracy: torch.Tensor = field(repr=False)  # float64[N]: ranked as is, no float32 merging of close values
     offsets: torch.Tensor = field(repr=False)  # int64[T+1]
     preprocess: str = "raw"
 
@@ -421,10 +533,22 @@ class Batch:
         return torch.repeat_interleave(torch.arange(self.n_tasks, device=self.X.device), sizes)
 
 
+def _warn_beyond_float32(task: Task, x: torch.Tensor, proxies: Sequence[str]) -> None:
+    """Raw values beyond float32 become inf in the evaluators (ranked like a failed value): say so."""
+    big = (x.abs() > FLOAT32_MAX) & torch.isfinite(x)
+    if bool(big.any()):
+        cols = [p for j, p in enumerate(proxies) if bool(big[:, j].any())]
+        warnings.warn(f"task {task.name}: proxy {', '.join(cols)} has {int(big.sum())} value(s) beyond the float32 "
+                      f"range, which --preprocess raw turns into inf (ranked as failed); rank, signed-log or zscore "
+                      f"keep their order", DataWarning, stacklevel=3)
+
+
 def make_batch(
-    tasks: list[Task], proxies: Sequence[str], mode: str = "raw", device: str | torch.device = "cpu"
+    tasks: list[Task], proxies: Sequence[str], mode: str = "raw", device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> Batch:
-    """Stack ``proxies`` columns of every task (preprocessed per task with ``mode``) on ``device``."""
+    """Stack ``proxies`` columns of every task (preprocessed per task with ``mode``) on ``device``;
+    ``X`` in ``dtype`` (float64: exact raw values, evaluated by the torch interpreter)."""
     if not tasks:
         raise DataError("make_batch: no tasks")
     proxies = list(proxies)
@@ -438,7 +562,10 @@ def make_batch(
         if missing:
             raise DataError(f"task {t.name}: no column for proxies {missing}")
         cols = [t.proxies.index(p) for p in proxies]
-        xs.append(preprocess(t.features[:, cols], mode))
+        x = t.features[:, cols]
+        if mode == "raw" and dtype == torch.float32:
+            _warn_beyond_float32(t, x, proxies)
+        xs.append(preprocess(x, mode, dtype))
         accs.append(t.accuracy)
     sizes = torch.tensor([0] + [len(t) for t in tasks], dtype=torch.int64)
     return Batch(

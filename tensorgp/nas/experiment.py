@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,10 @@ import torch
 
 from .. import __version__
 from ..engine import expression as E
-from .data import Batch, DataError, Task, common_proxies, load, make_batch, select
+from .data import Batch, DataError, DataWarning, Task, common_proxies, load, make_batch, select
+from .data_digest import training_digest
+from .spec_checks import check_spec
+from ..engine.device import resolve_device
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver, GenStats
 from .objective import RankObjective, correlation
@@ -48,6 +52,11 @@ class RunSpec:
     validation: str | None = None
     select: str = "compact"
 
+    def validate(self) -> "RunSpec":
+        """``ValueError`` naming the option of an invalid setting (see ``spec_checks``); self otherwise."""
+        check_spec(self)
+        return self
+
 
 @dataclass
 class Prepared:
@@ -58,26 +67,60 @@ class Prepared:
     train_batch: Batch
     holdout: list[Task] = field(default_factory=list)  # the unfitted rows of each training task
     validation: list[Task] = field(default_factory=list)
+    # tasks whose rank correlation is undefined (< 2 architectures, all accuracies equal):
+    # {name: (split, reason, architectures)}; left out of fitting and of every mean, reported as undefined
+    undefined: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
 
 def split_tasks(tasks: list[Task], train: str, test: str | None) -> tuple[list[Task], list[Task]]:
-    """Train tasks match ``train``; test tasks match ``test`` and are not training tasks."""
+    """Train tasks match ``train``; test tasks match ``test``. A task matching both is a
+    ``DataError`` (it would silently leave the test set)."""
     tr = select(tasks, train)
     names = {t.name for t in tr}
-    te = [t for t in select(tasks, test) if t.name not in names] if test else []
+    te = select(tasks, test) if test else []
+    both = [t.name for t in te if t.name in names]
+    if both:
+        raise DataError(f"--test {test!r} selects training task(s) {', '.join(both)} (--train {train!r}); "
+                        f"a task is either fitted or held out: narrow --train or --test")
     return tr, te
 
 
+def drop_undefined(tasks: list[Task], split: str, undefined: dict) -> list[Task]:
+    """``tasks`` whose rank correlation is defined; the others go to ``undefined`` with a warning.
+    Two architectures give a warning too (their Kendall is +-1 or 0)."""
+    keep = []
+    for t in tasks:
+        why = t.undefined()
+        if why is not None:
+            undefined[t.name] = (split, why, len(t))
+            warnings.warn(f"task {t.name} ({split}): Kendall tau is undefined ({why}); left out of fitting and "
+                          f"of every mean", DataWarning, stacklevel=2)
+            continue
+        if len(t) == 2:
+            warnings.warn(f"task {t.name} ({split}): only 2 architectures, so its Kendall tau is -1, 0 or 1",
+                          DataWarning, stacklevel=2)
+        keep.append(t)
+    return keep
+
+
 def prepare(spec: RunSpec) -> Prepared:
+    spec.validate()
     tasks = load(spec.data)
     train, test = split_tasks(tasks, spec.train, spec.test)
+    undefined: dict = {}
+    train = drop_undefined(train, "train", undefined)
+    test = drop_undefined(test, "test", undefined)
+    if not train:
+        raise DataError("no training task has a defined Kendall tau: "
+                        + "; ".join(f"{n}: {w}" for n, (_, w, _) in undefined.items()))
     train, validation, holdout = split_validation_holdout(spec, tasks, train, test)
+    validation = drop_undefined(validation, "validation", undefined)
     proxies = common_proxies(train + test + validation, list(spec.proxies) if spec.proxies else None)
     if not proxies:
         raise DataError(f"no proxy is present on every selected task ({', '.join(t.name for t in train + test)})")
     pset = PrimitiveSet(tuple(proxies), PrimitiveSet.parse_functions(spec.functions), spec.constants)
     batch = make_batch(train, proxies, spec.preprocess, spec.device)
-    return Prepared(train, test, proxies, pset, batch, holdout, validation)
+    return Prepared(train, test, proxies, pset, batch, holdout, validation, undefined)
 
 
 def program_population(node: E.Node, device: str | torch.device = "cpu") -> Population:
@@ -88,9 +131,10 @@ def program_population(node: E.Node, device: str | torch.device = "cpu") -> Popu
 
 
 def task_scores(pop: Population, tasks: list[Task], proxies: list[str], preprocess: str,
-                device: str = "cpu", backend: str = "auto") -> dict[str, dict[str, float]]:
+                device: str = "cpu", backend: str = "auto",
+                dtype: torch.dtype = torch.float32) -> dict[str, dict[str, float]]:
     """Kendall and Spearman of each program row on each task -> ``{task: {kendall, spearman, n}}`` for row 0."""
-    batch = make_batch(tasks, proxies, preprocess, device)
+    batch = make_batch(tasks, proxies, preprocess, device, dtype)
     pred = evaluate(pop, batch.X, backend)
     k = correlation(pred, batch, "kendall")[0].tolist()
     s = correlation(pred, batch, "spearman")[0].tolist()
@@ -156,7 +200,9 @@ def evolve_proxy_managed(spec: RunSpec, callback: Callable[[GenStats], None] | N
     objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
     cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
     evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
-    problem = {"proxies": list(prep.proxies), "train_tasks": [t.name for t in prep.train]}
+    # the data digest makes --resume notice a training file whose contents changed under the same task names
+    problem = {"proxies": list(prep.proxies), "train_tasks": [t.name for t in prep.train],
+               "train_data_sha256": training_digest(prep.train, prep.proxies)}
     digest = [list(prep.pset.functions), int(prep.train_batch.X.shape[0]), spec.metric, spec.aggregation,
               spec.preprocess]
     run = evolve_managed(evolver, spec, world=world, islands=islands, checkpoint=checkpoint, every=every,
@@ -194,6 +240,9 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
         sc = scores[t.name]
         tasks[t.name] = {"split": split, "n": sc["n"], "kendall": sc["kendall"], "spearman": sc["spearman"],
                          "best_single": best_single(singles[t.name]), "single": singles[t.name]}
+    for name, (split, why, n) in prep.undefined.items():
+        tasks[name] = {"split": split, "n": n, "kendall": None, "spearman": None, "undefined": why,
+                       "best_single": {"proxy": None, "kendall": None}, "single": {}}
     hof = []
     for r in range(R):
         for h in range(H):
@@ -209,7 +258,7 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
     nodes = sum(h.nodes for h in hist)
     split_means = {}
     for split in ("train", "test"):
-        ks = [v["kendall"] for v in tasks.values() if v["split"] == split]
+        ks = [v["kendall"] for v in tasks.values() if v["split"] == split and v["kendall"] is not None]
         split_means[split] = sum(ks) / len(ks) if ks else None
     res = {
         "version": __version__,
@@ -238,6 +287,7 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
         "test_tasks": [t.name for t in prep.test],
         "mean_kendall": split_means,
         "tasks": tasks,
+        "undefined_tasks": {n: why for n, (_, why, _) in prep.undefined.items()},
         "hall_of_fame": hof,
         "timing": {"eval_s": eval_s, "fitness_s": fit_s, "variation_s": var_s,
                    "node_evals": nodes, "node_evals_per_s": nodes / eval_s if eval_s > 0 else None,
@@ -255,7 +305,12 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
                         device: str = "cpu", backend: str = "auto") -> dict:
     """Score one formula on tasks. A task lacking a proxy the formula names is reported with
     ``error`` and left out of the mean, never scored silently; so is a task without accuracies
-    (``tensorgp score`` ranks those), and architectures without accuracy are left out."""
+    (``tensorgp score`` ranks those; architectures without accuracy are left out) and a task whose
+    Kendall tau is undefined (``undefined``: the reason). ``DataError`` when no task can be scored.
+    With ``raw`` preprocessing the formula is computed in float64 (torch interpreter), so its
+    Kendall equals scipy's on the file's values: a float32 cast would merge close values and
+    overflow 1e300."""
+    resolve_device(device)
     tasks = select(load(data, labels=False), tasks_glob)
     names = E.names_in(text)
     all_proxies = sorted({p for t in tasks for p in t.proxies})
@@ -266,6 +321,7 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
     node = E.parse(text, names or all_proxies[:1])
     variables = names or all_proxies[:1]
     prog = program_population(node, device)
+    dtype = torch.float64 if preprocess == "raw" else torch.float32
     out: dict[str, dict] = {}
     for t in tasks:
         missing = [p for p in names if not t.present(p)]
@@ -278,8 +334,18 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
             out[t.name] = {"n": len(t), "error": f"task {t.name} lacks proxy {', '.join(missing)} "
                                                  f"(absent or mostly failed values)"}
             continue
-        out.update(task_scores(prog, [t], variables, preprocess, device, backend))
-    ks = [v["kendall"] for v in out.values() if "error" not in v]
+        why = t.undefined()
+        if why is not None:
+            warnings.warn(f"task {t.name}: Kendall tau is undefined ({why}); left out of the mean", DataWarning,
+                          stacklevel=2)
+            out[t.name] = {"n": len(t), "kendall": None, "spearman": None, "undefined": why}
+            continue
+        out.update(task_scores(prog, [t], variables, preprocess, device, backend, dtype))
+    if all("error" in v or "undefined" in v for v in out.values()):
+        raise DataError("no selected task can be scored: " + "; ".join(
+            f"{n}: {v.get('error') or 'undefined, ' + v['undefined']}" for n, v in out.items()))
+    ks = [v["kendall"] for v in out.values() if "error" not in v and "undefined" not in v]
     return {"expression": E.to_infix(node, variables), "preprocess": preprocess, "tasks": out,
             "mean_kendall": sum(ks) / len(ks) if ks else None,
-            "backend": resolve_backend(backend, device)}
+            "backend": "torch" if dtype == torch.float64 else resolve_backend(backend, device),
+            "dtype": str(dtype).removeprefix("torch.")}

@@ -18,7 +18,7 @@ from typing import Sequence
 from .baselines import METRIC_KEYS
 
 STRATEGY_NAMES = {
-    "train": "evolved, best training fitness (the paper's pick)",
+    "train": "evolved, best training fitness (the default pick, --select train)",
     "validation": "evolved, best on validation",
     "parsimony": "evolved, smallest within 0.01 of the best fitness",
     "ensemble": "evolved, mean-rank ensemble of every run's best",
@@ -44,11 +44,17 @@ def fmt_iqr(s: dict | None) -> str:
     return f"{fmt(s['median'])} [{fmt(s['q1'])}, {fmt(s['q3'])}]"
 
 
+def md_text(s) -> str:
+    """One line of markdown: a line break inside a name (a task named "a\\nb") would end a table row
+    or a list item, so it is shown escaped."""
+    return str(s).replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
     align = align or "l" + "r" * (len(header) - 1)
     sep = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(md_text(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -127,14 +133,22 @@ def figure_fitness(r: dict, path: Path, title: str) -> Path | None:
     return path
 
 
+SCATTER_COLUMNS = 4  # many tasks: a grid of this many panels per row, one panel per task
+
+
 def figure_scatter(r: dict, path: Path, title: str) -> Path | None:
-    """Evolved proxy (per-task rank quantile) vs accuracy on a few held-out tasks."""
+    """Evolved proxy (per-task rank quantile) vs accuracy on every task of the most held-out split,
+    one panel per task in rows of ``SCATTER_COLUMNS``."""
     plt = _plt()
     sc = r.get("scatter") or {}
     if plt is None or not sc:
         return None
-    fig, axes = plt.subplots(1, len(sc), figsize=(3.3 * len(sc), 3.2), squeeze=False)
-    for ax, (key, pts) in zip(axes[0], sc.items()):
+    cols = min(SCATTER_COLUMNS, len(sc))
+    rows = math.ceil(len(sc) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(sc):]:
+        ax.set_visible(False)
+    for ax, (key, pts) in zip(axes.flat, sc.items()):
         ax.scatter(pts["x"], pts["y"], s=3, alpha=0.5)
         k = r["selection"].get(r.get("selected", "train"), {}).get("tasks", {}).get(key, {}).get("kendall")
         ax.set_title(f"{key}\n({pts['split']}, Kendall {fmt(k)})", fontsize=8)
@@ -171,14 +185,14 @@ def predictor_means(r: dict, split: str, metric: str = "kendall") -> list[tuple[
 def _settings(r: dict) -> str:
     c = r.get("config") or {}
     lines = [
-        f"- train tasks: {', '.join(r.get('train_tasks', []))}"
+        f"- train tasks: {md_text(', '.join(r.get('train_tasks', [])))}"
         + (f" (fitted on a seeded {r['fit_fraction']:.0%} of each task's architectures, split seed "
            f"{r['split_seed']}; the rest is reported as *held-out*)" if r.get("fit_fraction") else ""),
     ]
     if r.get("validation_tasks"):
-        lines.append(f"- validation tasks (scored, never fitted): {', '.join(r['validation_tasks'])}")
+        lines.append(f"- validation tasks (scored, never fitted): {md_text(', '.join(r['validation_tasks']))}")
     if r.get("test_tasks"):
-        lines.append(f"- test tasks (held out): {', '.join(r['test_tasks'])}")
+        lines.append(f"- test tasks (held out): {md_text(', '.join(r['test_tasks']))}")
     lines += [
         f"- terminals: {', '.join(r.get('proxies', []))}; functions: {', '.join(r.get('functions', []))}",
         f"- preprocess `{r.get('preprocess')}`, fitness `{r.get('metric')}` aggregated by `{r.get('aggregation')}`"

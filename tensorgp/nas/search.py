@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..engine import expression as E
+from ..engine.device import resolve_device
 from .data import DataError, Task, load, preprocess as preprocess_features, select
 from ..engine.evaluate import evaluate, resolve_backend
 from .experiment import program_population
@@ -415,6 +416,7 @@ def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str
     Kendall tau on the task). ``threads``: torch CPU threads meanwhile; the tensors here are
     small (<= runs x table), so more threads gain nothing, and on a busy 2-core machine their
     spinning made the formula and the neighbour table 10-30x slower (measured)."""
+    resolve_device(device)  # a clear error before the data is read
     with cpu_threads(threads):
         return _run_search(data, task, expr, preprocess, budget, runs, seed, population, sample_size,
                            baseline_proxy, device, backend)

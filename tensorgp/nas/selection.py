@@ -29,7 +29,6 @@ from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
-SCATTER_TASKS = 3  # tasks whose (prediction rank, accuracy) points the result keeps for figures
 
 # ----------------------------------------------------------------------------- summaries
 
@@ -159,8 +158,8 @@ def _choose(strategy: str, cands: list[dict], scores: list[dict], entries) -> in
 
 
 def _scatter(pred: dict[str, tuple], entries, single: torch.Tensor | None, ens: dict | None) -> dict:
-    """Up to ``SCATTER_TASKS`` tasks of the most held-out split: the chosen predictor's per-task
-    rank quantile vs accuracy, for the report's scatter plots."""
+    """Every task of the most held-out split: the chosen predictor's per-task rank quantile vs
+    accuracy, for the report's scatter plots (one panel per task)."""
     for split in ("test", "validation", "holdout", "train"):
         if split in pred:
             break
@@ -171,7 +170,7 @@ def _scatter(pred: dict[str, tuple], entries, single: torch.Tensor | None, ens: 
     ranks = B.task_ranks(row, off)[0]
     out = {}
     o = off.tolist()
-    for t, k in enumerate(keys[:SCATTER_TASKS]):
+    for t, k in enumerate(keys):
         a, b = o[t], o[t + 1]
         out[k] = {"split": split, "x": [round(v, 4) for v in ranks[a:b].tolist()],
                   "y": [round(v, 5) for v in acc[a:b].tolist()]}

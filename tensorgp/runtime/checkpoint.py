@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -27,8 +29,8 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..engine.evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
-from ..engine.population import Population
-from ..engine.primitives import PrimitiveSet
+from ..engine.population import Population, is_valid
+from ..engine.primitives import FIRST_VAR, PrimitiveSet
 from .results import write_atomic
 
 FORMAT = "tensorgp-checkpoint"
@@ -40,6 +42,10 @@ MUTABLE = frozenset({"spec.config.generations", "spec.config.patience", "spec.co
 
 class CheckpointError(ValueError):
     pass
+
+
+class CheckpointWarning(UserWarning):
+    """The newest checkpoint file was unreadable and an older one is used."""
 
 
 def file_name(rank: int = 0, prev: bool = False) -> str:
@@ -114,6 +120,7 @@ class Checkpoint:
     progress: dict = field(default_factory=dict)  # elapsed_s, migrations, migration_s, proxies, train_tasks
     path: Path | None = None
     rank: int = 0
+    fallback: str | None = None  # why the newest file of a directory was passed over, if it was
 
     @property
     def generation(self) -> int:
@@ -161,7 +168,104 @@ def _read(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a tensorgp checkpoint")
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {obj.get('version')}, this tensorgp reads {VERSION}")
+    validate(obj, path)
     return obj
+
+
+def _need(d: Any, key: str, kind: type | tuple, path: Path, where: str) -> Any:
+    if not isinstance(d, Mapping) or key not in d:
+        raise CheckpointError(f"checkpoint {path}: field {where}{key} is missing")
+    v = d[key]
+    if not isinstance(v, kind) or isinstance(v, bool):
+        raise CheckpointError(f"checkpoint {path}: field {where}{key} is a {type(v).__name__}, expected "
+                              f"{kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)}")
+    return v
+
+
+def _tensor(d: Mapping, key: str, dtypes: tuple, ndim: int, path: Path, where: str) -> torch.Tensor:
+    t = _need(d, key, torch.Tensor, path, where)
+    if t.dtype not in dtypes or t.dim() != ndim:
+        raise CheckpointError(f"checkpoint {path}: field {where}{key} is {t.dtype} with shape {tuple(t.shape)}, "
+                              f"expected a {ndim}-D {' or '.join(map(str, dtypes))} tensor")
+    return t
+
+
+_INT = (torch.int32, torch.int16, torch.int64)
+
+
+def _check_programs(d: Mapping, path: Path, where: str, n_vars: int | None) -> int:
+    """Shapes, dtypes, opcode range, lengths and postfix well-formedness of a program block;
+    returns its row count. Runs before anything reaches the compiled structure pass, which
+    trusts its input."""
+    ops = _tensor(d, "ops", _INT, 2, path, where)
+    consts = _tensor(d, "consts", (torch.float32,), 2, path, where)
+    length = _tensor(d, "length", _INT, 1, path, where)
+    P, L = ops.shape
+    if tuple(consts.shape) != (P, L) or tuple(length.shape) != (P,):
+        raise CheckpointError(f"checkpoint {path}: {where}ops {tuple(ops.shape)}, {where}consts "
+                              f"{tuple(consts.shape)} and {where}length {tuple(length.shape)} do not match")
+    if P == 0:
+        return 0
+    top = FIRST_VAR + (n_vars if n_vars is not None else max(int(ops.max()) - FIRST_VAR + 1, 1))
+    bad = (ops < 0) | (ops >= top)
+    if bool(bad.any()):
+        r, c = (int(x) for x in bad.nonzero()[0])
+        raise CheckpointError(f"checkpoint {path}: field {where}ops holds opcode {int(ops[r, c])} (row {r}, "
+                              f"position {c}); valid opcodes are 0..{top - 1}"
+                              + (f" for {n_vars} terminal(s)" if n_vars is not None else ""))
+    out = (length < 1) | (length > L)
+    if bool(out.any()):
+        r = int(out.nonzero()[0, 0])
+        raise CheckpointError(f"checkpoint {path}: field {where}length holds {int(length[r])} (row {r}); "
+                              f"lengths must lie in 1..{L}")
+    ok = is_valid(ops.to(torch.int32), length.to(torch.int32), top - FIRST_VAR)
+    if not bool(ok.all()):
+        r = int((~ok).nonzero()[0, 0])
+        raise CheckpointError(f"checkpoint {path}: field {where}ops row {r} is not a well-formed postfix program "
+                              f"(the stack underflows, does not end at exactly one value, or is not padded)")
+    return P
+
+
+def validate(obj: Mapping, path: Path) -> None:
+    """Every field ``load`` and the engine use, with ``CheckpointError`` naming the file and field:
+    required keys, tensor dtypes and shapes, opcode range, lengths in 1..L, well-formed postfix."""
+    run = _need(obj, "run", dict, path, "")
+    spec = _need(run, "spec", dict, path, "run.")
+    cfg = _need(spec, "config", dict, path, "run.spec.")
+    state = _need(obj, "state", dict, path, "")
+    progress = obj.get("progress", {})
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"checkpoint {path}: field progress is a {type(progress).__name__}, expected dict")
+    n_vars = progress.get("terminals")
+    if n_vars is None and isinstance(progress.get("proxies"), list):
+        n_vars = len(progress["proxies"])
+    if n_vars is not None and (not isinstance(n_vars, int) or n_vars < 1):
+        raise CheckpointError(f"checkpoint {path}: field progress.terminals is {n_vars!r}, expected an int >= 1")
+    P = _check_programs(_need(state, "pop", dict, path, "state."), path, "state.pop.", n_vars)
+    fit = _tensor(state, "fitness", (torch.float32,), 1, path, "state.")
+    if fit.shape[0] != P:
+        raise CheckpointError(f"checkpoint {path}: field state.fitness has {fit.shape[0]} values for {P} programs")
+    hof = _need(state, "hof", dict, path, "state.")
+    H = _check_programs(hof, path, "state.hof.", n_vars)
+    hfit = _tensor(hof, "fitness", (torch.float32,), 1, path, "state.hof.")
+    size = _need(hof, "size", int, path, "state.hof.")
+    if hfit.shape[0] != H or size < 1 or H % size:
+        raise CheckpointError(f"checkpoint {path}: field state.hof holds {H} programs, {hfit.shape[0]} fitness "
+                              f"values and size {size}; expected runs x size of each")
+    runs, pop = cfg.get("runs"), cfg.get("population")
+    if isinstance(runs, int) and isinstance(pop, int) and P != runs * pop:
+        raise CheckpointError(f"checkpoint {path}: field state.pop has {P} programs; run.spec.config says "
+                              f"{runs} run(s) x population {pop}")
+    for key in ("generation", "stale"):
+        if _need(state, key, int, path, "state.") < 0:
+            raise CheckpointError(f"checkpoint {path}: field state.{key} is negative")
+    hist = _need(state, "history", list, path, "state.")
+    if not all(isinstance(h, dict) for h in hist):
+        raise CheckpointError(f"checkpoint {path}: field state.history holds a non-dict entry")
+    _tensor(state, "rng_state", (torch.uint8,), 1, path, "state.")
+    elapsed = progress.get("elapsed_s", 0.0)
+    if not isinstance(elapsed, (int, float)) or not math.isfinite(elapsed):
+        raise CheckpointError(f"checkpoint {path}: field progress.elapsed_s is {elapsed!r}, expected a number")
 
 
 def candidates(directory: str | Path, rank: int = 0) -> list[Path]:
@@ -170,15 +274,35 @@ def candidates(directory: str | Path, rank: int = 0) -> list[Path]:
     return [p for p in (d / file_name(rank), d / file_name(rank, prev=True)) if p.exists()]
 
 
-def generations(directory: str | Path, rank: int = 0) -> dict[int, Path]:
-    """``{generation: path}`` of the readable checkpoints of ``rank`` (unreadable ones skipped)."""
+def scan(directory: str | Path, rank: int = 0) -> tuple[dict[int, Path], dict[Path, str]]:
+    """``({generation: path} of the readable checkpoints of rank, {path: why} of unreadable ones)``."""
     out: dict[int, Path] = {}
+    bad: dict[Path, str] = {}
     for p in reversed(candidates(directory, rank)):
         try:
             out[int(_read(p)["state"]["generation"])] = p
-        except CheckpointError:
-            continue
-    return out
+        except CheckpointError as e:
+            bad[p] = str(e)
+    return out, bad
+
+
+def generations(directory: str | Path, rank: int = 0) -> dict[int, Path]:
+    """``{generation: path}`` of the readable checkpoints of ``rank`` (unreadable ones skipped)."""
+    return scan(directory, rank)[0]
+
+
+def fallback_note(directory: str | Path, used: Path, rank: int = 0) -> str | None:
+    """A note (also issued as a ``CheckpointWarning``) when ``used`` is not the newest checkpoint
+    file of ``rank`` because that one is unreadable (a torn or truncated file); None otherwise."""
+    newest = Path(directory) / file_name(rank)
+    if Path(used) == newest or not newest.exists():
+        return None
+    why = scan(directory, rank)[1].get(newest)
+    if why is None:
+        return None
+    note = f"{newest} is unreadable ({why}); resuming from {Path(used).name} instead"
+    warnings.warn(note, CheckpointWarning, stacklevel=2)
+    return note
 
 
 def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu",
@@ -193,9 +317,13 @@ def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu",
         errors = []
         for f in files:
             try:
-                return load(f, rank, device, spec_type)
+                ck = load(f, rank, device, spec_type)
             except CheckpointError as e:
                 errors.append(str(e))
+                continue
+            if errors:
+                ck.fallback = f"{files[0]} is unreadable ({errors[0]}); using {f.name} instead"
+            return ck
         raise CheckpointError("; ".join(errors))
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")

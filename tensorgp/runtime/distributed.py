@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint as ckpt
+from .lock import DirLock
 from ..engine.evolve import Evolver, GenStats, HallOfFame
 from ..engine.population import Population, pad_to
 
@@ -191,7 +192,7 @@ class Checkpointer:
                   world_size=self.world.size, every=self.every,
                   islands=self.islands.to_dict() if self.islands else None,
                   progress={"elapsed_s": self.elapsed(), "migrations": info.migrations,
-                            "migration_s": info.migration_s, **self.extra})
+                            "migration_s": info.migration_s, "terminals": evolver.pset.n_vars, **self.extra})
         self.last = st.generation
         info.checkpoints += 1
 
@@ -302,19 +303,26 @@ def evolve_managed(evolver: Evolver, spec, *, world: World, islands: Islands | N
     if resume is not None:
         ck = load_agreed(resume, world, evolver.device)
         _check_resumable(ck, problem, world)
+        check_generations(cfg.generations, ck.generation)
         evolver.restore(ck.state)
         info.migrations = int(ck.progress.get("migrations", 0))
         info.migration_s = float(ck.progress.get("migration_s", 0.0))
         info.resumed_from = ck.generation
         elapsed0 = float(ck.progress.get("elapsed_s", 0.0))
     saver = None
+    lock = DirLock(checkpoint, world.rank) if checkpoint is not None else None
     if checkpoint is not None:
+        lock.acquire()  # before the first write: two runs must never mix their files
         saver = Checkpointer(checkpoint, every, spec, world, islands, elapsed0, problem)
         if resume is not None and Path(resume).resolve() == Path(checkpoint).resolve():
             saver.last = info.resumed_from  # that checkpoint is on disk already
     if resume is not None and callback:
         callback(evolver.state.history[-1])
-    run_loop(evolver, world, active, saver, callback, should_stop, info)
+    try:
+        run_loop(evolver, world, active, saver, callback, should_stop, info)
+    finally:
+        if lock is not None:
+            lock.release()
     hof = gather_hall_of_fame(evolver.state.hof, world, cfg.max_len)
     per_rank = world.all_gather(torch.tensor([[info.loop_s, info.migration_s,
                                                sum(h.seconds for h in evolver.state.history), info.loop_cpu_s]],
@@ -340,7 +348,10 @@ def evolve_managed(evolver: Evolver, spec, *, world: World, islands: Islands | N
         }
     if checkpoint is not None or resume is not None:
         blocks["checkpoint"] = {"dir": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
-                                "every": every, "resumed_from": info.resumed_from, "written": info.checkpoints}
+                                "every": every, "resumed_from": info.resumed_from, "written": info.checkpoints,
+                                # the newest checkpoint file was unreadable and an older one was resumed
+                                "fallback": ck.fallback if resume is not None else None,
+                                "lock_note": lock.note if lock is not None else None}
     # this session's evolution loop (all ranks): wall and CPU seconds, max over ranks
     timing = {"loop_s": loop_max, "loop_cpu_s": float(per_rank[:, 3].max())}
     return ManagedRun(hof, info, world.size * cfg.runs, elapsed0, timing, blocks)
@@ -349,11 +360,14 @@ def evolve_managed(evolver: Evolver, spec, *, world: World, islands: Islands | N
 def load_agreed(directory: str | Path, world: World, device) -> ckpt.Checkpoint:
     """This rank's checkpoint at the newest generation every rank holds (a kill between a
     rank's two renames may leave ranks one checkpoint apart; ``.prev`` files bridge that)."""
-    have = ckpt.generations(directory, world.rank)
+    have, bad = ckpt.scan(directory, world.rank)
     if world.size == 1:
         if not have:
-            raise ckpt.CheckpointError(f"no readable checkpoint in {directory}")
-        return ckpt.load(have[max(have)], world.rank, device)
+            raise ckpt.CheckpointError(f"no readable checkpoint in {directory}"
+                                       + (": " + "; ".join(bad.values()) if bad else ""))
+        ck = ckpt.load(have[max(have)], world.rank, device)
+        ck.fallback = ckpt.fallback_note(directory, have[max(have)], world.rank)
+        return ck
     gens = torch.full((1, 2), -1, dtype=torch.int64, device=world.device)
     for i, g in enumerate(sorted(have, reverse=True)[:2]):
         gens[0, i] = g
@@ -364,7 +378,16 @@ def load_agreed(directory: str | Path, world: World, device) -> ckpt.Checkpoint:
     if not common:
         raise ckpt.CheckpointError(f"the {world.size} ranks hold no checkpoint of a common generation in {directory} "
                                    f"(generations per rank: {allg})")
-    return ckpt.load(have[max(common)], world.rank, device)
+    ck = ckpt.load(have[max(common)], world.rank, device)
+    ck.fallback = ckpt.fallback_note(directory, have[max(common)], world.rank)
+    return ck
+
+
+def check_generations(target: int, done: int) -> None:
+    """A resumed run cannot end before the generation its checkpoint already holds."""
+    if target < done:
+        raise ckpt.CheckpointError(f"--gens {target} is below the {done} generations the checkpoint already holds; "
+                                   f"give --gens {done} or more (or leave it out)")
 
 
 def _check_same_problem(world: World, desc) -> None:
@@ -388,6 +411,10 @@ def _check_resumable(ck: ckpt.Checkpoint, problem: dict, world: World) -> None:
                                    f"(torchrun --nproc-per-node ..., now {world.size})")
     for key, now in problem.items():
         was = ck.progress.get(key)
+        if was is not None and was != now and key.endswith("sha256"):
+            raise ckpt.CheckpointError(f"the data's contents changed since the checkpoint was written ({key} {now[:12]}..., "
+                                       f"checkpoint {str(was)[:12]}...: same task names, other values); resume with "
+                                       f"the data it was made with, or start a new run without --resume")
         if was is not None and was != now:
             raise ckpt.CheckpointError(f"the data gives {key.replace('_', ' ')} {now}, the checkpoint was made "
                                        f"with {was}")
@@ -442,6 +469,7 @@ def plan_run(spec, *, islands: int = 1, migrate_every: int = 5, migrants: int = 
         merged = ckpt.merge_resume(saved.run, ckpt.run_settings(spec, isl.to_dict() if isl else None, every),
                                    explicit)
         spec = ckpt.spec_from_dict(merged["spec"], type(spec))
+        check_generations(spec.config.generations, saved.generation)
         isl = Islands.from_dict(merged["islands"])
         every = int(merged["every"])
         checkpoint = Path(checkpoint) if checkpoint is not None else resume
