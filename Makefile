@@ -4,10 +4,11 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 # torch version (override: make TORCH=torch==X.Y.Z)
 TORCH   ?= torch==2.13.0
-# Without an NVIDIA GPU (no nvidia-smi) the CPU-only torch wheel from PyTorch's CPU index, a fraction
-# of the size of the default CUDA build; with one, the default index (override: make TORCH_INDEX=...)
+# Extra pip options for torch only, e.g. make TORCH_INDEX='--index-url <PyTorch CPU index>' for the
+# CPU-only build on a machine without an NVIDIA GPU (a fraction of the CUDA build's size). Empty by
+# default: pip's configured indexes (on the project's machines they serve a CPU build of 2.13.0).
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
-TORCH_INDEX ?= $(if $(HAS_GPU),,--index-url https://download.pytorch.org/whl/cpu)
+TORCH_INDEX ?=
 # triton (the GPU kernels, about 1 GB): the `gpu` extra, installed for `run` only where a GPU can use
 # it; `test` installs the `dev` extra, which has it too (the kernel tests run it interpreted on the CPU)
 EXTRAS  := $(if $(HAS_GPU),[gpu],)
