@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --report docs/results.md
 
+The main protocol (issue 15), leave-one-space-out over the 4 spaces with the transfer settings:
+
+    .venv/bin/python bench/quality.py --only transfer,transfer-tnb,recipe --section transfer
+
+(``--section transfer`` rewrites only that section of an existing report; see bench/transfer_study.py.)
+
 Runs every experiment below (each result is kept in OUT/NAME.json, so an interrupted study
 resumes where it stopped; --force recomputes), then writes the report with its study tables
 (targets, preprocessing, fitness shaping, selection strategies, top-weighted fitness, where the
@@ -26,6 +32,9 @@ from tensorgp.nas.protocols import leave_one_space_out
 from tensorgp.nas.splits import consistent_proxies
 from tensorgp.nas.report import _mean, fmt, fmt_iqr, headline, table, write_report
 from tensorgp.runtime.results import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import transfer_study as TS  # noqa: E402  (the leave-one-space-out study over the 4 spaces)
 
 TRAIN = "nasbench201/*,nasbench301/*"
 TEST = "transbench101_micro/*"
@@ -63,6 +72,13 @@ def exp(name, label, group, kind="split", **kw):
 
 
 EXPERIMENTS = [
+    # the main protocol: leave-one-space-out over the 4 spaces, settings designed for transfer
+    exp("transfer", "Leave-one-space-out over the 4 spaces: fitness and selection for transfer", "transfer",
+        kind="transfer"),
+    exp("transfer-tnb", "NB201+NB301 -> TNB-micro with the transfer recipe and the former default", "transfer",
+        kind="transfer-split"),
+    exp("recipe", "The transfer recipe on all 4 spaces: the predictor meant for a new space", "transfer",
+        kind="recipe"),
     # the headline split and its protocol variants
     exp("main", "Main: evolved on NB201+NB301, tested on TransNAS-Bench-101-micro (default settings)", "main"),
     exp("paper", "Paper-like settings (raw values, depth 8, pop 100 x 50, best training fitness)", "main", **PAPER),
@@ -125,7 +141,23 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
                    functions=c.get("functions"), constants=c.get("constants", True), config=cfg)
 
 
-def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None) -> dict:
+def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None,
+                   out: Path = Path("runs/quality")) -> dict:
+    if e["kind"] == "transfer":
+        return {**TS.run_transfer(spec_of, data_root, out, scale), "label": e["label"],
+                "study": {"name": e["name"], "scale": scale}}
+    if e["kind"] in ("transfer-split", "recipe"):
+        chosen = _transfer_choice(out)
+        if e["kind"] == "transfer-split":
+            names = list(dict.fromkeys([chosen, TS.BASE_SETTING]))
+            return {**TS.run_split(spec_of, data_root, out, scale, names), "label": e["label"],
+                    "study": {"name": e["name"], "scale": scale}}
+        spec = spec_of({**e, "kind": "loso", "train": "*", **TS.BUDGET, **TS.settings_of(chosen)}, data_root, scale)
+        load = os.getloadavg()[0]
+        r = evolve_proxy(replace(spec, train="*", test=None))
+        r["label"] = e["label"]
+        r["study"] = {"name": chosen, "scale": scale, "load_before": load, "load_after": os.getloadavg()[0]}
+        return r
     if e["kind"] == "seeds":
         return {**run_seeds(data_root, scale), "label": e["label"], "study": {"name": e["name"], "scale": scale}}
     if e["kind"] == "attainable":
@@ -206,7 +238,14 @@ def run_attainable(e: dict, data_root: Path, scale: float) -> dict:
             "spearman_top10": _spearman(tr[top].tolist(), te[top].tolist())}
 
 
-STUDY_KINDS = ("seeds", "attainable")  # results that are study tables, not runs with per-task sections
+def _transfer_choice(out: Path) -> str:
+    path = out / "transfer.json"
+    if not path.exists():
+        raise SystemExit("run the transfer experiment first (it chooses the recipe)")
+    return json.loads(path.read_text())["chosen"]
+
+
+STUDY_KINDS = ("seeds", "attainable", "transfer", "transfer-split", "recipe")  # results that are study tables, not runs with per-task sections
 
 
 # ----------------------------------------------------------------------------- study tables
@@ -401,6 +440,8 @@ def intro(res: dict[str, dict], command: str, scale: float) -> str:
         f"*seed-robust comparison* repeats the main settings over {SEEDS} seeds each.",
         "", "### Targets", "", targets_section(res), "",
     ]
+    if res.get("transfer"):
+        out += [transfer_text(res), ""]
     out += seeds_section(res.get("seeds")) + attainable_section(res.get("attainable"))
     g = generalization_table(res)
     if g:
@@ -457,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-gens", type=int, default=None,
                     help="generations of the timing experiment (default 100); fewer: the report extrapolates")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--section", choices=["transfer"], default=None,
+                    help="rewrite only this section of the existing report (the other sections' results need not exist)")
     a = ap.parse_args(argv)
     names = [e["name"] for e in EXPERIMENTS]
     only = set(a.only.split(",")) if a.only else set(names)
@@ -471,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         print(f"[{time.strftime('%H:%M:%S')}] {e['name']}: {e['label']}", flush=True)
-        r = run_experiment(e, a.data, a.scale, a.timing_gens)
+        r = run_experiment(e, a.data, a.scale, a.timing_gens, a.out)
         write_json(path, r)
         done = "" if r.get("kind") in STUDY_KINDS else f": held-out {fmt(headline(r)['selected'])}"
         print(f"    done in {time.perf_counter() - t0:.0f} s{done}", flush=True)
@@ -480,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         p = a.out / f"{e['name']}.json"
         if p.exists():
             res[e["name"]] = json.loads(p.read_text())
+    if a.section == "transfer":
+        return splice_transfer(a.report, res, a.data)
     if not res:
         print("no results to report", file=sys.stderr)
         return 1
@@ -497,6 +542,35 @@ def main(argv: list[str] | None = None) -> int:
                  title="tensorgp: evolved zero-cost proxies, held-out quality", command=command, intro=text,
                  full=[res[n]["label"] for n in FULL if n in res])
     print(f"wrote {a.report}")
+    return 0
+
+
+TRANSFER_BEGIN, TRANSFER_END = "<!-- transfer study: begin -->", "<!-- transfer study: end -->"
+
+
+def transfer_text(res: dict[str, dict]) -> str:
+    return "\n".join([TRANSFER_BEGIN, TS.section(res["transfer"], res.get("transfer-tnb"), res.get("recipe")),
+                      TRANSFER_END])
+
+
+def splice_transfer(report: Path, res: dict[str, dict], data: Path) -> int:
+    """Replace (or insert after the report's first paragraph block) the transfer section only."""
+    if "transfer" not in res:
+        print("no transfer result to report (run --only transfer first)", file=sys.stderr)
+        return 1
+    text = report.read_text() if report.exists() else "# tensorgp: evolved zero-cost proxies, held-out quality\n"
+    cmd = ("Section regenerated " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + " with:\n\n```bash\n"
+           ".venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --only transfer,transfer-tnb,recipe "
+           "--section transfer\n```\n")
+    block = transfer_text(res).replace(TRANSFER_BEGIN, TRANSFER_BEGIN + "\n" + cmd, 1)
+    if TRANSFER_BEGIN in text and TRANSFER_END in text:
+        head, rest = text.split(TRANSFER_BEGIN, 1)
+        text = head + block + rest.split(TRANSFER_END, 1)[1]
+    else:
+        at = text.find("\n### ")
+        text = (text[:at] + "\n" + block + "\n" + text[at:]) if at >= 0 else text + "\n" + block + "\n"
+    report.write_text(text)
+    print(f"wrote the transfer section of {report}")
     return 0
 
 

@@ -18,7 +18,7 @@ from ..engine import expression as E
 from .data import Batch, DataError, Task, common_proxies, load, make_batch, select
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver, GenStats
-from .objective import RankObjective, correlation
+from .objective import correlation, objective_for
 from .selection import extend_result  # per-run figures, selection strategies, baselines
 from .splits import split_validation_holdout
 from ..engine.population import Population
@@ -134,9 +134,10 @@ def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = No
                                     checkpoint=checkpoint, every=every, resume=resume)
     t_start = time.perf_counter()
     prep = prepared or prepare(spec)
-    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    objective = objective_for(spec, prep.train_batch)
     evolver = Evolver(spec.config, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
     evolver.run(callback, should_stop)
+    evolver.rescore_hall_of_fame(None)  # a resampled objective: the final pick sees every space
     return build_result(spec, prep, evolver, objective.backend, time.perf_counter() - t_start,
                         interrupted=not evolver.done())
 
@@ -153,7 +154,7 @@ def evolve_proxy_managed(spec: RunSpec, callback: Callable[[GenStats], None] | N
     t_start = time.perf_counter()
     world = world or World(device=torch.device(spec.device))
     prep = prepared or prepare(spec)
-    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    objective = objective_for(spec, prep.train_batch)
     cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
     evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
     problem = {"proxies": list(prep.proxies), "train_tasks": [t.name for t in prep.train]}

@@ -6,7 +6,9 @@ strategies (``SELECTIONS``), all applied to the hall of fame of every run:
 * ``validation``: the best mean Kendall on the validation tasks (never on held-out rows, which
   would then no longer measure anything held out);
 * ``parsimony``: the smallest formula within ``PARSIMONY_TOLERANCE`` of the best training fitness;
-* ``ensemble``: the mean per-task rank of every run's best formula (one predictor, R formulas).
+* ``ensemble``: the mean per-task rank of every run's best formula (one predictor, R formulas);
+* ``nested``: each run leaves one training space out of its fitness and picks its formula on
+  that space; the picks' mean-rank ensemble (``transfer``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ..engine.primitives import FIRST_VAR
 from .data import Task, make_batch
 from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
+from .transfer import inner_space, nested_picks, task_spaces
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
 SCATTER_TASKS = 3  # tasks whose (prediction rank, accuracy) points the result keeps for figures
@@ -257,11 +260,31 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     selection["ensemble"] = {"expressions": [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members],
                              "size": sum(cands[i]["size"] for i in members), "tasks": ens_scores,
                              "mean": split_means(ens_scores, entries)}
+    if spec.select == "nested":
+        selection["nested"], nested_pred = _nested(cands, scores, entries, preds, prep, R)
     chosen = spec.select if spec.select in selection else "train"
     out["selection"] = {k: {kk: vv for kk, vv in v.items() if kk != "index"} for k, v in selection.items()}
     out["selected"] = chosen
-    out["scatter"] = _scatter(preds, entries, None if chosen == "ensemble" else selection[chosen]["index"],
-                              ens_pred if chosen == "ensemble" else None)
+    ens = nested_pred if chosen == "nested" else ens_pred
+    out["scatter"] = _scatter(preds, entries, None if chosen in ("ensemble", "nested") else selection[chosen]["index"],
+                              ens if chosen in ("ensemble", "nested") else None)
     return out
+
+
+def _nested(cands: list[dict], scores: list[dict], entries, preds: dict[str, tuple], prep, runs: int) -> tuple[dict, dict]:
+    """Nested selection: each run's hall-of-fame entry with the best mean Kendall on the run's
+    inner held-out training space, as one mean-rank ensemble: ``(selection entry, {split: pred[N]})``."""
+    names = [t.name for t in prep.train]
+    spaces, idx = task_spaces(names)
+    idx = idx.tolist()
+    val = [[_mean([scores[i][n]["kendall"] for n, g in zip(names, idx) if g == s]) for s in range(len(spaces))]
+           for i in range(len(cands))]
+    members = nested_picks(cands, val, runs)
+    ens_scores, ens_pred = _ensemble_scores(preds, members)
+    inner = [inner_space(cands[i]["run"], len(spaces)) for i in members]
+    return {"expressions": [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members],
+            "inner_spaces": [spaces[g] for g in inner], "inner_kendall": [val[i][g] for i, g in zip(members, inner)],
+            "size": sum(cands[i]["size"] for i in members), "tasks": ens_scores,
+            "mean": split_means(ens_scores, entries)}, ens_pred
 
 

@@ -13,7 +13,7 @@ from . import baselines as B
 from .data import DataError, Task, select
 
 SPLITS = ("train", "holdout", "validation", "test")
-SELECTIONS = ("train", "validation", "parsimony", "ensemble")  # see ``selection``
+SELECTIONS = ("train", "validation", "parsimony", "ensemble", "nested")  # see ``selection``
 
 # ----------------------------------------------------------------------------- splits
 
