@@ -23,6 +23,7 @@ from tensorgp.nas.report import fmt, table
 from tensorgp.nas.splits import finite_mean as _mean
 from tensorgp.runtime.results import write_json
 
+MONOTONE = "add,mul,min,max,sqrt,log,exp,tanh,square"  # non-decreasing on ranks in [0, 1]
 BUDGET = dict(runs=6, pop=200, gens=15)  # per evolution (a fold); see the report for the cost
 SEEDS = 3
 BASE_SETTING = "task-mean"  # today's default: mean over tasks, ensemble of runs
@@ -35,6 +36,8 @@ SETTINGS = [  # (name, label, settings over quality.DEFAULT and BUDGET)
      {"aggregation": "space-geo", "select": "nested"}),
     ("space-sample", "worst of G-1 spaces drawn each generation (EZNAS-like), nested",
      {"aggregation": "space-sample", "select": "nested"}),
+    ("space-min-monotone", "worst space, nested, monotone formulas (no constants)",
+     {"aggregation": "space-min", "select": "nested", "functions": MONOTONE, "constants": False}),
 ]
 PICKS = ("nested", "ensemble", "train", "parsimony")  # selection strategies shown per setting
 SHORT = {"nasbench201": "NB201", "nasbench301": "NB301", "transbench101_micro": "TNB-micro",

@@ -21,6 +21,7 @@ from ..engine.evolve import EvolutionConfig, Evolver, GenStats
 from .objective import correlation, objective_for
 from .selection import extend_result  # per-run figures, selection strategies, baselines
 from .splits import split_validation_holdout
+from .transfer import resolve_auto
 from ..engine.population import Population
 from ..engine.primitives import PrimitiveSet
 from ..runtime.distributed import World, evolve_managed
@@ -134,6 +135,7 @@ def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = No
                                     checkpoint=checkpoint, every=every, resume=resume)
     t_start = time.perf_counter()
     prep = prepared or prepare(spec)
+    spec = resolve_auto(spec, [t.name for t in prep.train])  # aggregation/select "auto"
     objective = objective_for(spec, prep.train_batch)
     evolver = Evolver(spec.config, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
     evolver.run(callback, should_stop)
@@ -154,6 +156,7 @@ def evolve_proxy_managed(spec: RunSpec, callback: Callable[[GenStats], None] | N
     t_start = time.perf_counter()
     world = world or World(device=torch.device(spec.device))
     prep = prepared or prepare(spec)
+    spec = resolve_auto(spec, [t.name for t in prep.train])
     objective = objective_for(spec, prep.train_batch)
     cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
     evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])

@@ -24,6 +24,7 @@ held-out one, and the picks form a mean-rank ensemble.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -34,6 +35,12 @@ from .splits import space_of
 SPACE_AGGREGATIONS = ("space-mean", "space-min", "space-softmin", "space-geo", "space-sample")
 SOFTMIN_T = 0.05  # temperature of space-softmin: a space 0.05 below another weighs e times more
 _SAMPLE_SALT = 0x5EED  # separates the space draws' stream from the evolution's
+AUTO = "auto"
+# What ``auto`` means (``resolve_auto``): for training tasks of several search spaces, the
+# setting the leave-one-space-out study of docs/results.md chose by its inner held-out score
+# (training spaces only); for one space, the task mean and the best training fitness.
+MULTI_SPACE_DEFAULT = {"aggregation": "space-min", "select": "nested"}
+SINGLE_SPACE_DEFAULT = {"aggregation": "mean", "select": "train"}
 
 
 def task_spaces(names: Sequence[str]) -> tuple[list[str], torch.Tensor]:
@@ -114,3 +121,21 @@ def nested_picks(cands: Sequence[dict], val: Sequence[Sequence[float | None]], r
             return (v if v is not None and math.isfinite(v) else -math.inf, cands[i]["fitness"])
         picks.append(max(mine, key=key))
     return picks
+
+
+def resolve_auto(spec, train_names: Sequence[str]):
+    """``spec`` with ``aggregation``/``select`` equal to ``auto`` replaced by the default for its
+    training tasks: ``MULTI_SPACE_DEFAULT`` when they span several search spaces, else
+    ``SINGLE_SPACE_DEFAULT``. Nested selection needs at least 2 runs; with one run ``auto``
+    selects by training fitness."""
+    multi = len({space_of(n) for n in train_names}) > 1
+    d = MULTI_SPACE_DEFAULT if multi else SINGLE_SPACE_DEFAULT
+    agg = d["aggregation"] if spec.aggregation == AUTO else spec.aggregation
+    sel = spec.select
+    if sel == AUTO:
+        sel = d["select"]
+        if sel == "nested" and (spec.config.runs < 2 or agg not in SPACE_AGGREGATIONS):
+            sel = "ensemble" if spec.config.runs > 1 else "train"
+    if (agg, sel) == (spec.aggregation, spec.select):
+        return spec
+    return dataclasses.replace(spec, aggregation=agg, select=sel)
