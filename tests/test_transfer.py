@@ -203,3 +203,18 @@ def test_resolve_auto_needs_runs_for_nested():
     assert r.aggregation == TR.MULTI_SPACE_DEFAULT["aggregation"] and r.select == "train"
     explicit = RunSpec(data=[], train="*", aggregation="mean", select="ensemble")
     assert TR.resolve_auto(explicit, ["a/x", "b/y"]) is explicit
+
+
+def test_resampled_evolution_with_unfilled_hall_of_fame_slots():
+    """More hall-of-fame slots than programs: the empty slots are re-scored without error and stay empty."""
+    batch = _batch()
+    cfg = EvolutionConfig(population=4, generations=3, runs=2, seed=1, max_depth=3, init_depth=(1, 2),
+                          hall_of_fame=10, elitism=1)
+    pset = PrimitiveSet(("p0", "p1", "p2"), PrimitiveSet.parse_functions(None), True)
+    ev = Evolver(cfg, pset, RankObjective(batch, "kendall", "space-sample", seed=1), "cpu")
+    ev.run()
+    ev.rescore_hall_of_fame(None)
+    fit = ev.state.hof.fitness.view(2, -1)
+    empty = (ev.state.hof.pop.length == 0).view(2, -1)
+    assert bool(empty.any()) and torch.all(torch.isinf(fit[empty]))
+    assert torch.all(torch.isfinite(fit[:, 0]))

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 import torch
 
 from .population import Population, first_of_groups, init_population, pad_to, program_keys
-from .primitives import PrimitiveSet
+from .primitives import CONST, PrimitiveSet
 from .variation import Limits, VariationRates, breed
 
 
@@ -194,8 +194,12 @@ class Evolver:
         if st is None or not self._begin_generation(generation):
             return
         hof = st.hof
-        fresh = torch.nan_to_num(self.fitness_fn(hof.pop), nan=-float("inf"))
-        fit = torch.where(torch.isfinite(hof.fitness), fresh, -float("inf")).view(c.runs, -1)
+        empty = hof.pop.length == 0  # unfilled slots: scored as a constant (evaluators reject empty programs), then -inf
+        ops = hof.pop.ops.clone()
+        ops[empty, 0] = CONST
+        probe = Population(ops, torch.where(empty[:, None], 0.0, hof.pop.consts), torch.where(empty, 1, hof.pop.length))
+        fresh = torch.nan_to_num(self.fitness_fn(probe), nan=-float("inf"))
+        fit = torch.where(torch.isfinite(hof.fitness) & ~empty, fresh, -float("inf")).view(c.runs, -1)
         order = torch.argsort(fit, dim=1, descending=True, stable=True)
         rows = (order + torch.arange(c.runs, device=fit.device)[:, None] * hof.size).reshape(-1)
         st.hof = HallOfFame(hof.pop[rows], fit.reshape(-1)[rows], hof.size)
