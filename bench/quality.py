@@ -144,7 +144,7 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
 def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None,
                    out: Path = Path("runs/quality")) -> dict:
     if e["kind"] == "transfer":
-        return {**TS.run_transfer(spec_of, data_root, out, scale), "label": e["label"],
+        return {**TS.run_transfer(spec_of, data_root, out, scale, until=TRANSFER_UNTIL[0]), "label": e["label"],
                 "study": {"name": e["name"], "scale": scale}}
     if e["kind"] in ("transfer-split", "recipe"):
         chosen = _transfer_choice(out)
@@ -236,6 +236,9 @@ def run_attainable(e: dict, data_root: Path, scale: float) -> dict:
             "reach_train_max": float(tr[hit].max()) if bool(hit.any()) else None,
             "reach_rank_pct": float(100.0 * (tr > tr[hit].max()).double().mean()) if bool(hit.any()) else None,
             "spearman_top10": _spearman(tr[top].tolist(), te[top].tolist())}
+
+
+TRANSFER_UNTIL: list[float | None] = [None]  # --until: no new transfer evolution after this time
 
 
 def _transfer_choice(out: Path) -> str:
@@ -498,9 +501,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-gens", type=int, default=None,
                     help="generations of the timing experiment (default 100); fewer: the report extrapolates")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--until", default=None, help="HH:MM (UTC, today): start no new evolution of the transfer "
+                    "study after this time; the report covers the seeds stored by then")
     ap.add_argument("--section", choices=["transfer"], default=None,
                     help="rewrite only this section of the existing report (the other sections' results need not exist)")
     a = ap.parse_args(argv)
+    if a.until:
+        try:
+            import calendar
+
+            hh, mm = (int(x) for x in a.until.split(":"))
+            now = time.gmtime()
+            TRANSFER_UNTIL[0] = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0))
+        except ValueError:
+            ap.error(f"--until expects HH:MM (UTC), got {a.until!r}")
     names = [e["name"] for e in EXPERIMENTS]
     only = set(a.only.split(",")) if a.only else set(names)
     skip = set(filter(None, a.skip.split(",")))

@@ -56,18 +56,21 @@ def label_of(name: str) -> str:
 
 
 def run_transfer(spec_of, data_root: Path, out: Path, scale: float, seeds: int = SEEDS,
-                 names: list[str] | None = None) -> dict:
+                 names: list[str] | None = None, until: float | None = None) -> dict:
     """Every setting over ``seeds`` seeds, leave-one-space-out over every space of the suite.
     Seed 0 of every setting first; the later seeds go to the recipe (best inner score) and the
-    former default first, then the rest, so a study cut short has the comparisons that matter."""
+    former default first, then the rest, so a study cut short has the comparisons that matter.
+    ``until`` (epoch seconds): start no new evolution after it; what is stored is reported."""
     names = names or [n for n, _, _ in SETTINGS]
     folder = out / "transfer"
     folder.mkdir(parents=True, exist_ok=True)
 
-    def one(name: str, seed: int) -> dict:
+    def one(name: str, seed: int) -> dict | None:
         path = folder / f"{name}-s{seed}.json"
         if path.exists():
             return json.loads(path.read_text())
+        if until is not None and time.time() > until:
+            return None
         t0, load = time.perf_counter(), os.getloadavg()[0]
         kw = {**BUDGET, **settings_of(name)}
         spec = spec_of({"name": name, "label": label_of(name), "group": "transfer", "kind": "loso", "seed": seed,
@@ -84,13 +87,18 @@ def run_transfer(spec_of, data_root: Path, out: Path, scale: float, seeds: int =
     res: dict[str, dict[int, dict]] = {n: {} for n in names}
     for n in names:
         res[n][0] = one(n, 0)
+    res = {n: {s: r for s, r in v.items() if r is not None} for n, v in res.items()}
+    res = {n: v for n, v in res.items() if v}
+    names = list(res)
     order = sorted(names, key=lambda n: -(inner_score(res[n].values()) or -9))
     chosen = order[0]
     later = [chosen] + ([BASE_SETTING] if BASE_SETTING in names and BASE_SETTING != chosen else [])
     later += [n for n in order if n not in later]
     for n in later:
         for s in range(1, seeds):
-            res[n][s] = one(n, s)
+            r = one(n, s)
+            if r is not None:
+                res[n][s] = r
     return {"kind": "transfer", "budget": BUDGET, "scale": scale, "chosen": recipe_choice(res),
             "settings": {n: {"label": label_of(n), "settings": settings_of(n),
                              "seeds": {str(s): compact(r) for s, r in sorted(v.items())}} for n, v in res.items()}}
