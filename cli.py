@@ -99,7 +99,7 @@ def run(
     functions: Optional[str] = typer.Option(None, help="Comma-separated function set (default: all 14)."),
     constants: bool = typer.Option(True, help="Allow ephemeral random constants."),
     metric: str = typer.Option("kendall", help="kendall | spearman | kendall-top (mean of the global Kendall and the Kendall among the top 10% by accuracy; kendall-topNN: top NN%)."),
-    aggregation: str = typer.Option("auto", help="auto (default: space-min for training tasks of several search spaces, else mean; see docs/results.md) | mean | min | mean-std across training tasks; space-mean | space-min | space-softmin | space-geo | space-sample: mean within each search space, then mean | worst | soft minimum | sum of log((1+tau)/2) | worst of G-1 spaces drawn each generation (tensorgp.nas.transfer)."),
+    aggregation: str = typer.Option("auto", help="auto (default: space-mean for training tasks of several search spaces, else mean; see docs/results.md) | mean | min | mean-std across training tasks; space-mean | space-min | space-softmin | space-geo | space-sample: mean within each search space, then mean | worst | soft minimum | sum of log((1+tau)/2) | worst of G-1 spaces drawn each generation (tensorgp.nas.transfer)."),
     fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
     validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),

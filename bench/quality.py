@@ -144,12 +144,13 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
 def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None,
                    out: Path = Path("runs/quality")) -> dict:
     if e["kind"] == "transfer":
-        return {**TS.run_transfer(spec_of, data_root, out, scale, until=TRANSFER_UNTIL[0]), "label": e["label"],
+        return {**TS.run_transfer(spec_of, data_root, out, scale, until=TRANSFER_UNTIL[0], names=TRANSFER_NAMES[0]),
+                "label": e["label"],
                 "study": {"name": e["name"], "scale": scale}}
     if e["kind"] in ("transfer-split", "recipe"):
         chosen = _transfer_choice(out)
         if e["kind"] == "transfer-split":
-            names = list(dict.fromkeys([chosen, TS.BASE_SETTING]))
+            names = [chosen]  # the former default's split figure is the earlier study's (CPU time)
             return {**TS.run_split(spec_of, data_root, out, scale, names), "label": e["label"],
                     "study": {"name": e["name"], "scale": scale}}
         spec = spec_of({**e, "kind": "loso", "train": "*", **TS.BUDGET, **TS.settings_of(chosen)}, data_root, scale)
@@ -239,6 +240,7 @@ def run_attainable(e: dict, data_root: Path, scale: float) -> dict:
 
 
 TRANSFER_UNTIL: list[float | None] = [None]  # --until: no new transfer evolution after this time
+TRANSFER_NAMES: list[list[str] | None] = [None]  # --transfer-settings: a subset of transfer_study.SETTINGS
 
 
 def _transfer_choice(out: Path) -> str:
@@ -505,7 +507,16 @@ def main(argv: list[str] | None = None) -> int:
                     "study after this time; the report covers the seeds stored by then")
     ap.add_argument("--section", choices=["transfer"], default=None,
                     help="rewrite only this section of the existing report (the other sections' results need not exist)")
+    ap.add_argument("--transfer-settings", default=None,
+                    help="comma-separated settings of the transfer study (default: all of transfer_study.SETTINGS)")
     a = ap.parse_args(argv)
+    if a.transfer_settings:
+        known = [n for n, _, _ in TS.SETTINGS]
+        names = [n.strip() for n in a.transfer_settings.split(",") if n.strip()]
+        bad = [n for n in names if n not in known]
+        if bad:
+            ap.error(f"--transfer-settings: unknown {bad}; known: {', '.join(known)}")
+        TRANSFER_NAMES[0] = names
     if a.until:
         try:
             import calendar
@@ -549,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --timing-gens {res['timing']['generations']}"
     text = intro(res, command, scale).replace("FINDINGS", findings(res))
     order = [e["name"] for e in EXPERIMENTS if e["name"] in res and res[e["name"]].get("kind") not in STUDY_KINDS]
+    if not order:  # only study tables: a full report would lose every per-result section
+        print("no per-run results to report; use --section transfer for the transfer study alone", file=sys.stderr)
+        return 1
     figs = a.report.parent / "figures"
     for old in figs.glob("*.png") if figs.is_dir() else []:  # the figures folder belongs to this report
         old.unlink()
@@ -562,9 +576,9 @@ def main(argv: list[str] | None = None) -> int:
 TRANSFER_BEGIN, TRANSFER_END = "<!-- transfer study: begin -->", "<!-- transfer study: end -->"
 
 
-def transfer_text(res: dict[str, dict]) -> str:
+def transfer_text(res: dict[str, dict], note: str = "") -> str:
     return "\n".join([TRANSFER_BEGIN, TS.section(res["transfer"], res.get("transfer-tnb"), res.get("recipe")),
-                      TRANSFER_END])
+                      "## Earlier studies: NB201+NB301 -> TNB-micro, and protocol variants" + note, "", TRANSFER_END])
 
 
 def splice_transfer(report: Path, res: dict[str, dict], data: Path) -> int:
@@ -576,7 +590,8 @@ def splice_transfer(report: Path, res: dict[str, dict], data: Path) -> int:
     cmd = ("Section regenerated " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + " with:\n\n```bash\n"
            ".venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --only transfer,transfer-tnb,recipe "
            "--section transfer\n```\n")
-    block = transfer_text(res).replace(TRANSFER_BEGIN, TRANSFER_BEGIN + "\n" + cmd, 1)
+    block = transfer_text(res, " (stored results of the previous full run; not regenerated with the section "
+                                "above, their leave-one-space-out covers 3 spaces)").replace(TRANSFER_BEGIN, TRANSFER_BEGIN + "\n" + cmd, 1)
     if TRANSFER_BEGIN in text and TRANSFER_END in text:
         head, rest = text.split(TRANSFER_BEGIN, 1)
         text = head + block + rest.split(TRANSFER_END, 1)[1]

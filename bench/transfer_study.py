@@ -105,8 +105,9 @@ def run_transfer(spec_of, data_root: Path, out: Path, scale: float, seeds: int =
 
 
 def recipe_choice(res: dict[str, dict]) -> str | None:
-    """The setting with the best inner held-out score (training spaces only)."""
-    scored = {n: inner_score(v.values()) for n, v in res.items()}
+    """The setting with the best inner held-out score (training spaces only) on the seed-0 screen,
+    which every setting has; later seeds do not move the choice."""
+    scored = {n: inner_score([v[0]]) for n, v in res.items() if 0 in v}
     scored = {n: v for n, v in scored.items() if v is not None}
     return max(scored, key=scored.get) if scored else None
 

@@ -39,7 +39,7 @@ AUTO = "auto"
 # What ``auto`` means (``resolve_auto``): for training tasks of several search spaces, the
 # setting the leave-one-space-out study of docs/results.md chose by its inner held-out score
 # (training spaces only); for one space, the task mean and the best training fitness.
-MULTI_SPACE_DEFAULT = {"aggregation": "space-min", "select": "nested"}
+MULTI_SPACE_DEFAULT = {"aggregation": "space-mean", "select": "nested"}
 SINGLE_SPACE_DEFAULT = {"aggregation": "mean", "select": "train"}
 
 
