@@ -114,11 +114,11 @@ def run(
     functions: Optional[str] = typer.Option(None, help="Comma-separated function set (default: all 14)."),
     constants: bool = typer.Option(True, help="Allow ephemeral random constants."),
     metric: str = typer.Option("kendall", help="kendall | spearman | kendall-top (mean of the global Kendall and the Kendall among the top 10% by accuracy; kendall-topNN: top NN%)."),
-    aggregation: str = typer.Option("mean", help="mean | min | mean-std across training tasks; space-mean | space-min: mean within each search space, then mean | min over spaces."),
+    aggregation: str = typer.Option("auto", help="auto (default: space-mean for training tasks of several search spaces, else mean; see docs/results.md) | mean | min | mean-std across training tasks; space-mean | space-min | space-softmin | space-geo | space-sample: mean within each search space, then mean | worst | soft minimum | sum of log((1+tau)/2) | worst of G-1 spaces drawn each generation (tensorgp.nas.transfer)."),
     fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
     validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),
-    select: str = typer.Option("compact", "--select", help="Formula reported: compact (default: the smallest on the size/fitness Pareto front within 0.01 of the best, rank-simplified) | train (best training fitness) | validation | parsimony (smallest hall-of-fame entry within 0.01 of the best) | ensemble (mean rank of every run's best)."),
+    select: str = typer.Option("auto", "--select", help="Formula reported: auto (default: nested for training tasks of 3+ search spaces and 2+ runs, else compact) | compact (the smallest on the size/fitness Pareto front within 0.01 of the best, rank-simplified) | train (best training fitness) | validation | parsimony (smallest hall-of-fame entry within 0.01 of the best) | ensemble (mean rank of every run's best) | nested (run r leaves training space r mod G out of its fitness and picks its formula there; the picks' ensemble; needs a space-* aggregation)."),
     protocol: str = typer.Option("split", "--protocol", help="split (train/test globs) | leave-one-space-out (one evolution per search space of the --train tasks, that space held out)."),
     parsimony: float = typer.Option(0.001, help="Selection penalty per program node (the default keeps formulas readable; 0 for none)."),
     tournament: int = typer.Option(7, help="Tournament size."),
@@ -387,7 +387,8 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
         except (DataError, ValueError) as e:
             _fail(str(e))
     def show(result: dict) -> None:
-        t = Table(title=f"leave-one-space-out: mean Kendall tau on the held-out space (reported: {spec.select})")
+        picks = sorted({r.get("selected", spec.select) for r in result["folds"].values()})
+        t = Table(title=f"leave-one-space-out: mean Kendall tau on the held-out space (reported: {', '.join(picks)})")
         for c in ("held-out space", "evolved", "runs median [IQR]", "best-on-train", "oracle", "mean-rank", "loses to"):
             t.add_column(c, justify="left" if c in ("held-out space", "loses to") else "right")
         for s, v in result["summary"].items():
@@ -397,7 +398,8 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
                           fmt(v["mean_rank"]), ", ".join(v["beaten_by"]) or "none")
         out.print(t)
         for s, r in result["folds"].items():
-            out.print(f"{s} held out: [cyan]{r['selection'].get(spec.select, r['selection']['train']).get('expression', '(ensemble)')}[/]")
+            sel = r["selection"].get(r.get("selected"), r["selection"]["train"])
+            out.print(f"{s} held out: [cyan]{sel.get('expression') or ' | '.join(sel.get('expressions', []))}[/]")
         whole = result.get("all_spaces")
         if whole:
             out.print(f"evolved on every space (the formula `score --from` and `search --from` use): "

@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --report docs/results.md
 
+The main protocol (issue 15), leave-one-space-out over the 4 spaces with the transfer settings:
+
+    .venv/bin/python bench/quality.py --only transfer,transfer-tnb,recipe --section transfer
+
+(``--section transfer`` rewrites only that section of an existing report; see bench/transfer_study.py.)
+
 Runs every experiment below (each result is kept in OUT/NAME.json, so an interrupted study
 resumes where it stopped; --force recomputes), then writes the report with its study tables
 (targets, preprocessing, fitness shaping, selection strategies, top-weighted fitness, where the
@@ -31,6 +37,9 @@ from tensorgp.nas.protocols import leave_one_space_out
 from tensorgp.nas.splits import consistent_proxies
 from tensorgp.nas.report import _mean, fmt, fmt_iqr, headline, table, write_report
 from tensorgp.runtime.results import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import transfer_study as TS  # noqa: E402  (the leave-one-space-out study over the 4 spaces)
 
 TRAIN = "nasbench201/*,nasbench301/*"
 TEST = "transbench101_micro/*"
@@ -68,6 +77,13 @@ def exp(name, label, group, kind="split", **kw):
 
 
 EXPERIMENTS = [
+    # the main protocol: leave-one-space-out over the 4 spaces, settings designed for transfer
+    exp("transfer", "Leave-one-space-out over the 4 spaces: fitness and selection for transfer", "transfer",
+        kind="transfer"),
+    exp("transfer-tnb", "NB201+NB301 -> TNB-micro with the transfer recipe and the former default", "transfer",
+        kind="transfer-split"),
+    exp("recipe", "The transfer recipe on all 4 spaces: the predictor meant for a new space", "transfer",
+        kind="recipe"),
     # the headline split and its protocol variants
     exp("main", "Main: evolved on NB201+NB301, tested on TransNAS-Bench-101-micro (default settings)", "main"),
     exp("paper", "Paper-like settings (raw values, depth 8, pop 100 x 50, best training fitness)", "main", **PAPER),
@@ -130,7 +146,24 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
                    functions=c.get("functions"), constants=c.get("constants", True), config=cfg)
 
 
-def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None) -> dict:
+def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None,
+                   out: Path = Path("runs/quality")) -> dict:
+    if e["kind"] == "transfer":
+        return {**TS.run_transfer(spec_of, data_root, out, scale, until=TRANSFER_UNTIL[0], names=TRANSFER_NAMES[0]),
+                "label": e["label"],
+                "study": {"name": e["name"], "scale": scale}}
+    if e["kind"] in ("transfer-split", "recipe"):
+        chosen = _transfer_choice(out)
+        if e["kind"] == "transfer-split":
+            names = [chosen]  # the former default's split figure is the earlier study's (CPU time)
+            return {**TS.run_split(spec_of, data_root, out, scale, names), "label": e["label"],
+                    "study": {"name": e["name"], "scale": scale}}
+        spec = spec_of({**e, "kind": "loso", "train": "*", **TS.BUDGET, **TS.settings_of(chosen)}, data_root, scale)
+        load = os.getloadavg()[0]
+        r = evolve_proxy(replace(spec, train="*", test=None))
+        r["label"] = e["label"]
+        r["study"] = {"name": chosen, "scale": scale, "load_before": load, "load_after": os.getloadavg()[0]}
+        return r
     if e["kind"] == "seeds":
         return {**run_seeds(data_root, scale), "label": e["label"], "study": {"name": e["name"], "scale": scale}}
     if e["kind"] == "attainable":
@@ -211,7 +244,18 @@ def run_attainable(e: dict, data_root: Path, scale: float) -> dict:
             "spearman_top10": _spearman(tr[top].tolist(), te[top].tolist())}
 
 
-STUDY_KINDS = ("seeds", "attainable")  # results that are study tables, not runs with per-task sections
+TRANSFER_UNTIL: list[float | None] = [None]  # --until: no new transfer evolution after this time
+TRANSFER_NAMES: list[list[str] | None] = [None]  # --transfer-settings: a subset of transfer_study.SETTINGS
+
+
+def _transfer_choice(out: Path) -> str:
+    path = out / "transfer.json"
+    if not path.exists():
+        raise SystemExit("run the transfer experiment first (it chooses the recipe)")
+    return json.loads(path.read_text())["chosen"]
+
+
+STUDY_KINDS = ("seeds", "attainable", "transfer", "transfer-split", "recipe")  # results that are study tables, not runs with per-task sections
 
 
 # ----------------------------------------------------------------------------- study tables
@@ -406,6 +450,8 @@ def intro(res: dict[str, dict], command: str, scale: float) -> str:
         f"*seed-robust comparison* repeats the main settings over {SEEDS} seeds each.",
         "", "### Targets", "", targets_section(res), "",
     ]
+    if res.get("transfer"):
+        out += [transfer_text(res), ""]
     out += seeds_section(res.get("seeds")) + attainable_section(res.get("attainable"))
     g = generalization_table(res)
     if g:
@@ -462,7 +508,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-gens", type=int, default=None,
                     help="generations of the timing experiment (default 100); fewer: the report extrapolates")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--until", default=None, help="HH:MM (UTC, today): start no new evolution of the transfer "
+                    "study after this time; the report covers the seeds stored by then")
+    ap.add_argument("--section", choices=["transfer"], default=None,
+                    help="rewrite only this section of the existing report (the other sections' results need not exist)")
+    ap.add_argument("--transfer-settings", default=None,
+                    help="comma-separated settings of the transfer study (default: all of transfer_study.SETTINGS)")
     a = ap.parse_args(argv)
+    if a.transfer_settings:
+        known = [n for n, _, _ in TS.SETTINGS]
+        names = [n.strip() for n in a.transfer_settings.split(",") if n.strip()]
+        bad = [n for n in names if n not in known]
+        if bad:
+            ap.error(f"--transfer-settings: unknown {bad}; known: {', '.join(known)}")
+        TRANSFER_NAMES[0] = names
+    if a.until:
+        try:
+            import calendar
+
+            hh, mm = (int(x) for x in a.until.split(":"))
+            now = time.gmtime()
+            TRANSFER_UNTIL[0] = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0))
+        except ValueError:
+            ap.error(f"--until expects HH:MM (UTC), got {a.until!r}")
     names = [e["name"] for e in EXPERIMENTS]
     only = set(a.only.split(",")) if a.only else set(names)
     skip = set(filter(None, a.skip.split(",")))
@@ -476,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         print(f"[{time.strftime('%H:%M:%S')}] {e['name']}: {e['label']}", flush=True)
-        r = run_experiment(e, a.data, a.scale, a.timing_gens)
+        r = run_experiment(e, a.data, a.scale, a.timing_gens, a.out)
         write_json(path, r)
         done = "" if r.get("kind") in STUDY_KINDS else f": held-out {fmt(headline(r)['selected'])}"
         print(f"    done in {time.perf_counter() - t0:.0f} s{done}", flush=True)
@@ -485,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         p = a.out / f"{e['name']}.json"
         if p.exists():
             res[e["name"]] = json.loads(p.read_text())
+    if a.section == "transfer":
+        return splice_transfer(a.report, res, a.data)
     if not res:
         print("no results to report", file=sys.stderr)
         return 1
@@ -495,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --timing-gens {res['timing']['generations']}"
     text = intro(res, command, scale).replace("FINDINGS", findings(res))
     order = [e["name"] for e in EXPERIMENTS if e["name"] in res and res[e["name"]].get("kind") not in STUDY_KINDS]
+    if not order:  # only study tables: a full report would lose every per-result section
+        print("no per-run results to report; use --section transfer for the transfer study alone", file=sys.stderr)
+        return 1
     figs = a.report.parent / "figures"
     for old in figs.glob("*.png") if figs.is_dir() else []:  # the figures folder belongs to this report
         old.unlink()
@@ -502,6 +575,36 @@ def main(argv: list[str] | None = None) -> int:
                  title="tensorgp: evolved zero-cost proxies, held-out quality", command=command, intro=text,
                  full=[res[n]["label"] for n in FULL if n in res])
     print(f"wrote {a.report}")
+    return 0
+
+
+TRANSFER_BEGIN, TRANSFER_END = "<!-- transfer study: begin -->", "<!-- transfer study: end -->"
+
+
+def transfer_text(res: dict[str, dict], note: str = "") -> str:
+    return "\n".join([TRANSFER_BEGIN, TS.section(res["transfer"], res.get("transfer-tnb"), res.get("recipe")),
+                      "## Earlier studies: NB201+NB301 -> TNB-micro, and protocol variants" + note, "", TRANSFER_END])
+
+
+def splice_transfer(report: Path, res: dict[str, dict], data: Path) -> int:
+    """Replace (or insert after the report's first paragraph block) the transfer section only."""
+    if "transfer" not in res:
+        print("no transfer result to report (run --only transfer first)", file=sys.stderr)
+        return 1
+    text = report.read_text() if report.exists() else "# tensorgp: evolved zero-cost proxies, held-out quality\n"
+    cmd = ("Section regenerated " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + " with:\n\n```bash\n"
+           ".venv/bin/python bench/quality.py --data ../shared/data --out runs/quality --only transfer,transfer-tnb,recipe "
+           "--section transfer\n```\n")
+    block = transfer_text(res, " (stored results of the previous full run; not regenerated with the section "
+                                "above, their leave-one-space-out covers 3 spaces)").replace(TRANSFER_BEGIN, TRANSFER_BEGIN + "\n" + cmd, 1)
+    if TRANSFER_BEGIN in text and TRANSFER_END in text:
+        head, rest = text.split(TRANSFER_BEGIN, 1)
+        text = head + block + rest.split(TRANSFER_END, 1)[1]
+    else:
+        at = text.find("\n### ")
+        text = (text[:at] + "\n" + block + "\n" + text[at:]) if at >= 0 else text + "\n" + block + "\n"
+    report.write_text(text)
+    print(f"wrote the transfer section of {report}")
     return 0
 
 

@@ -16,11 +16,17 @@ from typing import Callable, Protocol
 import torch
 
 from .population import Population, first_of_groups, init_population, pad_to, program_keys
-from .primitives import PrimitiveSet
+from .primitives import CONST, PrimitiveSet
 from .variation import Limits, VariationRates, breed
 
 
 class FitnessFunction(Protocol):
+    """Optionally also ``begin_generation(g: int | None) -> bool``: called before generation g's
+    evaluation (0 = the initial population; None = after evolution); True when a program's
+    fitness depends on g (a resampled objective), so the evolver re-scores what it carries over
+    (elites, hall of fame). It must depend only on g, never on call counts, so a resumed run
+    sees the same objective."""
+
     def __call__(self, pop: Population) -> torch.Tensor:  # float32[P], higher is better, NaN = invalid
         ...
 
@@ -186,6 +192,27 @@ class Evolver:
             return fit, split[0], split[1]
         return fit, dt, 0.0
 
+    def _begin_generation(self, generation: int | None) -> bool:
+        hook = getattr(self.fitness_fn, "begin_generation", None)
+        return bool(hook(generation)) if hook is not None else False
+
+    def rescore_hall_of_fame(self, generation: int | None = None) -> None:
+        """Re-score and re-sort every run's hall of fame under the objective of ``generation``
+        (None: the objective outside evolution), for objectives that change with the generation."""
+        st, c = self.state, self.config
+        if st is None or not self._begin_generation(generation):
+            return
+        hof = st.hof
+        empty = hof.pop.length == 0  # unfilled slots: scored as a constant (evaluators reject empty programs), then -inf
+        ops = hof.pop.ops.clone()
+        ops[empty, 0] = CONST
+        probe = Population(ops, torch.where(empty[:, None], 0.0, hof.pop.consts), torch.where(empty, 1, hof.pop.length))
+        fresh = torch.nan_to_num(self.fitness_fn(probe), nan=-float("inf"))
+        fit = torch.where(torch.isfinite(hof.fitness) & ~empty, fresh, -float("inf")).view(c.runs, -1)
+        order = torch.argsort(fit, dim=1, descending=True, stable=True)
+        rows = (order + torch.arange(c.runs, device=fit.device)[:, None] * hof.size).reshape(-1)
+        st.hof = HallOfFame(hof.pop[rows], fit.reshape(-1)[rows], hof.size)
+
     def _selection_fitness(self, pop: Population, fit: torch.Tensor) -> torch.Tensor:
         if self.config.parsimony:
             return fit - self.config.parsimony * pop.length.float()
@@ -198,6 +225,7 @@ class Evolver:
         pop = init_population(R * P, self.pset, self.generator, max_len=c.max_len, depth_range=c.init_depth,
                               const_prob=c.const_prob, device=self.device)
         tv = time.perf_counter() - t0
+        self._begin_generation(0)
         fit, te, tf = self._evaluate(pop)
         hof = _update_hof(None, pop, fit, R, c.hall_of_fame, c.max_len)
         st = EvolutionState(pop, fit, hof, 0, [], 0, self.generator.get_state())
@@ -224,13 +252,17 @@ class Evolver:
             elite = (torch.topk(f, c.elitism, dim=1).indices + torch.arange(R, device=f.device)[:, None] * P)
             elite_parts.append(elite.reshape(-1))
         tv = time.perf_counter() - t0
+        changed = self._begin_generation(st.generation + 1)
+        if changed:  # a resampled objective: the hall of fame competes under this generation's
+            self.rescore_hall_of_fame(st.generation + 1)
         new_fit_kids, te, tf = self._evaluate(kids)
         if c.elitism:
             e_idx = elite_parts[0]
             elite_pop = st.pop[e_idx]
+            elite_fit = self._evaluate(elite_pop)[0] if changed else st.fitness[e_idx]
             # interleave per run: [elites of run r, children of run r]
             new_pop = _interleave(elite_pop, kids, R, c.max_len)
-            new_fit = torch.cat([st.fitness[e_idx].view(R, -1), new_fit_kids.view(R, -1)], 1).reshape(-1)
+            new_fit = torch.cat([elite_fit.view(R, -1), new_fit_kids.view(R, -1)], 1).reshape(-1)
         else:
             new_pop, new_fit = kids, new_fit_kids
         prev_best = float(torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max())

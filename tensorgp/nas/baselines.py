@@ -60,7 +60,7 @@ def task_ranks(pred: torch.Tensor, offsets: torch.Tensor, quantile: bool = True)
 def score_predictions(pred: torch.Tensor, accuracy: torch.Tensor, offsets: torch.Tensor) -> dict[str, torch.Tensor]:
     """``pred: float[K, N]`` -> ``{metric: float32[K, T]}`` for every metric in ``METRIC_KEYS``."""
     pred = pred.detach().cpu().to(torch.float64)  # exact for float32 predictions and rank means
-    accuracy = accuracy.detach().cpu().to(torch.float32)
+    accuracy = accuracy.detach().cpu().to(torch.float64)  # as the objective ranks it: a float32 cast merges ties
     offsets = torch.as_tensor(offsets).cpu()
     tau, rho = rank_correlations(pred, accuracy, offsets)
     tk = top_kendall(pred, accuracy, offsets, TOP_FRACTION)

@@ -22,9 +22,10 @@ from .spec_checks import check_spec
 from ..engine.device import resolve_device
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver, GenStats
-from .objective import RankObjective, correlation
+from .objective import correlation, objective_for
 from .selection import extend_result  # per-run figures, selection strategies, baselines
 from .splits import split_validation_holdout
+from .transfer import resolve_auto
 from ..engine.population import Population
 from ..engine.primitives import PrimitiveSet
 from ..runtime.distributed import World, evolve_managed
@@ -178,9 +179,11 @@ def evolve_proxy(spec: RunSpec, callback: Callable[[GenStats], None] | None = No
                                     checkpoint=checkpoint, every=every, resume=resume)
     t_start = time.perf_counter()
     prep = prepared or prepare(spec)
-    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    spec = resolve_auto(spec, [t.name for t in prep.train])  # aggregation/select "auto"
+    objective = objective_for(spec, prep.train_batch)
     evolver = Evolver(spec.config, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
     evolver.run(callback, should_stop)
+    evolver.rescore_hall_of_fame(None)  # a resampled objective: the final pick sees every space
     return build_result(spec, prep, evolver, objective.backend, time.perf_counter() - t_start,
                         interrupted=not evolver.done())
 
@@ -197,7 +200,8 @@ def evolve_proxy_managed(spec: RunSpec, callback: Callable[[GenStats], None] | N
     t_start = time.perf_counter()
     world = world or World(device=torch.device(spec.device))
     prep = prepared or prepare(spec)
-    objective = RankObjective(prep.train_batch, spec.metric, spec.aggregation, spec.backend)
+    spec = resolve_auto(spec, [t.name for t in prep.train])
+    objective = objective_for(spec, prep.train_batch)
     cfg = dataclasses.replace(spec.config, seed=spec.config.seed + world.rank)
     evolver = Evolver(cfg, prep.pset, objective, spec.device, count_rows=prep.train_batch.X.shape[0])
     # the data digest makes --resume notice a training file whose contents changed under the same task names

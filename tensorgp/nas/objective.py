@@ -10,11 +10,9 @@ from .data import Batch
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
 from ..engine.population import Population, unique_programs
+from .transfer import SPACE_AGGREGATIONS, inner_mask, reduce_spaces, sample_mask, space_weights
 
 METRICS = ("kendall", "spearman", "kendall-top")
-# Aggregations over search spaces (the task-name prefix before "/"): mean within each space
-# first, so a space with many tasks does not outvote one with few; then mean or min over spaces.
-SPACE_AGGREGATIONS = ("space-mean", "space-min")
 
 
 def parse_metric(metric: str) -> tuple[str, float]:
@@ -54,10 +52,14 @@ class RankObjective:
     Programs are evaluated in chunks of ``chunk`` rows so that ``pred`` stays bounded for large
     populations (R runs x P programs x N architectures). ``last_split`` holds the seconds spent
     in evaluation and in the rank statistics during the last call.
+
+    Space-aware aggregations (``transfer.SPACE_AGGREGATIONS``): ``inner_runs = R > 1`` makes run
+    r of a population of R runs leave training space ``r mod G`` out (nested selection);
+    ``seed`` seeds the per-generation space draws of ``space-sample`` (``begin_generation``).
     """
 
     def __init__(self, batch: Batch, metric: str = "kendall", aggregation: str = "mean",
-                 backend: str = "auto", chunk: int = 4096):
+                 backend: str = "auto", chunk: int = 4096, inner_runs: int = 1, seed: int = 0):
         parse_metric(metric)  # validates the name early
         self.batch = batch
         self.metric = metric
@@ -66,13 +68,28 @@ class RankObjective:
         self.chunk = chunk
         self.last_split = (0.0, 0.0)
         self.space_weights = None
+        self.inner_runs = inner_runs
+        self.seed = seed
+        self.sample = None  # bool[G]: the spaces space-sample draws this generation (None: all)
         if aggregation in SPACE_AGGREGATIONS:
-            spaces = sorted({n.split("/", 1)[0] for n in batch.names})
-            w = torch.tensor([[float(n.split("/", 1)[0] == s) for s in spaces] for n in batch.names])
-            self.space_weights = (w / w.sum(0, keepdim=True)).to(batch.X.device)  # [T, G] mean per space
+            self.spaces, self.space_weights = space_weights(batch.names, batch.X.device)  # [T, G]
         elif aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {aggregation!r}; expected one of "
                              f"{', '.join(AGGREGATIONS + SPACE_AGGREGATIONS)}")
+        if inner_runs > 1 and (self.space_weights is None or len(self.spaces) < 2):
+            raise ValueError(f"nested selection (a held-out training space per run) needs a space-aware "
+                             f"aggregation ({', '.join(SPACE_AGGREGATIONS)}) and tasks of at least 2 search "
+                             f"spaces; got aggregation {aggregation!r}")
+
+    def begin_generation(self, generation: int | None) -> bool:
+        """Called by the evolver before each generation's evaluation (None: outside evolution).
+        Returns True when the fitness of a program changes with the generation (space-sample),
+        so that the evolver re-scores the programs it carries over."""
+        if self.aggregation != "space-sample":
+            return False
+        self.sample = None if generation is None else sample_mask(
+            self.seed, generation, len(self.spaces), device=self.batch.X.device)
+        return True
 
     def scores(self, pop: Population) -> torch.Tensor:
         """``float32[P, T]`` per-task correlation of every program. Identical programs (elites'
@@ -106,6 +123,19 @@ class RankObjective:
 
     def __call__(self, pop: Population) -> torch.Tensor:
         s = self.scores(pop)
-        if self.space_weights is not None:  # [P, T] -> [P, G] per-space means
-            return aggregate(s @ self.space_weights, self.aggregation[len("space-"):])
-        return aggregate(s, self.aggregation)
+        if self.space_weights is None:
+            return aggregate(s, self.aggregation)
+        m = s @ self.space_weights  # [P, T] -> [P, G] per-space means
+        mask = inner_mask(len(m), self.inner_runs, m.shape[1], m.device)
+        if self.sample is not None:
+            both = self.sample[None, :] if mask is None else mask & self.sample[None, :]
+            # a run whose inner held-out space leaves no drawn space keeps its other spaces
+            mask = both if mask is None else torch.where(both.any(1, keepdim=True), both, mask)
+        return reduce_spaces(m, self.aggregation, mask)
+
+
+def objective_for(spec, batch: Batch) -> RankObjective:
+    """The training objective of a ``RunSpec``: nested selection (``select == "nested"``) gives
+    each of the ``config.runs`` runs its own inner held-out training space."""
+    inner = spec.config.runs if spec.select == "nested" else 1
+    return RankObjective(batch, spec.metric, spec.aggregation, spec.backend, inner_runs=inner, seed=spec.config.seed)

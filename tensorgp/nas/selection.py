@@ -9,6 +9,8 @@ strategies (``SELECTIONS``), all applied to the hall of fame of every run:
 * ``ensemble``: the mean per-task rank of every run's best formula (one predictor, R formulas);
 * ``compact``: the smallest formula within ``pareto.COMPACT_TOLERANCE`` of the best training
   fitness on the Pareto front of size against fitness (``pareto``), rank-simplified.
+* ``nested``: each run leaves one training space out of its fitness and picks its formula on
+  that space; the picks' mean-rank ensemble (``transfer``).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..engine.primitives import FIRST_VAR
 from .data import Task, make_batch
 from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
+from .transfer import inner_space, nested_picks, task_spaces
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
 
@@ -256,12 +259,15 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     selection["ensemble"] = {"expressions": [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members],
                              "size": sum(cands[i]["size"] for i in members), "tasks": ens_scores,
                              "mean": split_means(ens_scores, entries)}
+    if spec.select == "nested":
+        selection["nested"], nested_pred = _nested(cands, scores, entries, preds, prep, R)
     chosen = spec.select if spec.select in selection else "train"
     out["selection"] = {k: {kk: vv for kk, vv in v.items() if kk != "index"} for k, v in selection.items()}
     out["selected"] = chosen
+    ens = nested_pred if chosen == "nested" else ens_pred
     out["scatter"] = _scatter(fpreds if chosen == "compact" else preds, entries,
-                              None if chosen == "ensemble" else selection[chosen]["index"],
-                              ens_pred if chosen == "ensemble" else None)
+                              None if chosen in ("ensemble", "nested") else selection[chosen]["index"],
+                              ens if chosen in ("ensemble", "nested") else None)
     adopt_selection(out, prep.pset.variables)
     out["proxy"] = proxy_block(out, prep.train)
     return out
@@ -296,7 +302,7 @@ def adopt_selection(out: dict, variables) -> dict:
     if sel is None:
         return out
     out["expression_train"] = out["expression"]
-    if chosen == "ensemble":
+    if chosen in ("ensemble", "nested"):
         out["expression"] = None
         out["ensemble"] = {"expressions": sel["expressions"], "combine": "mean per-task rank"}
     else:
@@ -313,5 +319,22 @@ def adopt_selection(out: dict, variables) -> dict:
         splits.setdefault(v["split"], []).append(v.get("kendall"))
     out["mean_kendall"] = {s: _mean(ks) for s, ks in splits.items()}
     return out
+
+
+def _nested(cands: list[dict], scores: list[dict], entries, preds: dict[str, tuple], prep, runs: int) -> tuple[dict, dict]:
+    """Nested selection: each run's hall-of-fame entry with the best mean Kendall on the run's
+    inner held-out training space, as one mean-rank ensemble: ``(selection entry, {split: pred[N]})``."""
+    names = [t.name for t in prep.train]
+    spaces, idx = task_spaces(names)
+    idx = idx.tolist()
+    val = [[_mean([scores[i][n]["kendall"] for n, g in zip(names, idx) if g == s]) for s in range(len(spaces))]
+           for i in range(len(cands))]
+    members = nested_picks(cands, val, runs)
+    ens_scores, ens_pred = _ensemble_scores(preds, members)
+    inner = [inner_space(cands[i]["run"], len(spaces)) for i in members]
+    return {"expressions": [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members],
+            "inner_spaces": [spaces[g] for g in inner], "inner_kendall": [val[i][g] for i, g in zip(members, inner)],
+            "size": sum(cands[i]["size"] for i in members), "tasks": ens_scores,
+            "mean": split_means(ens_scores, entries)}, ens_pred
 
 

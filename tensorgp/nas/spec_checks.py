@@ -15,6 +15,7 @@ from ..engine.primitives import PrimitiveSet
 from .data import PREPROCESS_MODES
 from .objective import SPACE_AGGREGATIONS, parse_metric
 from .splits import SELECTIONS
+from .transfer import AUTO
 
 
 def check_spec(spec) -> None:
@@ -26,11 +27,11 @@ def check_spec(spec) -> None:
     if spec.preprocess not in PREPROCESS_MODES:
         raise ValueError(f"--preprocess {spec.preprocess!r}: unknown; choose from {', '.join(PREPROCESS_MODES)}")
     parse_metric(spec.metric)
-    if spec.aggregation not in AGGREGATIONS + SPACE_AGGREGATIONS:
-        raise ValueError(f"--aggregation {spec.aggregation!r}: unknown; choose from "
-                         f"{', '.join(AGGREGATIONS + SPACE_AGGREGATIONS)}")
-    if spec.select not in SELECTIONS:
-        raise ValueError(f"--select {spec.select!r}: unknown selection; choose from {', '.join(SELECTIONS)}")
+    aggregations = (AUTO,) + AGGREGATIONS + SPACE_AGGREGATIONS  # auto: transfer.resolve_auto
+    if spec.aggregation not in aggregations:
+        raise ValueError(f"--aggregation {spec.aggregation!r}: unknown; choose from {', '.join(aggregations)}")
+    if spec.select not in (AUTO,) + SELECTIONS:
+        raise ValueError(f"--select {spec.select!r}: unknown selection; choose from {', '.join((AUTO,) + SELECTIONS)}")
     PrimitiveSet.parse_functions(spec.functions)
     try:
         resolve_device(spec.device)

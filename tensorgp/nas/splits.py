@@ -13,7 +13,7 @@ from . import baselines as B
 from .data import DataError, Task, select
 
 SPLITS = ("train", "holdout", "validation", "test")
-SELECTIONS = ("train", "validation", "parsimony", "ensemble", "compact")  # see ``selection``
+SELECTIONS = ("train", "validation", "parsimony", "ensemble", "compact", "nested")  # see ``selection``
 
 # ----------------------------------------------------------------------------- splits
 
@@ -63,8 +63,8 @@ def split_validation_holdout(spec, tasks: list[Task], train: list[Task],
     holdout: list[Task] = []
     if spec.fit_fraction:
         train, holdout = split_architectures(train, spec.fit_fraction, spec.split_seed)
-    if spec.select not in SELECTIONS:
-        raise ValueError(f"unknown selection {spec.select!r}; choose from {', '.join(SELECTIONS)}")
+    if spec.select not in SELECTIONS + ("auto",):  # auto: transfer.resolve_auto
+        raise ValueError(f"unknown selection {spec.select!r}; choose from {', '.join(SELECTIONS)}, auto")
     if spec.select == "validation" and not validation:
         raise ValueError("--select validation needs validation tasks (--validation)")
     return train, validation, holdout

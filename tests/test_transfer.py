@@ -1,0 +1,229 @@
+"""Fitness and selection designed for transfer: space-aware aggregations, the per-generation
+space draws (seeded, resume-safe), nested selection (an inner held-out training space per run)."""
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from tensorgp.engine.evolve import EvolutionConfig, Evolver
+from tensorgp.engine.population import Population
+from tensorgp.engine.primitives import FIRST_VAR, PrimitiveSet
+from tensorgp.nas import transfer as TR
+from tensorgp.nas.data import make_batch
+from tensorgp.nas.experiment import RunSpec, evolve_proxy
+from tensorgp.nas.objective import RankObjective, correlation
+
+from test_protocols import make_task, spec_for, write_suite
+
+
+def _batch():
+    tasks = [make_task("a/x", 60, 1), make_task("a/y", 60, 2), make_task("b/x", 60, 3), make_task("c/x", 60, 4)]
+    return make_batch(tasks, ["p0", "p1", "p2"], "rank")
+
+
+def _terminals(k: int) -> Population:
+    """``k`` one-node programs cycling through the 3 proxies."""
+    ops = torch.tensor([[FIRST_VAR + i % 3] for i in range(k)], dtype=torch.int32)
+    return Population(ops, torch.zeros(k, 1), torch.ones(k, dtype=torch.int32))
+
+
+def _per_space(batch, pop):
+    k = correlation(batch.X[:, [int(o) - FIRST_VAR for o in pop.ops[:, 0]]].t().contiguous(), batch, "kendall")
+    return torch.stack([(k[:, 0] + k[:, 1]) / 2, k[:, 2], k[:, 3]], 1)  # spaces a, b, c
+
+
+def test_task_spaces_follow_task_names():
+    spaces, idx = TR.task_spaces(["nb/x", "nb/y", "tnb/z", "nb/w"])
+    assert spaces == ["nb", "tnb"] and idx.tolist() == [0, 0, 1, 0]
+    _, w = TR.space_weights(["nb/x", "nb/y", "tnb/z"])
+    assert torch.allclose(torch.tensor([[1.0, 2.0, 3.0]]) @ w, torch.tensor([[1.5, 3.0]]))
+
+
+def test_space_reductions():
+    m = torch.tensor([[0.6, 0.2, 0.4], [0.3, 0.3, 0.3]])
+    assert torch.allclose(TR.reduce_spaces(m, "space-mean"), m.mean(1))
+    assert torch.allclose(TR.reduce_spaces(m, "space-min"), torch.tensor([0.2, 0.3]))
+    soft = TR.reduce_spaces(m, "space-softmin")
+    assert soft[0] > 0.2 and soft[0] < m[0].mean()  # between the worst space and the mean
+    assert soft[1] == pytest.approx(0.3, abs=1e-6)  # equal spaces: their value
+    geo = TR.reduce_spaces(m, "space-geo")
+    assert geo[0] == pytest.approx(sum(math.log((1 + v) / 2) for v in (0.6, 0.2, 0.4)), abs=1e-6)
+    # the log scale punishes a weak space: a spread row loses to an even row of the same mean
+    assert TR.reduce_spaces(torch.tensor([[0.9, -0.3], [0.3, 0.3]]), "space-geo").argmax() == 1
+    mask = torch.tensor([True, False, True])
+    assert torch.allclose(TR.reduce_spaces(m, "space-min", mask), torch.tensor([0.4, 0.3]))
+    assert torch.allclose(TR.reduce_spaces(m, "space-mean", mask), torch.tensor([0.5, 0.3]))
+    with pytest.raises(ValueError, match="space-max"):
+        TR.reduce_spaces(m, "space-max")
+
+
+def test_inner_mask_gives_each_run_its_held_out_space():
+    m = TR.inner_mask(12, 4, 3)  # 4 runs of 3 rows, 3 spaces: run r leaves space r % 3 out
+    for row in range(12):
+        r = row // 3
+        assert m[row].tolist() == [g != r % 3 for g in range(3)]
+    assert TR.inner_mask(10, 4, 3) is None  # not a population of 4 runs: every space counts
+    assert TR.inner_mask(12, 1, 3) is None
+
+
+def test_sample_mask_is_a_function_of_seed_and_generation():
+    a = [TR.sample_mask(7, g, 4) for g in range(20)]
+    assert all(int(x.sum()) == 3 for x in a)
+    assert all(torch.equal(x, TR.sample_mask(7, g, 4)) for g, x in enumerate(a))
+    assert len({tuple(x.tolist()) for x in a}) > 1  # the draw changes with the generation
+    assert int(TR.sample_mask(7, 0, 4, k=1).sum()) == 1
+    with pytest.raises(ValueError, match="k=5"):
+        TR.sample_mask(0, 0, 4, k=5)
+
+
+def test_objective_space_aggregations_and_inner_runs():
+    batch = _batch()
+    pop = _terminals(6)
+    sp = _per_space(batch, pop)
+    assert torch.allclose(RankObjective(batch, "kendall", "space-min")(pop), sp.min(1).values)
+    soft = RankObjective(batch, "kendall", "space-softmin")(pop)
+    assert torch.all(soft >= sp.min(1).values - 1e-6) and torch.all(soft <= sp.mean(1) + 1e-6)
+    # 3 runs of 2 rows: run r's fitness ignores space r
+    nested = RankObjective(batch, "kendall", "space-min", inner_runs=3)(pop)
+    for row in range(6):
+        keep = [g for g in range(3) if g != row // 2]
+        assert nested[row] == pytest.approx(float(sp[row, keep].min()), abs=1e-6)
+    with pytest.raises(ValueError, match="space-aware"):
+        RankObjective(batch, "kendall", "mean", inner_runs=3)
+
+
+def test_space_sample_draws_per_generation_and_scores_every_space_outside_evolution():
+    batch = _batch()
+    pop = _terminals(3)
+    sp = _per_space(batch, pop)
+    obj = RankObjective(batch, "kendall", "space-sample", seed=5)
+    assert torch.allclose(obj(pop), sp.min(1).values)  # no generation: the worst of all spaces
+    for g in range(6):
+        assert obj.begin_generation(g) is True
+        mask = TR.sample_mask(5, g, 3)
+        assert torch.allclose(obj(pop), torch.where(mask, sp, math.inf).min(1).values)
+    obj.begin_generation(None)
+    assert torch.allclose(obj(pop), sp.min(1).values)
+    assert RankObjective(batch, "kendall", "space-min").begin_generation(3) is False
+
+
+def _evolver(batch, seed=0):
+    cfg = EvolutionConfig(population=30, generations=6, runs=2, seed=seed, max_depth=4, init_depth=(1, 3),
+                          hall_of_fame=4)
+    pset = PrimitiveSet(("p0", "p1", "p2"), PrimitiveSet.parse_functions(None), True)
+    return Evolver(cfg, pset, RankObjective(batch, "kendall", "space-sample", seed=seed, inner_runs=2))
+
+
+def test_resampled_evolution_resumes_identically():
+    """A resampled objective depends on the generation only: stopping after 3 generations and
+    continuing in a fresh evolver (as a checkpoint resume does) ends where one run ends."""
+    batch = _batch()
+    full = _evolver(batch)
+    full.run()
+    part = _evolver(batch)
+    while part.state is None or part.state.generation < 3:
+        part.step()
+    resumed = _evolver(batch)
+    resumed.restore(copy.deepcopy(part.state))
+    resumed.run()
+    assert torch.equal(full.state.pop.ops, resumed.state.pop.ops)
+    assert torch.equal(full.state.hof.fitness, resumed.state.hof.fitness)
+    # the carried-over elites are scored under the current generation's draw
+    obj = full.fitness_fn
+    obj.begin_generation(full.state.generation)
+    assert torch.allclose(obj(full.state.pop), full.state.fitness, equal_nan=True)
+    # after evolution the hall of fame is re-scored on every space, best first within each run
+    full.rescore_hall_of_fame(None)
+    hof = full.state.hof.fitness.view(2, -1)
+    assert torch.all(hof[:, :-1] >= hof[:, 1:])
+    finite = torch.isfinite(full.state.hof.fitness)
+    static = RankObjective(batch, "kendall", "space-min", inner_runs=2)(full.state.hof.pop)
+    assert torch.allclose(full.state.hof.fitness[finite], static[finite])
+
+
+def test_nested_selection_picks_on_each_runs_inner_space(tmp_path):
+    data = write_suite(tmp_path)
+    r = evolve_proxy(spec_for(data, train="*", runs=3, gens=2, aggregation="space-min", select="nested"))
+    assert r["selected"] == "nested"
+    nest = r["selection"]["nested"]
+    assert nest["inner_spaces"] == ["alpha", "beta", "gamma"]  # run r leaves space r mod 3 out
+    assert len(nest["expressions"]) == 3
+    # each pick's inner figure is its mean Kendall on that space's training tasks, and no other
+    # hall-of-fame formula of the run does better there
+    for run, (space, v) in enumerate(zip(nest["inner_spaces"], nest["inner_kendall"])):
+        mine = [h for h in r["hall_of_fame"] if h["run"] == run]
+        assert mine
+        assert v == pytest.approx(max(_inner_mean(r, data, h["expression"], space) for h in mine), abs=1e-5)
+    with pytest.raises(ValueError, match="space-aware"):
+        evolve_proxy(spec_for(data, train="*", runs=3, gens=1, select="nested"))
+
+
+def _inner_mean(r, data, expr, space):
+    from tensorgp.nas.experiment import evaluate_expression
+
+    sc = evaluate_expression(expr, [data], f"{space}/*", preprocess=r["preprocess"])
+    return sc["mean_kendall"]
+
+
+def test_nested_picks_prefers_inner_score_then_fitness():
+    cands = [{"run": 0, "fitness": 0.9}, {"run": 0, "fitness": 0.5}, {"run": 1, "fitness": 0.1},
+             {"run": 1, "fitness": 0.2}]
+    val = [[0.1, 0.9], [0.4, 0.0], [0.3, 0.3], [0.0, 0.3]]  # [candidate][space]
+    assert TR.nested_picks(cands, val, 2) == [1, 3]  # run 0 on space 0; run 1 on space 1, tie -> fitness
+
+
+def test_cli_nested_selection(tmp_path):
+    from typer.testing import CliRunner
+
+    from tensorgp_cli.cli import app
+
+    data = write_suite(tmp_path)
+    common = ["--data", str(data), "--pop", "20", "--gens", "1", "--runs", "3", "--max-depth", "4", "--quiet",
+              "--train", "*"]
+    ok = CliRunner().invoke(app, ["run", *common, "--aggregation", "space-softmin", "--select", "nested", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["selected"] == "nested"
+    bad = CliRunner().invoke(app, ["run", *common, "--select", "nested", "--aggregation", "mean"])
+    assert bad.exit_code != 0 and "space-aware" in bad.output
+    # the defaults: 3+ spaces -> the study's recipe; fewer -> task mean, the compact formula
+    multi = json.loads(CliRunner().invoke(app, ["run", *common, "--json"]).output)
+    assert (multi["aggregation"], multi["selected"]) == (TR.MULTI_SPACE_DEFAULT["aggregation"],
+                                                         TR.MULTI_SPACE_DEFAULT["select"])
+    one = CliRunner().invoke(app, ["run", *common[:-1], "alpha/*", "--json"])
+    assert one.exit_code == 0, one.output
+    one = json.loads(one.output)
+    assert (one["aggregation"], one["selected"]) == ("mean", "compact")
+
+
+def test_resolve_auto_needs_runs_for_nested():
+    spec = RunSpec(data=[], train="*", aggregation="auto", select="auto", config=EvolutionConfig(runs=1))
+    r = TR.resolve_auto(spec, ["a/x", "b/y", "c/z"])
+    assert r.aggregation == TR.MULTI_SPACE_DEFAULT["aggregation"] and r.select == "compact"
+    explicit = RunSpec(data=[], train="*", aggregation="mean", select="ensemble")
+    assert TR.resolve_auto(explicit, ["a/x", "b/y"]) is explicit
+
+
+def test_two_training_spaces_get_the_plain_defaults():
+    """A nested run over two spaces would fit one space alone: two spaces keep mean / compact."""
+    spec = RunSpec(data=[], train="*", aggregation="auto", select="auto", config=EvolutionConfig(runs=4))
+    r = TR.resolve_auto(spec, ["a/x", "a/w", "b/y"])
+    assert (r.aggregation, r.select) == (TR.SINGLE_SPACE_DEFAULT["aggregation"], "compact")
+    r3 = TR.resolve_auto(spec, ["a/x", "b/y", "c/z"])
+    assert (r3.aggregation, r3.select) == (TR.MULTI_SPACE_DEFAULT["aggregation"], TR.MULTI_SPACE_DEFAULT["select"])
+
+
+def test_resampled_evolution_with_unfilled_hall_of_fame_slots():
+    """More hall-of-fame slots than programs: the empty slots are re-scored without error and stay empty."""
+    batch = _batch()
+    cfg = EvolutionConfig(population=4, generations=3, runs=2, seed=1, max_depth=3, init_depth=(1, 2),
+                          hall_of_fame=40, elitism=1, tournament_size=2)
+    pset = PrimitiveSet(("p0", "p1", "p2"), PrimitiveSet.parse_functions(None), True)
+    ev = Evolver(cfg, pset, RankObjective(batch, "kendall", "space-sample", seed=1), "cpu")
+    ev.run()
+    ev.rescore_hall_of_fame(None)
+    fit = ev.state.hof.fitness.view(2, -1)
+    empty = (ev.state.hof.pop.length == 0).view(2, -1)
+    assert bool(empty.any()) and torch.all(torch.isinf(fit[empty]))
+    assert torch.all(torch.isfinite(fit[:, 0]))
