@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .primitives import CONST, FIRST_VAR, PAD, PrimitiveSet, arity_table
+from .primitives import CONST, FIRST_VAR, PAD, PrimitiveSet, arity_table, table_version
 
 
 @dataclass
@@ -105,14 +105,15 @@ def unique_programs(pop: Population) -> tuple[Population, torch.Tensor]:
     return pop[first_of_groups(inverse, len(uniq))], inverse
 
 
-_ARITY_CACHE: dict[torch.device, torch.Tensor] = {}
+_ARITY_CACHE: dict[tuple[torch.device, int], torch.Tensor] = {}
 
 
 def arity_of(ops: torch.Tensor) -> torch.Tensor:
     """``int32[P, L]``: arity of every opcode (features, CONST and PAD have 0)."""
-    table = _ARITY_CACHE.get(ops.device)
+    key = (ops.device, table_version())  # a registered user function makes older tables stale
+    table = _ARITY_CACHE.get(key)
     if table is None:  # one extra zero entry stands for every feature opcode
-        table = _ARITY_CACHE[ops.device] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(ops.device)
+        table = _ARITY_CACHE[key] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(ops.device)
     return table[ops.clamp(max=FIRST_VAR).long()]
 
 

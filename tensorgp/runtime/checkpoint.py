@@ -28,7 +28,7 @@ import torch
 
 from ..engine.evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
 from ..engine.population import Population
-from ..engine.primitives import PrimitiveSet
+from ..engine.primitives import PrimitiveSet, opcode_layout, remap_opcodes
 from .results import write_atomic
 
 FORMAT = "tensorgp-checkpoint"
@@ -49,11 +49,13 @@ def file_name(rank: int = 0, prev: bool = False) -> str:
 
 # ---------------------------------------------------------------- (de)serialisation
 def _pop_dict(p: Population) -> dict:
-    return {"ops": p.ops.cpu(), "consts": p.consts.cpu(), "length": p.length.cpu()}
+    return {"ops": p.ops.cpu(), "consts": p.consts.cpu(), "length": p.length.cpu(), "opcodes": opcode_layout()}
 
 
 def _pop_from(d: Mapping, device: torch.device) -> Population:
-    return Population(d["ops"].to(device), d["consts"].to(device), d["length"].to(device))
+    """Programs in this process's opcode layout: files without ``opcodes`` are layout version 1."""
+    ops = remap_opcodes(d["ops"], d.get("opcodes"))
+    return Population(ops.to(device), d["consts"].to(device), d["length"].to(device))
 
 
 def state_to_dict(st: EvolutionState, rng_state: torch.Tensor | None = None) -> dict:

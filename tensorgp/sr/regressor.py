@@ -61,7 +61,7 @@ from ..engine.population import Population, pad_to, program_keys
 from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from ..engine.variation import VariationRates
 
-SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square")
+SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square", "sin", "cos")
 
 
 class _threads:
