@@ -162,15 +162,9 @@ def _eval_kernel(
                     big = tl.where(a < 0, -big, big)
                     r = tl.where(ax < 0.55, small, big)
             elif op == _SIN:
-                if PRECISE:
-                    r = libdevice.sin(a)
-                else:
-                    r = tl.sin(a)
+                r = libdevice.sin(a) if PRECISE else tl.sin(a)
             elif op == _COS:
-                if PRECISE:
-                    r = libdevice.cos(a)
-                else:
-                    r = tl.cos(a)
+                r = libdevice.cos(a) if PRECISE else tl.cos(a)
             else:  # PAD: no-op (never reached for a valid program, length stops before it)
                 r = a
             top = r
