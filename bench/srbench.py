@@ -228,9 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rows", type=int, default=10_000, help="training rows")
     ap.add_argument("--sympy-seconds", type=float, default=10.0)
+    ap.add_argument("--tensorgp-functions", default="", help="tensorgp's function set (default: the regressor's)")
     ap.add_argument("--out", default="", help="markdown file for the tables")
     ap.add_argument("--jsonl", default="", help="append every run here as it finishes")
     args = ap.parse_args(argv)
+    global TG_FUNCTIONS
+    if args.tensorgp_functions:
+        TG_FUNCTIONS = tuple(args.tensorgp_functions.split(","))
     import warnings
 
     import torch
