@@ -344,6 +344,8 @@ class SymbolicRegressor(*EstimatorBase):
         """Evolve a formula for ``y ~ X``. Returns self. A numpy memmap X, or a
         ``streaming.RowSource`` (then y is None), is streamed from disk: see ``tensorgp.sr.streaming``."""
         src = as_source(X, y)
+        if src is None and y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         with _threads(self.n_jobs):
             if src is not None:
                 return fit_source(self, src, model_expression)
