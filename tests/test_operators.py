@@ -123,6 +123,13 @@ def test_expression_round_trip_simplify_and_sympy() -> None:
     assert sp.simplify(node_to_sympy(E.parse("pow(x, 2)", names), [xp, y]) - xp ** 2) == 0
 
 
+def test_unassigned_function_slot_is_invalid() -> None:
+    from tensorgp.engine.population import is_valid
+
+    ops = torch.tensor([[FIRST_VAR, OPCODE["sin"]], [FIRST_VAR, 40]], dtype=torch.int32)  # 40: no function there
+    assert is_valid(ops, torch.tensor([2, 2]), 1).tolist() == [True, False]
+
+
 def test_primitive_set_and_cli_names_accept_new_operators() -> None:
     assert PrimitiveSet.parse_functions("add,sin,cos,pow") == ("add", "sin", "cos", "pow")
     ps = PrimitiveSet(("x",), ("sin", "pow"))

@@ -202,8 +202,10 @@ def is_valid(ops: torch.Tensor, length: torch.Tensor, n_vars: int) -> torch.Tens
     """``bool[P]``: each row is a well-formed postfix program (never underflows, ends at stack 1, PAD after)."""
     P, L = ops.shape
     valid = torch.arange(L, device=ops.device)[None, :] < length[:, None]
-    known = (ops >= 1) & (ops < FIRST_VAR + n_vars)
-    eff = torch.where(valid, 1 - arity_of(ops), torch.zeros_like(ops)).long()
+    ar = arity_of(ops)
+    # a function opcode no function holds (an unregistered user slot) is not known
+    known = (ar > 0) | (ops == CONST) | ((ops >= FIRST_VAR) & (ops < FIRST_VAR + n_vars))
+    eff = torch.where(valid, 1 - ar, torch.zeros_like(ops)).long()
     S = torch.cumsum(eff, 1)
     # stack before a node of arity a must hold >= a values, i.e. S after it >= 1
     ok = ((S >= 1) | ~valid).all(1)
