@@ -127,8 +127,8 @@ def r2(y: np.ndarray, p: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- recovery
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """Not an Exception: sympy catches those internally, which would swallow the time limit."""
 
 
 def _limited(fn, seconds: float):

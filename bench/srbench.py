@@ -231,7 +231,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tensorgp-functions", default="", help="tensorgp's function set (default: the regressor's)")
     ap.add_argument("--out", default="", help="markdown file for the tables")
     ap.add_argument("--jsonl", default="", help="append every run here as it finishes")
+    ap.add_argument("--tables-from", nargs="+", default=[], help="only render the tables of these --jsonl files")
     args = ap.parse_args(argv)
+    if args.tables_from:
+        rows = [json.loads(line) for f in args.tables_from for line in Path(f).read_text().splitlines() if line.strip()]
+        text = f"{summary(rows)}\n\n{per_problem(rows)}\n"
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return
     global TG_FUNCTIONS
     if args.tensorgp_functions:
         TG_FUNCTIONS = tuple(args.tensorgp_functions.split(","))
