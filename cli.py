@@ -111,7 +111,7 @@ def run(
     runs: int = typer.Option(1, "--runs", help="Independent runs, batched in one population."),
     seed: int = typer.Option(0, help="Random seed."),
     preprocess: str = typer.Option("rank", help="raw | signed-log | rank | zscore (per task)."),
-    functions: Optional[str] = typer.Option(None, help="Comma-separated function set (default: all 14)."),
+    functions: Optional[str] = typer.Option(None, help="Comma-separated function set (default: the 14 of primitives.DEFAULT_FUNCTIONS; sin, cos, pow and registered user functions on request)."),
     constants: bool = typer.Option(True, help="Allow ephemeral random constants."),
     metric: str = typer.Option("kendall", help="kendall | spearman | kendall-top (mean of the global Kendall and the Kendall among the top 10% by accuracy; kendall-topNN: top NN%)."),
     aggregation: str = typer.Option("auto", help="auto (default: space-mean for training tasks of several search spaces, else mean; see docs/results.md) | mean | min | mean-std across training tasks; space-mean | space-min | space-softmin | space-geo | space-sample: mean within each search space, then mean | worst | soft minimum | sum of log((1+tau)/2) | worst of G-1 spaces drawn each generation (tensorgp.nas.transfer)."),

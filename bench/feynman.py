@@ -86,7 +86,8 @@ PROBLEMS = [
 def symbols(p: Problem) -> dict:
     import sympy as sp
 
-    return {v: sp.Symbol(v, positive=True) for v in p.variables}
+    # positive where the range is (every Feynman variable), else real: sqrt(x**2) = |x| then stays right
+    return {v: sp.Symbol(v, positive=True) if p.ranges[v][0] >= 0 else sp.Symbol(v, real=True) for v in p.variables}
 
 
 def truth_expr(p: Problem):
@@ -126,8 +127,8 @@ def r2(y: np.ndarray, p: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- recovery
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """Not an Exception: sympy catches those internally, which would swallow the time limit."""
 
 
 def _limited(fn, seconds: float):
@@ -291,7 +292,7 @@ def _operon_sympy(text: str, p: Problem):
 
     syms = symbols(p)
     local = {f"v{i}": syms[v] for i, v in enumerate(p.variables)}
-    local.update(exp=sp.exp, log=sp.log, sqrt=sp.sqrt)
+    local.update(exp=sp.exp, log=sp.log, sqrt=sp.sqrt, sin=sp.sin, cos=sp.cos)
     try:
         return parse_expr(text.replace("^", "**"), local_dict=local)
     except Exception:

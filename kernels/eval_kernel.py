@@ -22,11 +22,12 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from tensorgp.engine.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, arity_table
+from tensorgp.engine.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, POW_MAX, arity_table
 
 # Globals read inside a jit function must be constexpr.
 _EPS = tl.constexpr(EPS)
 _EXP_MAX = tl.constexpr(EXP_MAX)
+_POW_MAX = tl.constexpr(POW_MAX)
 _CONST = tl.constexpr(CONST)
 _FIRST_VAR = tl.constexpr(FIRST_VAR)
 _ADD = tl.constexpr(OPCODE["add"])
@@ -43,9 +44,13 @@ _EXP = tl.constexpr(OPCODE["exp"])
 _TANH = tl.constexpr(OPCODE["tanh"])
 _MIN = tl.constexpr(OPCODE["min"])
 _MAX = tl.constexpr(OPCODE["max"])
-# The dispatch below assumes this layout: binary ops are add..div and min, max.
+_POW = tl.constexpr(OPCODE["pow"])
+_SIN = tl.constexpr(OPCODE["sin"])
+_COS = tl.constexpr(OPCODE["cos"])
+# The dispatch below assumes this layout: binary ops are add..div and min, max, pow; built-ins
+# only (``evaluate`` sends populations with user functions to the torch interpreter).
 assert [OPCODE[f] for f in ("add", "sub", "mul", "div")] == [1, 2, 3, 4]
-assert [OPCODE[f] for f in ("min", "max")] == [13, 14] and CONST == 15
+assert [OPCODE[f] for f in ("min", "max", "pow", "sin", "cos")] == [13, 14, 15, 16, 17] and CONST > 17
 
 DEFAULT_BLOCK_N = 256
 DEFAULT_NUM_WARPS = 4
@@ -78,7 +83,7 @@ def _eval_kernel(
             stack = tl.where(slot == d - 1, top[None, :], stack)
             top = tl.broadcast_to(c, [BLOCK_N])
             d += 1
-        elif (op <= _DIV) | (op >= _MIN):  # binary: a = second from top, b = top
+        elif (op <= _DIV) | ((op >= _MIN) & (op <= _POW)):  # binary: a = second from top, b = top
             # -0.0 is the identity of + (x + -0.0 == x bit for bit, NaN and inf included).
             a = tl.sum(tl.where(slot == d - 2, stack, -0.0), axis=0)
             b = top
@@ -93,8 +98,19 @@ def _eval_kernel(
                 r = tl.where(safe, tl.math.div_rn(a, tl.where(safe, b, 1.0)), 1.0)
             elif op == _MIN:
                 r = tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
-            else:
+            elif op == _MAX:
                 r = tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+            else:  # pow: min(|a|^b, POW_MAX), NaN if either is NaN
+                m = tl.abs(a)
+                if PRECISE:
+                    pw = libdevice.pow(m, b)
+                else:
+                    # |a|^b = exp(b log|a|) in float64 (correctly rounded to float32 here), with
+                    # IEEE pow's cases the product gets wrong: x^0 = 1 and 1^y = 1 (0 * inf is NaN)
+                    pw = tl.exp(b.to(tl.float64) * tl.log(m.to(tl.float64))).to(tl.float32)
+                    pw = tl.where((b == 0.0) | (m == 1.0), 1.0, pw)
+                pw = tl.where(pw > _POW_MAX, _POW_MAX, pw)
+                r = tl.where((a != a) | (b != b), float("nan"), pw)
             top = r
             d -= 1
         else:  # unary, in place on top
@@ -145,6 +161,10 @@ def _eval_kernel(
                     big = tl.math.div_rn(1.0 - e, 1.0 + e)
                     big = tl.where(a < 0, -big, big)
                     r = tl.where(ax < 0.55, small, big)
+            elif op == _SIN:
+                r = libdevice.sin(a) if PRECISE else tl.sin(a)
+            elif op == _COS:
+                r = libdevice.cos(a) if PRECISE else tl.cos(a)
             else:  # PAD: no-op (never reached for a valid program, length stops before it)
                 r = a
             top = r
@@ -191,7 +211,7 @@ def evaluate_triton(
 
     Accuracy contract vs the torch reference (``FUNCTIONS``), per operator: add sub mul div neg abs
     square min max inv sqrt are bit-exact (IEEE div/sqrt, NaN propagating min/max); log exp tanh
-    are within rtol 1e-5 (atol 1e-6 near 0) -- on CUDA they call libdevice (``precise``, the CUDA
+    sin cos pow are within rtol 1e-5 (atol 1e-6 near 0) -- on CUDA they call libdevice (``precise``, the CUDA
     default), the same routines as torch's logf/expf/tanhf, elsewhere tl.log/tl.exp and a
     polynomial/exp tanh. Errors of the inexact ops compound through deep programs like any float
     error, and a value within that error of the EPS threshold may take the other branch.

@@ -48,7 +48,7 @@ evaluate_triton = _kernels_module("eval_kernel").evaluate_triton
 max_stack_depth = _kernels_module("eval_kernel").max_stack_depth
 DEV = torch.device("cuda" if ON_CUDA else "cpu")
 EXACT_OPS = ("add", "sub", "mul", "div", "neg", "abs", "square", "inv", "min", "max")
-INEXACT_OPS = ("log", "sqrt", "exp", "tanh")  # torch CPU sqrt is not always correctly rounded
+INEXACT_OPS = ("log", "sqrt", "exp", "tanh", "sin", "cos")  # torch CPU sqrt is not always correctly rounded
 RTOL, ATOL = 1e-5, 1e-6  # the documented contract for log/sqrt/exp/tanh
 
 
@@ -136,10 +136,10 @@ def test_argument_order_and_constants() -> None:
     # x0 - x1, x0 / 2.5, min(c, x1) with c = NaN propagates, max(x0, c)
     X = torch.tensor([[1.0, 4.0], [-3.0, 0.5], [float("nan"), 2.0]])
     progs = [
-        ([16, 17, OPCODE["sub"]], [0, 0, 0]),
-        ([16, CONST, OPCODE["div"]], [0, 2.5, 0]),
-        ([CONST, 17, OPCODE["min"]], [float("nan"), 0, 0]),
-        ([16, CONST, OPCODE["max"]], [0, -1.0, 0]),
+        ([FIRST_VAR, FIRST_VAR + 1, OPCODE["sub"]], [0, 0, 0]),
+        ([FIRST_VAR, CONST, OPCODE["div"]], [0, 2.5, 0]),
+        ([CONST, FIRST_VAR + 1, OPCODE["min"]], [float("nan"), 0, 0]),
+        ([FIRST_VAR, CONST, OPCODE["max"]], [0, -1.0, 0]),
     ]
     got = evaluate_triton(*(t.to(DEV) for t in population(progs)), X.to(DEV)).cpu()
     nan = float("nan")
@@ -189,13 +189,14 @@ def test_deep_stack_and_block_sizes() -> None:
 
 
 def test_max_stack_depth() -> None:
-    progs = [([16, 17, 1], [0.0] * 3), ([16, 17, 18, 1, 1], [0.0] * 5), ([16, 5, 6], [0.0] * 3)]
+    v0, v1, v2 = FIRST_VAR, FIRST_VAR + 1, FIRST_VAR + 2
+    progs = [([v0, v1, 1], [0.0] * 3), ([v0, v1, v2, 1, 1], [0.0] * 5), ([v0, 5, 6], [0.0] * 3)]
     assert max_stack_depth(population(progs, pad=4)[0]) == 3
     assert max_stack_depth(torch.zeros(0, 4, dtype=torch.int32)) == 0
 
 
 def test_empty_and_invalid_inputs() -> None:
-    pop = population([([16], [0.0])])
+    pop = population([([FIRST_VAR], [0.0])])
     assert evaluate_triton(*(t.to(DEV) for t in pop), torch.zeros(0, 1, device=DEV)).shape == (1, 0)
     with pytest.raises(ValueError):
         evaluate_triton(pop[0].to(DEV), pop[1][:, :0].to(DEV), pop[2].to(DEV), torch.zeros(3, 1, device=DEV))

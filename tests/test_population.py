@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from reference import random_pop
 from tensorgp.engine import expression as E
 from tensorgp.engine.population import init_population, is_valid, program_depth, structure, structure_torch
-from tensorgp.engine.primitives import FIRST_VAR, PrimitiveSet
+from tensorgp.engine.primitives import CONST, FIRST_VAR, PrimitiveSet
 
 
 def _tree_spans(node, pos=None):
@@ -79,5 +79,5 @@ def test_unique_programs_finds_duplicates():
     keys = program_keys(pop)
     other = pop.clone()
     other.consts[:, 0] += 1.0  # a different constant is a different program
-    changed = pop.ops[:, 0] == 15
+    changed = pop.ops[:, 0] == CONST
     assert bool((program_keys(other)[changed] != keys[changed]).all())

@@ -11,7 +11,7 @@ from tensorgp.sr import losses as LS
 from tensorgp.sr.constants import jacobian, optimize_constants
 from tensorgp.engine.expression import parse, to_postfix
 from tensorgp.engine.population import Population, init_population
-from tensorgp.engine.primitives import DEFAULT_FUNCTIONS, PrimitiveSet
+from tensorgp.engine.primitives import CONST, DEFAULT_FUNCTIONS, PrimitiveSet
 
 SMALL = dict(population_size=200, generations=8, random_state=0, n_jobs=1)
 
@@ -371,12 +371,12 @@ def test_levenberg_marquardt_fits_inner_constant():
     pop = programs(["exp(x0 * -0.2)", "x0"], ["x0"])
     new, sse0, sse1 = optimize_constants(pop, X, y, linear_scaling=True, steps=10)
     assert sse1[0] < 1e-10 * sse0[0]
-    assert abs(float(new.consts[0][new.ops[0] == 15][0]) + 0.7) < 1e-5
+    assert abs(float(new.consts[0][new.ops[0] == CONST][0]) + 0.7) < 1e-5
     assert sse1[1] == sse0[1] and torch.equal(new.consts[1], pop.consts[1])
     # without scaling every constant is free, and the sign change is no obstacle
     pop = programs(["(exp(x0 * 0.1) * 0.5) + 0.0"], ["x0"])
     new, sse0, sse1 = optimize_constants(pop, X, y, linear_scaling=False, steps=40)
-    c = new.consts[0][new.ops[0] == 15]
+    c = new.consts[0][new.ops[0] == CONST]
     assert sse1[0] < 1e-10 * sse0[0], c
     torch.testing.assert_close(c, torch.tensor([-0.7, 2.0, 1.0]), rtol=1e-5, atol=1e-5)
 

@@ -23,7 +23,8 @@ DAG runs the same per-node kernel, so both paths give bit-identical results.
 Semantics are those of ``primitives.FUNCTIONS`` in float32: constants are float32, so nothing
 is widened to float64. exp/log/tanh are branch-free polynomial versions (<= 1.3 ulp, so they
 vectorise); torch's differ by a few ulp at most, as do torch's sqrt and numba's (correctly
-rounded) one. Everything else is bit-identical to torch.
+rounded) one; sin, cos and pow call libm's sinf, cosf and powf, within an ulp or two of torch's
+vectorised versions. Everything else is bit-identical to torch.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, PAD, arity_table
+from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, PAD, POW_MAX, arity_table
 
 try:  # numba is optional: callers check available() and fall back to the torch interpreter
     from llvmlite import ir as _ir
@@ -61,10 +62,13 @@ _HALF = _F(0.5)
 _TWO = _F(2.0)
 _NAN = _F(np.nan)
 _INF = _F(np.inf)
+_PMAX = _F(POW_MAX)
 _ARITY = arity_table().numpy()  # int32[FIRST_VAR]
-# _exec hard-codes opcodes 1..14 in this order; a changed primitive set must change this file
-# (which also invalidates numba's on-disk cache, keyed on this file)
-_IMPLEMENTED = ("add", "sub", "mul", "div", "neg", "log", "sqrt", "abs", "square", "inv", "exp", "tanh", "min", "max")
+# _exec hard-codes the built-in opcodes 1..17 in this order; a changed primitive set must change
+# this file (which also invalidates numba's on-disk cache, keyed on this file). User functions
+# have no code here: ``evaluate`` sends populations using them to the torch interpreter.
+_IMPLEMENTED = ("add", "sub", "mul", "div", "neg", "log", "sqrt", "abs", "square", "inv", "exp", "tanh", "min", "max",
+                "pow", "sin", "cos")
 assert tuple(f.name for f in FUNCTIONS) == _IMPLEMENTED, "eval_numba is out of date with primitives.FUNCTIONS"
 
 
@@ -370,6 +374,19 @@ if _HAVE_NUMBA:
                 t = y if y > x else x
                 t = y if y != y else t
                 D[d, j] = x if x != x else t
+        elif op == 15:  # min(|x|^y, POW_MAX), NaN if either is NaN (IEEE powf(1, nan) is 1)
+            for j in range(nb):
+                x = R[a, j]
+                y = R[b, j]
+                t = abs(x) ** y
+                t = _PMAX if t > _PMAX else t
+                D[d, j] = _NAN if (x != x) or (y != y) else t
+        elif op == 16:  # libm sinf/cosf: not vectorised, correctly range-reduced for huge |x|
+            for j in range(nb):
+                D[d, j] = np.sin(R[a, j])
+        elif op == 17:
+            for j in range(nb):
+                D[d, j] = np.cos(R[a, j])
         else:  # FILL
             for j in range(nb):
                 D[d, j] = c

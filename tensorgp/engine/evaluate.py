@@ -9,10 +9,12 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .population import Population, arity_of
-from .primitives import CONST, FIRST_VAR, FUNCTIONS
+from .primitives import CONST, FIRST_VAR, FIRST_USER, function, user_opcodes
 
 BACKENDS = ("auto", "torch", "numba", "triton")
 
@@ -116,7 +118,7 @@ def postfix_steps(ops: torch.Tensor, length: torch.Tensor):
         live = t < length
         terms = (live & (op >= CONST)).nonzero()[:, 0]
         fn_rows = live & (op < CONST) & (op > 0)
-        funcs = [(FUNCTIONS[code - 1], ((op == code) & live).nonzero()[:, 0])
+        funcs = [(function(code), ((op == code) & live).nonzero()[:, 0])
                  for code in torch.unique(op[fn_rows]).tolist()] if bool(fn_rows.any()) else []
         yield t, sp, terms, funcs
         sp = sp + torch.where(live, 1 - ar[:, t], torch.zeros_like(sp))
@@ -135,6 +137,23 @@ def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X
     return stack[0]
 
 
+def uses_user_functions(ops: torch.Tensor, warn: bool = True) -> bool:
+    """True when ``ops`` holds a user-registered function (one reduction; skipped when none is
+    registered). Those have no numba or Triton code: callers fall back to the torch interpreter,
+    and ``warn`` issues a UserWarning naming the functions."""
+    if not user_opcodes() or ops.numel() == 0:
+        return False
+    mask = (ops >= FIRST_USER) & (ops < CONST)
+    if not bool(mask.any()):
+        return False
+    if warn:
+        names = sorted({function(o).name for o in torch.unique(ops[mask]).tolist()})
+        warnings.warn(f"user-defined function(s) {names} have no numba/Triton code: this population is "
+                      "evaluated with the torch interpreter (slower; see primitives.register_function)",
+                      UserWarning, stacklevel=3)
+    return True
+
+
 def evaluate(
     pop: Population, X: torch.Tensor, backend: str = "auto"
 ) -> torch.Tensor:
@@ -144,6 +163,8 @@ def evaluate(
     pop = pop.trimmed()
     if X.dtype == torch.float64:
         return evaluate_torch(pop.ops, pop.consts, pop.length, X)
+    if name != "torch" and uses_user_functions(pop.ops):
+        name = "torch"
     if name == "numba":
         from .eval_numba import evaluate_numba
 

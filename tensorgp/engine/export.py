@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from .expression import Node, _fmt_const
-from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, function
+from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, POW_MAX, function
+
+
+def _exponent(e):
+    """An integral float exponent as a sympy Integer, so ``|x|^2.0`` reads as ``x^2``."""
+    import sympy as sp
+
+    return sp.Integer(int(e)) if isinstance(e, sp.Float) and float(e) == int(e) and abs(float(e)) < 1e6 else e
 
 
 def _protected_functions(sp):
@@ -51,7 +58,9 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
     protection threshold (|x| <= 1e-6, exp argument > 80) is hit. ``protected=True``: ``div``,
     ``inv`` and ``log`` become the functions ``pdiv``, ``pinv``, ``plog`` (whose ``lambdify``
     implementation is the protected one) and ``exp`` clamps its argument at EXP_MAX, so the
-    expression equals the program everywhere."""
+    expression equals the program everywhere. ``pow`` is ``|x|^y``, with its 1e30 ceiling when
+    ``protected``; user
+    functions use their ``sympy`` form, or an undefined ``sympy.Function`` of their name."""
     import sympy as sp  # optional dependency
 
     pdiv, pinv, plog = _protected_functions(sp) if protected else (None, None, None)
@@ -61,7 +70,11 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
             return sp.Float(n.value, 9)
         if n.op >= FIRST_VAR:
             return symbols[n.op - FIRST_VAR]
+        f = function(n.op)
+        name = f.name
         c = [conv(k) for k in n.children]
+        if not f.builtin:
+            return f.sympy(*c) if f.sympy is not None else sp.Function(name)(*c)
         table = {
             "add": lambda: c[0] + c[1], "sub": lambda: c[0] - c[1], "mul": lambda: c[0] * c[1],
             "div": lambda: pdiv(c[0], c[1]) if protected else c[0] / c[1], "neg": lambda: -c[0],
@@ -70,8 +83,9 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
             "inv": lambda: pinv(c[0]) if protected else 1 / c[0],
             "exp": lambda: sp.exp(sp.Min(c[0], sp.Float(EXP_MAX)) if protected else c[0]),
             "tanh": lambda: sp.tanh(c[0]), "min": lambda: sp.Min(c[0], c[1]), "max": lambda: sp.Max(c[0], c[1]),
+            "pow": lambda: (sp.Min(sp.Abs(c[0]) ** _exponent(c[1]), sp.Float(POW_MAX)) if protected
+                            else sp.Abs(c[0]) ** _exponent(c[1])), "sin": lambda: sp.sin(c[0]), "cos": lambda: sp.cos(c[0]),
         }
-        name = function(n.op).name
         if name not in table:
             raise NotImplementedError(f"no sympy form for function {name!r}; add it to export.node_to_sympy")
         return table[name]()
@@ -86,7 +100,7 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
 
 # ----------------------------------------------------------------------------- LaTeX
 
-_LATEX_NAME = {"log": r"\log", "tanh": r"\tanh", "exp": r"\exp"}
+_LATEX_NAME = {"log": r"\log", "tanh": r"\tanh", "exp": r"\exp", "sin": r"\sin", "cos": r"\cos"}
 _PREC = {"add": 1, "sub": 1, "mul": 2, "div": 3, "neg": 3}  # div is a \frac: its parts need no brackets
 
 
@@ -131,6 +145,7 @@ def node_to_latex(node: Node, variables: Sequence[str]) -> str:
             "log": lambda: rf"\log\left|{conv(k[0])}\right|",
             "min": lambda: rf"\min\left({conv(k[0])}, {conv(k[1])}\right)",
             "max": lambda: rf"\max\left({conv(k[0])}, {conv(k[1])}\right)",
+            "pow": lambda: rf"\left|{conv(k[0])}\right|^{{{conv(k[1])}}}",
         }
         if name in table:
             return table[name]()
@@ -149,6 +164,11 @@ _PY_HELPERS = {
     "min": ("", "np.minimum({0}, {1})"), "max": ("", "np.maximum({0}, {1})"),
     "sqrt": ("", "np.sqrt(np.abs({0}))"),
     "exp": ("", "np.exp(np.minimum({0}, EXP_MAX))"),
+    "sin": ("", "np.sin({0})"), "cos": ("", "np.cos({0})"),
+    "pow": ("def _pow(a, b):\n"
+            "    with np.errstate(all='ignore'):\n"
+            "        r = np.minimum(np.power(np.abs(a), b), POW_MAX)\n"
+            "    return np.where(np.isnan(a) | np.isnan(b), np.float32('nan'), r)\n", "_pow({0}, {1})"),
     "div": ("def _div(a, b):\n"
             "    safe = np.abs(b) > EPS\n"
             "    return np.where(safe, a / np.where(safe, b, ONE), ONE)\n", "_div({0}, {1})"),
@@ -167,7 +187,7 @@ def python_identifier(variable: str, taken: set[str]) -> str:
     import keyword
 
     s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in variable) or "x"
-    if s[0].isdigit() or keyword.iskeyword(s) or s in ("np", "EPS", "EXP_MAX", "ONE", "ZERO"):
+    if s[0].isdigit() or keyword.iskeyword(s) or s in ("np", "EPS", "EXP_MAX", "POW_MAX", "ONE", "ZERO"):
         s = "v_" + s
     base, i = s, 1
     while s in taken:
@@ -216,6 +236,7 @@ def node_to_python(nodes: Node | Sequence[Node], variables: Sequence[str], name:
              "import numpy as np", "",
              f"EPS = np.float32({EPS!r})  # protected div/inv/log treat |x| <= EPS as zero",
              f"EXP_MAX = np.float32({EXP_MAX!r})  # exp's argument is clamped here",
+             f"POW_MAX = np.float32({POW_MAX!r})  # pow's ceiling",
              "ONE = np.float32(1.0)", "ZERO = np.float32(0.0)", ""]
     for op in sorted(used_ops):
         helper = _PY_HELPERS[op][0]

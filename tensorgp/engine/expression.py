@@ -16,7 +16,7 @@ from functools import wraps
 import numpy as np
 import torch
 
-from .primitives import CONST, FIRST_VAR, FUNCTIONS, OPCODE, PAD, PrimitiveSet, function
+from .primitives import CONST, FIRST_VAR, OPCODE, PAD, PrimitiveSet, function
 
 _BINARY_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
@@ -128,6 +128,8 @@ def to_infix(node: Node, variables: tuple[str, ...] | list[str]) -> str:
         return f"-({inner})" if node.children[0].op == CONST else f"(-{inner})"
     if f.name in _BINARY_INFIX:
         return f"({args[0]} {_BINARY_INFIX[f.name]} {args[1]})"
+    if not f.builtin:  # the user's printed form (call syntax reads back with ``parse``)
+        return f.infix.format(*args)
     return f"{f.name}({', '.join(args)})"
 
 
@@ -282,7 +284,7 @@ def _parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
                 args.append(expr())
             take(")")
             unnest()
-            f = FUNCTIONS[OPCODE[val] - 1]
+            f = function(OPCODE[val])
             if len(args) != f.arity:
                 raise ParseError(f"{val} takes {f.arity} argument(s), got {len(args)}")
             return Node(OPCODE[val], 0.0, tuple(args))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .primitives import CONST, FIRST_VAR, PAD, PrimitiveSet, arity_table
+from .primitives import CONST, FIRST_VAR, PAD, PrimitiveSet, arity_table, table_version
 
 
 @dataclass
@@ -118,14 +118,15 @@ def unique_programs(pop: Population) -> tuple[Population, torch.Tensor]:
     return pop[first_of_groups(inverse, len(uniq))], inverse
 
 
-_ARITY_CACHE: dict[torch.device, torch.Tensor] = {}
+_ARITY_CACHE: dict[tuple[torch.device, int], torch.Tensor] = {}
 
 
 def arity_of(ops: torch.Tensor) -> torch.Tensor:
     """``int32[P, L]``: arity of every opcode (features, CONST and PAD have 0)."""
-    table = _ARITY_CACHE.get(ops.device)
+    key = (ops.device, table_version())  # a registered user function makes older tables stale
+    table = _ARITY_CACHE.get(key)
     if table is None:  # one extra zero entry stands for every feature opcode
-        table = _ARITY_CACHE[ops.device] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(ops.device)
+        table = _ARITY_CACHE[key] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(ops.device)
     return table[ops.clamp(max=FIRST_VAR).long()]
 
 
@@ -214,8 +215,10 @@ def is_valid(ops: torch.Tensor, length: torch.Tensor, n_vars: int) -> torch.Tens
     """``bool[P]``: each row is a well-formed postfix program (never underflows, ends at stack 1, PAD after)."""
     P, L = ops.shape
     valid = torch.arange(L, device=ops.device)[None, :] < length[:, None]
-    known = (ops >= 1) & (ops < FIRST_VAR + n_vars)
-    eff = torch.where(valid, 1 - arity_of(ops), torch.zeros_like(ops)).long()
+    ar = arity_of(ops)
+    # a function opcode no function holds (an unregistered user slot) is not known
+    known = (ar > 0) | (ops == CONST) | ((ops >= FIRST_VAR) & (ops < FIRST_VAR + n_vars))
+    eff = torch.where(valid, 1 - ar, torch.zeros_like(ops)).long()
     S = torch.cumsum(eff, 1)
     # stack before a node of arity a must hold >= a values, i.e. S after it >= 1
     ok = ((S >= 1) | ~valid).all(1)

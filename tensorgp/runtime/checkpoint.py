@@ -30,7 +30,7 @@ import torch
 
 from ..engine.evolve import EvolutionConfig, EvolutionState, GenStats, HallOfFame
 from ..engine.population import Population, is_valid
-from ..engine.primitives import FIRST_VAR, PrimitiveSet
+from ..engine.primitives import LAYOUT_V1, PrimitiveSet, opcode_layout, remap_opcodes
 from .results import write_atomic
 
 FORMAT = "tensorgp-checkpoint"
@@ -55,11 +55,13 @@ def file_name(rank: int = 0, prev: bool = False) -> str:
 
 # ---------------------------------------------------------------- (de)serialisation
 def _pop_dict(p: Population) -> dict:
-    return {"ops": p.ops.cpu(), "consts": p.consts.cpu(), "length": p.length.cpu()}
+    return {"ops": p.ops.cpu(), "consts": p.consts.cpu(), "length": p.length.cpu(), "opcodes": opcode_layout()}
 
 
 def _pop_from(d: Mapping, device: torch.device) -> Population:
-    return Population(d["ops"].to(device), d["consts"].to(device), d["length"].to(device))
+    """Programs in this process's opcode layout: files without ``opcodes`` are layout version 1."""
+    ops = remap_opcodes(d["ops"], d.get("opcodes"))
+    return Population(ops.to(device), d["consts"].to(device), d["length"].to(device))
 
 
 def state_to_dict(st: EvolutionState, rng_state: torch.Tensor | None = None) -> dict:
@@ -206,19 +208,30 @@ def _check_programs(d: Mapping, path: Path, where: str, n_vars: int | None) -> i
                               f"{tuple(consts.shape)} and {where}length {tuple(length.shape)} do not match")
     if P == 0:
         return 0
-    top = FIRST_VAR + (n_vars if n_vars is not None else max(int(ops.max()) - FIRST_VAR + 1, 1))
+    saved = d.get("opcodes")  # the layout the programs were written under (absent: version 1)
+    try:
+        first = int((LAYOUT_V1 if saved is None else saved)["first_var"])
+    except (TypeError, KeyError, ValueError):
+        raise CheckpointError(f"checkpoint {path}: field {where}opcodes is not an opcode layout") from None
+    # range-checked under the saved layout before remapping: the remap's lookup would wrap a
+    # negative opcode to a valid one
+    top = first + (n_vars if n_vars is not None else max(int(ops.max()) - first + 1, 1))
     bad = (ops < 0) | (ops >= top)
     if bool(bad.any()):
         r, c = (int(x) for x in bad.nonzero()[0])
         raise CheckpointError(f"checkpoint {path}: field {where}ops holds opcode {int(ops[r, c])} (row {r}, "
                               f"position {c}); valid opcodes are 0..{top - 1}"
                               + (f" for {n_vars} terminal(s)" if n_vars is not None else ""))
+    try:
+        ops = remap_opcodes(ops, saved)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: field {where}opcodes: {e}") from None
     out = (length < 1) | (length > L)
     if bool(out.any()):
         r = int(out.nonzero()[0, 0])
         raise CheckpointError(f"checkpoint {path}: field {where}length holds {int(length[r])} (row {r}); "
                               f"lengths must lie in 1..{L}")
-    ok = is_valid(ops.to(torch.int32), length.to(torch.int32), top - FIRST_VAR)
+    ok = is_valid(ops.to(torch.int32), length.to(torch.int32), top - first)
     if not bool(ok.all()):
         r = int((~ok).nonzero()[0, 0])
         raise CheckpointError(f"checkpoint {path}: field {where}ops row {r} is not a well-formed postfix program "

@@ -6,7 +6,10 @@ and carries, with every stack value, its derivative with respect to each constan
 program, so one pass gives the outputs ``f[K, n]`` and the exact Jacobian ``J[K, C, n]``. The
 derivative rules follow the protected semantics of ``primitives.FUNCTIONS``: where a protected
 function returns its fallback (``div``/``inv``/``log`` at |x| <= EPS, ``exp`` above its clamp)
-the derivative is 0; ``sqrt|a|`` at |a| <= EPS also gets 0 instead of an infinite slope.
+the derivative is 0; ``sqrt|a|`` at |a| <= EPS also gets 0 instead of an infinite slope;
+``pow = min(|a|^b, POW_MAX)`` has derivative 0 where |a| <= EPS or the ceiling is reached, else
+``d|a|^b = |a|^b (b / a da + log|a| db)``. User-registered functions are differentiated by torch
+autograd (torch path only: ``jacobian`` picks it whenever a program uses one).
 
 ``optimize_constants`` runs batched LM on the least-squares error of ``a + b f(x; c)`` (or of
 ``f`` without linear scaling): parameters ``[c, a, b]``, damping ``lambda * diag(J^T J)`` per
@@ -19,9 +22,9 @@ import torch
 
 import numpy as np
 
-from ..engine.evaluate import max_stack, postfix_steps, terminal_values
+from ..engine.evaluate import max_stack, postfix_steps, terminal_values, uses_user_functions
 from ..engine.population import Population
-from ..engine.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE
+from ..engine.primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, POW_MAX, Function
 
 try:  # numba is optional: the torch interpreter below gives the same numbers
     from numba import njit
@@ -84,7 +87,34 @@ def _rule(name: str, a, da, b=None, db=None):
         return torch.minimum(a, b), torch.where((a <= b)[:, None], da, db)
     if name == "max":
         return torch.maximum(a, b), torch.where((a >= b)[:, None], da, db)
+    if name == "pow":
+        m = a.abs()
+        raw = torch.pow(m, b)
+        v = torch.where(torch.isnan(a) | torch.isnan(b), torch.full_like(raw, float("nan")), raw.clamp(max=POW_MAX))
+        live = (m > EPS) & (raw < POW_MAX)
+        ms = torch.where(live, m, torch.ones_like(m))
+        ga = torch.where(live, v * b / torch.where(live, a, torch.ones_like(a)), torch.zeros_like(a))
+        gb = torch.where(live, v * torch.log(ms), torch.zeros_like(a))
+        return v, ga[:, None] * da + gb[:, None] * db
+    if name == "sin":
+        return torch.sin(a), torch.cos(a)[:, None] * da
+    if name == "cos":
+        return torch.cos(a), (-torch.sin(a))[:, None] * da
     raise ValueError(f"no derivative rule for {name!r}")
+
+
+def _autograd_rule(f: Function, args: list[torch.Tensor], dargs: list[torch.Tensor]):
+    """Value and forward derivative of an elementwise user function: its partial derivatives by
+    autograd (one backward pass of the sum, elementwise because f is), chained with ``dargs``."""
+    xs = [x.detach().requires_grad_(True) for x in args]
+    with torch.enable_grad():
+        v = f.fn(*xs)
+        grads = torch.autograd.grad(v.sum(), xs, allow_unused=True)
+    dv = torch.zeros_like(dargs[0])
+    for g, d in zip(grads, dargs):
+        if g is not None:
+            dv = dv + torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)[:, None] * d
+    return v.detach(), dv
 
 
 def jacobian(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: torch.Tensor,
@@ -97,6 +127,8 @@ def jacobian(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X: t
     tensors when available)."""
     if backend == "auto":
         backend = "numba" if _HAVE_NUMBA and X.device.type == "cpu" else "torch"
+    if backend == "numba" and uses_user_functions(ops, warn=False):
+        backend = "torch"  # the compiled kernel knows the built-ins only
     if backend == "numba":
         return _jacobian_numba(ops, consts, length, X)
     if backend != "torch":
@@ -123,7 +155,10 @@ def _jacobian_torch(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tenso
                 D[sp[ci], ci, slot[ci, t]] = 1
         for f, idx in funcs:
             base = sp[idx] - f.arity
-            if f.arity == 1:
+            if not f.builtin:
+                v, dv = _autograd_rule(f, [V[base + j, idx] for j in range(f.arity)],
+                                       [D[base + j, idx] for j in range(f.arity)])
+            elif f.arity == 1:
                 v, dv = _rule(f.name, V[base, idx], D[base, idx])
             else:
                 v, dv = _rule(f.name, V[base, idx], D[base, idx], V[base + 1, idx], D[base + 1, idx])
@@ -149,8 +184,9 @@ if _HAVE_NUMBA:
     _O = {k: np.int32(v) for k, v in OPCODE.items()}
     _ADD, _SUB, _MUL, _DIV, _NEG, _LOG, _SQRT = _O["add"], _O["sub"], _O["mul"], _O["div"], _O["neg"], _O["log"], _O["sqrt"]
     _ABS, _SQUARE, _INV, _EXP, _TANH, _MIN, _MAX = _O["abs"], _O["square"], _O["inv"], _O["exp"], _O["tanh"], _O["min"], _O["max"]
+    _POW, _SIN, _COS = _O["pow"], _O["sin"], _O["cos"]
     _CONST, _FIRST = np.int32(CONST), np.int32(FIRST_VAR)
-    _EPS, _XMAX = float(EPS), float(EXP_MAX)
+    _EPS, _XMAX, _PMAX = float(EPS), float(EXP_MAX), float(POW_MAX)
 
     @njit(cache=True, nogil=True, error_model="numpy")  # serial: K x n is small, threads cost more than they save
     def _jac_kernel(ops, consts, length, Xt, slot, S, f, J):
@@ -178,7 +214,7 @@ if _HAVE_NUMBA:
                         d[sp, :] = 0.0
                         d[sp, slot[k, t]] = 1.0
                         sp += 1
-                    elif op == _ADD or op == _SUB or op == _MUL or op == _DIV or op == _MIN or op == _MAX:
+                    elif op == _ADD or op == _SUB or op == _MUL or op == _DIV or op == _MIN or op == _MAX or op == _POW:
                         a = v[sp - 2]
                         b = v[sp - 1]
                         p = sp - 2
@@ -202,6 +238,20 @@ if _HAVE_NUMBA:
                                     d[p, j] = (d[p, j] * b - a * d[q, j]) / (b * b)
                             else:
                                 v[p] = 1.0
+                                d[p, :] = 0.0
+                        elif op == _POW:
+                            m = abs(a)
+                            raw = m ** b
+                            if a != a or b != b:
+                                v[p] = np.nan
+                            else:
+                                v[p] = min(raw, _PMAX)
+                            if m > _EPS and raw < _PMAX:
+                                ga = v[p] * b / a
+                                gb = v[p] * np.log(m)
+                                for j in range(C):
+                                    d[p, j] = ga * d[p, j] + gb * d[q, j]
+                            else:
                                 d[p, :] = 0.0
                         else:  # min, max: the chosen operand's value and derivative
                             if (a <= b) if op == _MIN else (a >= b):
@@ -250,6 +300,12 @@ if _HAVE_NUMBA:
                                 v[p] = np.nan
                             else:
                                 v[p] = np.exp(_XMAX)
+                        elif op == _SIN:
+                            v[p] = np.sin(a)
+                            g = np.cos(a)
+                        elif op == _COS:
+                            v[p] = np.cos(a)
+                            g = -np.sin(a)
                         else:  # tanh
                             v[p] = np.tanh(a)
                             g = 1.0 - v[p] * v[p]

@@ -57,11 +57,12 @@ from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
 from .pareto import SELECTIONS, FittedProgram, ParetoFront, select
+from .streaming import as_source, fit_source
 from ..engine.population import Population, pad_to, program_keys
 from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from ..engine.variation import VariationRates
 
-SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square")
+SR_FUNCTIONS = ("add", "sub", "mul", "div", "sqrt", "log", "exp", "square", "sin", "cos")
 
 
 class _threads:
@@ -339,9 +340,15 @@ class SymbolicRegressor(*EstimatorBase):
         if not lo <= hi:
             raise ValueError(f"const_range {self.const_range} must be (low, high) with low <= high")
 
-    def fit(self, X: Any, y: Any) -> "SymbolicRegressor":
-        """Evolve a formula for ``y ~ X``. Returns self."""
+    def fit(self, X: Any, y: Any = None) -> "SymbolicRegressor":
+        """Evolve a formula for ``y ~ X``. Returns self. A numpy memmap X, or a
+        ``streaming.RowSource`` (then y is None), is streamed from disk: see ``tensorgp.sr.streaming``."""
+        src = as_source(X, y)
+        if src is None and y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         with _threads(self.n_jobs):
+            if src is not None:
+                return fit_source(self, src, model_expression)
             return self._fit(X, y)
 
     def _fit(self, X: Any, y: Any) -> "SymbolicRegressor":
