@@ -24,9 +24,11 @@ def _valid_mask(pop: Population) -> torch.Tensor:
     return torch.arange(pop.max_len, device=pop.device)[None, :] < pop.length[:, None]
 
 
-def sample_points(pop: Population, generator: torch.Generator, n: int, func_bias: float = 0.9) -> torch.Tensor:
+def sample_points(pop: Population, generator: torch.Generator | None, n: int, func_bias: float = 0.9,
+                  u: torch.Tensor | None = None) -> torch.Tensor:
     """``int64[P, n]``: random node positions per program; functions get ``func_bias`` of the
-    mass when a program has any (Koza's 90/10 rule keeps cuts from being mostly leaves)."""
+    mass when a program has any (Koza's 90/10 rule keeps cuts from being mostly leaves).
+    ``u: float32[P, n]`` uniforms in [0, 1) replace the draws from ``generator``."""
     valid = _valid_mask(pop)
     is_f = (arity_of(pop.ops) > 0) & valid
     n_f = is_f.sum(1, keepdim=True).float()
@@ -36,8 +38,9 @@ def sample_points(pop: Population, generator: torch.Generator, n: int, func_bias
     w = torch.where(is_f, w_f, torch.where(valid, w_t, torch.zeros_like(w_t)))
     # inverse-CDF sampling: one cumsum and a batched searchsorted (multinomial is slow on CPU)
     cw = w.cumsum(1)
-    u = torch.rand(w.shape[0], n, generator=generator, device=w.device) * cw[:, -1:]
-    idx = torch.searchsorted(cw, u, right=True)
+    if u is None:
+        u = torch.rand(w.shape[0], n, generator=generator, device=w.device)
+    idx = torch.searchsorted(cw, u * cw[:, -1:], right=True)
     return torch.minimum(idx, (pop.length.long() - 1)[:, None])
 
 
@@ -157,17 +160,18 @@ def point_mutation(a: Population, pset: PrimitiveSet, generator: torch.Generator
     return Population(new_ops, new_c, a.length.clone())
 
 
-def tournament(fitness: torch.Tensor, n: int, size: int, generator: torch.Generator,
-               groups: int = 1, group_size: int | None = None) -> torch.Tensor:
+def tournament(fitness: torch.Tensor, n: int, size: int, generator: torch.Generator | None,
+               groups: int = 1, group_size: int | None = None, draw: torch.Tensor | None = None) -> torch.Tensor:
     """``int64[n]``: winners of n tournaments of ``size`` entrants drawn with replacement.
 
     With ``groups`` > 1 the population is ``groups`` independent runs of ``group_size`` rows and
     tournament k draws its entrants from run ``k * groups // n`` only. NaN fitness never wins
-    unless every entrant is NaN.
+    unless every entrant is NaN. ``draw: int64[n, size]`` in [0, group size) replaces the
+    entrants drawn from ``generator``.
     """
     P = fitness.shape[0]
     gs = P if group_size is None else group_size
-    entrants = torch.randint(0, gs, (n, size), generator=generator, device=fitness.device)
+    entrants = torch.randint(0, gs, (n, size), generator=generator, device=fitness.device) if draw is None else draw
     if groups > 1:
         run = torch.arange(n, device=fitness.device) * groups // n
         entrants = entrants + (run * gs)[:, None]
