@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tensorgp.engine.counter_rng import MASK32, MUL1, MUL2
+from tensorgp.engine.counter_rng import MASK32, MUL1, MUL2, STREAM_SHIFT
 
 _MASK32 = tl.constexpr(MASK32)
 _MUL1 = tl.constexpr(MUL1)
@@ -28,12 +28,11 @@ def mix32(x):
 
 
 @triton.jit
-def _bits_kernel(key_ptr, out_ptr, n, stream, BLOCK: tl.constexpr):
-    """out: int64[n]; key: int64[2]."""
-    c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    k1 = tl.load(key_ptr)
-    k2 = (tl.load(key_ptr + 1) + stream) & _MASK32
-    tl.store(out_ptr + c, mix32(mix32(c ^ k1) ^ k2), mask=c < n)
+def _bits_kernel(key_ptr, out_ptr, n, start, BLOCK: tl.constexpr):
+    """out: int64[n]; key: int64[2]; counters start at ``start``."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    c = i + start
+    tl.store(out_ptr + i, mix32((c * tl.load(key_ptr) + tl.load(key_ptr + 1)) & _MASK32), mask=i < n)
 
 
 def random_bits_triton(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -41,9 +40,10 @@ def random_bits_triton(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -
     n = 1
     for s in shape:
         n *= s
-    if n >= 1 << 32:
-        raise ValueError(f"random_bits: {n} values exceed the 2**32 counters of one stream")
+    start = stream << STREAM_SHIFT
+    if start + n > 1 << 32:
+        raise ValueError(f"random_bits: {n} values in stream {stream} exceed the 2**32 counters")
     out = torch.empty(shape, dtype=torch.int64, device=key.device)
     if n:
-        _bits_kernel[(triton.cdiv(n, BLOCK),)](key.contiguous(), out, n, stream, BLOCK=BLOCK)
+        _bits_kernel[(triton.cdiv(n, BLOCK),)](key.contiguous(), out, n, start, BLOCK=BLOCK)
     return out

@@ -17,10 +17,9 @@ _TABLES: dict[torch.device, torch.Tensor] = {}
 
 
 @triton.jit
-def _structure_kernel(ops_ptr, len_ptr, arity_ptr, start_ptr, depth_ptr, height_ptr, L,
-                      BLOCK_L: tl.constexpr):
+def _structure_kernel(ops_ptr, len_ptr, arity_ptr, out_ptr, L, BLOCK_L: tl.constexpr):
     """ops: int32[P, L]; arity: int32[FIRST_VAR + 1] (the last entry, 0, for every feature);
-    start/depth/height: int64[P, L]."""
+    out: int64[P, L, 3] (start, depth, height)."""
     p = tl.program_id(0).to(tl.int64)
     pos = tl.arange(0, BLOCK_L)
     inside = pos < L
@@ -42,22 +41,22 @@ def _structure_kernel(ops_ptr, len_ptr, arity_ptr, start_ptr, depth_ptr, height_
     m = (j_ >= start[:, None]) & lower
     height = tl.max(tl.where(m, depth[None, :], 0), 1) - depth
     height = tl.where(valid, height, 0)
-    base = p * L + pos
-    tl.store(start_ptr + base, start.to(tl.int64), mask=inside)
-    tl.store(depth_ptr + base, depth.to(tl.int64), mask=inside)
-    tl.store(height_ptr + base, height.to(tl.int64), mask=inside)
+    base = (p * L + pos) * 3
+    tl.store(out_ptr + base, start.to(tl.int64), mask=inside)
+    tl.store(out_ptr + base + 1, depth.to(tl.int64), mask=inside)
+    tl.store(out_ptr + base + 2, height.to(tl.int64), mask=inside)
 
 
-def structure_triton(ops: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(start, depth, height)``, ``int64[P, L]`` each, for ``ops: int32[P, L]`` and
-    ``length: int32[P]``; equal to ``structure_dense_torch``."""
+def structure_triton(ops: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """``int64[P, L, 3]`` (start, depth, height) for ``ops: int32[P, L]`` and ``length: int32[P]``;
+    equal to ``structure_dense_torch``."""
     P, L = ops.shape
     dev = ops.device
     table = _TABLES.get(dev)
     if table is None:
         table = _TABLES[dev] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(dev)
-    out = [torch.empty(P, L, dtype=torch.int64, device=dev) for _ in range(3)]
+    out = torch.empty(P, L, 3, dtype=torch.int64, device=dev)
     if P and L:
         _structure_kernel[(P,)](ops.to(torch.int32).contiguous(), length.to(torch.int32).contiguous(), table,
-                                *out, L, BLOCK_L=triton.next_power_of_2(L))
-    return out[0], out[1], out[2]
+                                out, L, BLOCK_L=triton.next_power_of_2(L))
+    return out

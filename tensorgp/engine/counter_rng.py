@@ -3,15 +3,16 @@
 A generation draws all its random numbers in one call: ``random_bits(key, stream, shape)``
 returns 32-bit values (held in int64) where element ``c`` (its flat index) is
 
-    mix32(mix32(c ^ k1) ^ ((k2 + stream) & 0xFFFFFFFF))
+    mix32(((c + stream * 2**28) * k1 + k2) mod 2**32)
 
-with ``(k1, k2) = generation_key(seed, generation)``. Nothing depends on how many numbers were
-drawn before, so a resumed run (seed and generation restored) redraws the same numbers, and
-the device never has to hand state back to the host. The arithmetic is int64 with every
-product kept below 2**63 (a multiplier >= 2**31 is used as its negative twin modulo 2**32), so
-torch on any device and the Triton twin in ``tensorgp.kernels.rng_kernel`` give identical bits.
+with ``(k1, k2) = generation_key(seed, generation)`` (``k1`` odd, so distinct counters give
+distinct values within a key). Nothing depends on how many numbers were drawn before, so a
+resumed run (seed and generation restored) redraws the same numbers, and the device never hands
+state back to the host. The arithmetic is int64 with every product below 2**63 (a multiplier
+>= 2**31 is used as its negative twin modulo 2**32), so torch on any device and the Triton twin
+in ``tensorgp.kernels.rng_kernel`` give identical bits.
 
-``mix32`` is Wellons' "lowbias32" integer hash.
+``mix32`` is Wellons' "lowbias32" integer hash (a bijection of 32-bit values).
 """
 from __future__ import annotations
 
@@ -44,10 +45,11 @@ def mix32_int(x: int) -> int:
 
 
 def generation_key(seed: int, generation: int) -> tuple[int, int]:
-    """``(k1, k2)``, both in [0, 2**32): the key of one generation of a run seeded ``seed``."""
-    k1 = mix32_int(mix32_int(seed & MASK32) ^ mix32_int((seed >> 32) + GOLDEN * (generation + 1)))
-    k2 = mix32_int(k1 ^ mix32_int(generation & MASK32) ^ GOLDEN)
-    return k1, k2
+    """``(k1, k2)``: the key of one generation of a run seeded ``seed``; ``k1`` odd and below
+    2**31 (a multiplier whose products stay below 2**63), ``k2`` in [0, 2**32)."""
+    h = mix32_int(mix32_int(seed & MASK32) ^ mix32_int((seed >> 32) + GOLDEN * (generation + 1)))
+    k2 = mix32_int(h ^ mix32_int(generation & MASK32) ^ GOLDEN)
+    return (h & 0x7FFFFFFF) | 1, k2
 
 
 def key_tensor(seed: int, generation: int, device: torch.device | str) -> torch.Tensor:
@@ -55,18 +57,20 @@ def key_tensor(seed: int, generation: int, device: torch.device | str) -> torch.
     return torch.tensor(generation_key(seed, generation), dtype=torch.int64, device=device)
 
 
-def random_bits(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """``int64[shape]`` of independent uniform 32-bit values for ``key: int64[2]`` and ``stream``.
+STREAM_SHIFT = 28  # stream s owns counters [s * 2**28, (s + 1) * 2**28) ... up to 2**32
 
-    Counters are flat indices, so ``prod(shape)`` must stay below 2**32."""
+
+def random_bits(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """``int64[shape]`` of uniform 32-bit values for ``key: int64[2]`` and ``stream`` (0..15),
+    all distinct within a call. Needs ``stream * 2**28 + prod(shape) <= 2**32``."""
     n = 1
     for s in shape:
         n *= s
-    if n >= 1 << 32:
-        raise ValueError(f"random_bits: {n} values exceed the 2**32 counters of one stream")
-    c = torch.arange(n, dtype=torch.int64, device=key.device).view(shape)
-    k2 = (key[1] + stream) & MASK32
-    return mix32(mix32(c ^ key[0]) ^ k2)
+    start = stream << STREAM_SHIFT
+    if start + n > 1 << 32:
+        raise ValueError(f"random_bits: {n} values in stream {stream} exceed the 2**32 counters")
+    c = torch.arange(start, start + n, dtype=torch.int64, device=key.device).view(shape)
+    return mix32((c * key[0] + key[1]) & MASK32)
 
 
 def uniform(bits: torch.Tensor) -> torch.Tensor:

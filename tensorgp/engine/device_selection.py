@@ -16,7 +16,18 @@ def elite_rows(fitness: torch.Tensor, runs: int, k: int) -> torch.Tensor:
     """``int64[runs * k]``: the ``k`` fittest rows of each run (NaN lowest), run by run."""
     f = torch.nan_to_num(fitness, nan=-float("inf")).view(runs, -1)
     P = f.shape[1]
-    return (torch.topk(f, k, dim=1).indices + torch.arange(runs, device=f.device)[:, None] * P).reshape(-1)
+    return (torch.topk(f, k, dim=1).indices + torch.arange(0, runs * P, P, device=f.device)[:, None]).reshape(-1)
+
+
+_EARLIER: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _earlier(M: int, device: torch.device) -> torch.Tensor:
+    """``bool[M, M]``, True where column < row (built once per size and device)."""
+    key = (M, str(device))
+    if key not in _EARLIER:
+        _EARLIER[key] = torch.ones(M, M, dtype=torch.bool, device=device).tril(-1)
+    return _EARLIER[key]
 
 
 def hall_of_fame_update(hof_pop: Population | None, hof_fit: torch.Tensor | None, pop: Population,
@@ -39,7 +50,7 @@ def hall_of_fame_update(hof_pop: Population | None, hof_fit: torch.Tensor | None
     keys = program_keys(Population(ops.view(R * M, L), consts.view(R * M, L), length.view(-1))).view(R, M)
     order = torch.argsort(cf, dim=1, descending=True, stable=True)
     ks = keys.gather(1, order)
-    earlier = torch.ones(M, M, dtype=torch.bool, device=f.device).tril(-1)
+    earlier = _earlier(M, f.device)
     dup = ((ks[:, :, None] == ks[:, None, :]) & earlier).any(2)  # a fitter copy comes first
     fs = torch.where(dup, -float("inf"), cf.gather(1, order))
     keep = torch.argsort(fs, dim=1, descending=True, stable=True)

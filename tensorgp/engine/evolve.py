@@ -231,46 +231,53 @@ class Evolver:
         return st
 
     def step(self) -> GenStats:
-        """One generation for every run."""
+        """One generation for every run, then the progress bookkeeping (which reads results on
+        the host)."""
         if self.state is None:
             self.initialize()
             return self.state.history[-1]
-        c = self.config
         st = self.state
-        R, P = c.runs, c.population
-        t0 = time.perf_counter()
-        sel_fit = self._selection_fitness(st.pop, st.fitness)
-        n_child = P - c.elitism
-        elite_parts = []
-        with _single_thread(self.device):
-            if self.device_path:
-                kids = breed_device(st.pop, sel_fit, self._key(st.generation + 1), R * n_child, self.pset, c.limits,
-                                    c.rates, c.tournament_size, c.const_prob, groups=R, group_size=P)
-            else:
-                kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
-        if c.elitism:
-            elite_parts.append(elite_rows(sel_fit, R, c.elitism))
-        tv = time.perf_counter() - t0
-        new_fit_kids, te, tf = self._evaluate(kids)
-        if c.elitism:
-            e_idx = elite_parts[0]
-            elite_pop = st.pop[e_idx]
-            # interleave per run: [elites of run r, children of run r]
-            new_pop = _interleave(elite_pop, kids, R, c.max_len)
-            new_fit = torch.cat([st.fitness[e_idx].view(R, -1), new_fit_kids.view(R, -1)], 1).reshape(-1)
-        else:
-            new_pop, new_fit = kids, new_fit_kids
-        prev_best = float(torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max())
-        with _single_thread(self.device):
-            st.hof = self._update_hof(st.hof, kids, new_fit_kids)
-        st.pop, st.fitness = new_pop, new_fit
-        st.generation += 1
+        R = self.config.runs
+        prev_hof = st.hof.fitness  # replaced, never written in place, by advance()
+        kids, new_fit_kids, te, tf, tv = self.advance()
+        prev_best = float(torch.nan_to_num(prev_hof.view(R, -1)[:, 0], nan=-float("inf")).max())
         best = float(st.hof.fitness.view(R, -1)[:, 0].max())
         st.stale = 0 if best > prev_best + 1e-9 else st.stale + 1
         st.rng_state = self.generator.get_state()
         stats = self._stats(st, te, tf, tv, evaluated=kids)
         st.history.append(stats)
         return stats
+
+    def advance(self) -> tuple[Population, torch.Tensor, float, float, float]:
+        """The generation's tensor work: breed, evaluate, elitism, hall of fame; ``generation``
+        += 1. On the device path nothing here waits for the host (given a fitness function that
+        does not). Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
+        c = self.config
+        st = self.state
+        R, P = c.runs, c.population
+        t0 = time.perf_counter()
+        sel_fit = self._selection_fitness(st.pop, st.fitness)
+        n_child = P - c.elitism
+        with _single_thread(self.device):
+            if self.device_path:
+                kids = breed_device(st.pop, sel_fit, self._key(st.generation + 1), R * n_child, self.pset, c.limits,
+                                    c.rates, c.tournament_size, c.const_prob, groups=R, group_size=P)
+            else:
+                kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
+        e_idx = elite_rows(sel_fit, R, c.elitism) if c.elitism else None
+        tv = time.perf_counter() - t0
+        new_fit_kids, te, tf = self._evaluate(kids)
+        if c.elitism:
+            # interleave per run: [elites of run r, children of run r]
+            new_pop = _interleave(st.pop[e_idx], kids, R, c.max_len)
+            new_fit = torch.cat([st.fitness[e_idx].view(R, -1), new_fit_kids.view(R, -1)], 1).reshape(-1)
+        else:
+            new_pop, new_fit = kids, new_fit_kids
+        with _single_thread(self.device):
+            st.hof = self._update_hof(st.hof, kids, new_fit_kids)
+        st.pop, st.fitness = new_pop, new_fit
+        st.generation += 1
+        return kids, new_fit_kids, te, tf, tv
 
     def replace(self, rows: torch.Tensor, programs: Population, fitness: torch.Tensor) -> None:
         """Write ``programs`` with their ``fitness: float32[k]`` over the individuals at

@@ -233,7 +233,7 @@ def make_terminals(var: torch.Tensor, u_value: torch.Tensor, u_const: torch.Tens
     c = u_value * (hi - lo) + lo
     if u_const is not None and pset.constants and const_prob > 0:
         is_c = u_const < const_prob
-        return torch.where(is_c, torch.full_like(op, CONST), op), torch.where(is_c, c, torch.zeros_like(c))
+        return torch.where(is_c, CONST, op), torch.where(is_c, c, 0.0)
     return op, torch.zeros_like(c)
 
 

@@ -19,27 +19,32 @@ import torch
 
 from .population import Structure, arity_of
 
-# torch form: rows per chunk keep the [rows, L, L] masks within this many elements; chunks only
-# appear past ~16,000 rows of 64 nodes (the op count is flat below that)
-CHUNK_ELEMENTS = 1 << 26
+# torch form: rows per chunk keep the [rows, L, L] masks within this many elements (int16 and
+# bool, ~1 GB at most); chunks only appear past 65,536 rows of 64 nodes (the op count is flat below)
+CHUNK_ELEMENTS = 1 << 28
 
 
 def structure_dense(ops: torch.Tensor, length: torch.Tensor, backend: str = "auto") -> Structure:
     """``Structure`` of ``ops: int32[P, L]`` at full width L (``int64[P, L]`` each; past
     ``length``: start = position, depth = height = 0). ``backend``: auto | torch | triton
     (auto: triton on CUDA when it imports)."""
+    return Structure(*structure_table(ops, length, backend).unbind(-1))
+
+
+def structure_table(ops: torch.Tensor, length: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """``int64[P, L, 3]``: start, depth and height of every node (see ``structure_dense``), as
+    one tensor so that picking rows of all three is one gather."""
     if backend == "auto":
         backend = "triton" if ops.device.type == "cuda" and _triton_ok() else "torch"
     if backend == "triton":
         from ..kernels.structure_kernel import structure_triton
 
-        return Structure(*structure_triton(ops, length))
+        return structure_triton(ops, length)
     P, L = ops.shape
     step = max(1, CHUNK_ELEMENTS // max(1, L * L))
     if P <= step:
-        return Structure(*structure_dense_torch(ops, length))
-    parts = [structure_dense_torch(ops[a:a + step], length[a:a + step]) for a in range(0, P, step)]
-    return Structure(*(torch.cat([p[k] for p in parts]) for k in range(3)))
+        return structure_dense_torch(ops, length)
+    return torch.cat([structure_dense_torch(ops[a:a + step], length[a:a + step]) for a in range(0, P, step)])
 
 
 def _triton_ok() -> bool:
@@ -50,8 +55,8 @@ def _triton_ok() -> bool:
     return True
 
 
-def structure_dense_torch(ops: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(start, depth, height)``, ``int64[P, L]`` each, by masked reductions over ``[P, L, L]``."""
+def structure_dense_torch(ops: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """``int64[P, L, 3]`` (start, depth, height) by masked reductions over ``[P, L, L]``."""
     P, L = ops.shape
     dev = ops.device
     pos = torch.arange(L, device=dev, dtype=torch.int16 if L < 2**15 else torch.int32)
@@ -72,4 +77,4 @@ def structure_dense_torch(ops: torch.Tensor, length: torch.Tensor) -> tuple[torc
     m = (j_ >= start[:, :, None]) & lower
     height = torch.where(m, depth[:, None, :], 0).amax(-1) - depth
     height = torch.where(valid, height, 0)
-    return start.long(), depth.long(), height.long()
+    return torch.stack([start, depth, height], -1).long()

@@ -44,26 +44,35 @@ def sample_points(pop: Population, generator: torch.Generator | None, n: int, fu
     return torch.minimum(idx, (pop.length.long() - 1)[:, None])
 
 
+def splice_plan(r_len: torch.Tensor, r_start: torch.Tensor, r_end: torch.Tensor, d_start: torch.Tensor,
+                d_end: torch.Tensor, max_len: int, r_width: int, d_width: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each slot of the spliced rows comes from (``splice``'s index work, for any row
+    payload): ``(r_src, d_src: int64[K, max_len]`` columns to gather from the recipient / donor,
+    ``take_r, in_donor: bool[K, max_len]``, ``new_len: int64[K])``; slots in neither are PAD."""
+    K = r_len.shape[0]
+    cut = r_end - r_start + 1
+    ins = d_end - d_start + 1
+    new_len = r_len.long() - cut + ins
+    t = torch.arange(max_len, device=r_len.device)[None, :].expand(K, max_len)
+    before = t < r_start[:, None]
+    in_donor = (~before) & (t < (r_start + ins)[:, None])
+    after = (t >= (r_start + ins)[:, None]) & (t < new_len[:, None])
+    r_src = torch.where(before, t, t - ins[:, None] + cut[:, None]).clamp(0, r_width - 1)
+    d_src = (t - r_start[:, None] + d_start[:, None]).clamp(0, d_width - 1)
+    return r_src, d_src, before | after, in_donor, new_len
+
+
 def splice(recipient: Population, r_start: torch.Tensor, r_end: torch.Tensor,
            donor: Population, d_start: torch.Tensor, d_end: torch.Tensor, max_len: int) -> Population:
     """Replace ``recipient[k, r_start:r_end+1]`` by ``donor[k, d_start:d_end+1]`` for every k.
     All index tensors ``int64[K]``; the caller guarantees the result fits in ``max_len``."""
-    K = recipient.size
-    dev = recipient.device
-    cut = r_end - r_start + 1
-    ins = d_end - d_start + 1
-    new_len = recipient.length.long() - cut + ins
-    t = torch.arange(max_len, device=dev)[None, :].expand(K, max_len)
-    before = t < r_start[:, None]
-    in_donor = (~before) & (t < (r_start + ins)[:, None])
-    after = (t >= (r_start + ins)[:, None]) & (t < new_len[:, None])
-    r_src = torch.where(before, t, t - ins[:, None] + cut[:, None]).clamp(0, recipient.max_len - 1)
-    d_src = (t - r_start[:, None] + d_start[:, None]).clamp(0, donor.max_len - 1)
+    r_src, d_src, take_r, in_donor, new_len = splice_plan(recipient.length, r_start, r_end, d_start, d_end, max_len,
+                                                          recipient.max_len, donor.max_len)
     r_ops = recipient.ops.gather(1, r_src)
     r_c = recipient.consts.gather(1, r_src)
     d_ops = donor.ops.gather(1, d_src)
     d_c = donor.consts.gather(1, d_src)
-    take_r = before | after
     ops = torch.where(take_r, r_ops, torch.where(in_donor, d_ops, torch.zeros_like(r_ops)))
     consts = torch.where(take_r, r_c, torch.where(in_donor, d_c, torch.zeros_like(r_c)))
     return Population(ops.int(), consts, new_len.int())
