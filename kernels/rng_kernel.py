@@ -1,6 +1,6 @@
 """Triton twin of ``tensorgp.engine.counter_rng``: the same bits, in one launch.
 
-``random_bits_triton(key, stream, shape)`` equals ``counter_rng.random_bits`` bit for bit (the
+``random_bits_triton(key, stream, shape)`` equals ``counter_rng.random_bits_torch`` bit for bit (the
 same int64 arithmetic); ``mix32`` is a ``triton.jit`` function other kernels can inline.
 """
 from __future__ import annotations

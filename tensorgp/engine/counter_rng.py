@@ -62,7 +62,19 @@ STREAM_SHIFT = 28  # stream s owns counters [s * 2**28, (s + 1) * 2**28) ... up 
 
 def random_bits(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
     """``int64[shape]`` of uniform 32-bit values for ``key: int64[2]`` and ``stream`` (0..15),
-    all distinct within a call. Needs ``stream * 2**28 + prod(shape) <= 2**32``."""
+    all distinct within a call. Needs ``stream * 2**28 + prod(shape) <= 2**32``. On CUDA one
+    Triton launch (``tensorgp.kernels.rng_kernel``, the same bits), else ``random_bits_torch``."""
+    if key.device.type == "cuda":
+        try:
+            from ..kernels.rng_kernel import random_bits_triton
+        except Exception:  # no triton: the torch form gives the same bits
+            return random_bits_torch(key, stream, shape)
+        return random_bits_triton(key, stream, shape)
+    return random_bits_torch(key, stream, shape)
+
+
+def random_bits_torch(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """``random_bits`` in torch operations (any device; the reference of the Triton twin)."""
     n = 1
     for s in shape:
         n *= s

@@ -181,11 +181,14 @@ class Evolver:
         self._keys: torch.Tensor | None = None  # device path: int64[G + 1, 2] per-generation keys
 
     def _key(self, generation: int) -> torch.Tensor:
-        """``int64[2]`` key of ``generation`` (device path), from a table uploaded once, so a
-        generation reads its key without a host-to-device copy."""
+        """``int64[2]`` key of ``generation`` (device path): a function of the run generator's
+        seed (restored with its state by ``restore``; the device path never draws from it) and
+        the generation, from a table uploaded once, so a generation reads its key without a
+        host-to-device copy."""
         if self._keys is None or generation >= len(self._keys):
             n = max(self.config.generations, generation) + 1
-            self._keys = torch.stack([key_tensor(self.config.seed, g, "cpu") for g in range(n)]).to(self.device)
+            seed = self.generator.initial_seed()
+            self._keys = torch.stack([key_tensor(seed, g, "cpu") for g in range(n)]).to(self.device)
         return self._keys[generation]
 
     def _update_hof(self, hof: HallOfFame | None, pop: Population, fit: torch.Tensor) -> HallOfFame:
@@ -348,6 +351,7 @@ class Evolver:
     def restore(self, state: EvolutionState) -> None:
         self.state = state
         self.generator.set_state(state.rng_state)
+        self._keys = None  # the device path's keys follow the restored generator's seed
 
 
 def resolve_variation(variation: str, device: torch.device | str) -> str:
