@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 import torch
 
 from .counter_rng import key_tensor
+from .device_graph import GraphedBreed
 from .device_init import init_device
 from .device_selection import elite_rows, hall_of_fame_update
 from .device_variation import breed_device
@@ -179,6 +180,7 @@ class Evolver:
         self.state: EvolutionState | None = None
         self.device_path = resolve_variation(config.variation, self.device) == "device"
         self._keys: torch.Tensor | None = None  # device path: int64[G + 1, 2] per-generation keys
+        self._graphed = GraphedBreed(self._breed_device)  # CUDA: breeding replayed from a graph
 
     def _key(self, generation: int) -> torch.Tensor:
         """``int64[2]`` key of ``generation`` (device path): a function of the run generator's
@@ -190,6 +192,11 @@ class Evolver:
             seed = self.generator.initial_seed()
             self._keys = torch.stack([key_tensor(seed, g, "cpu") for g in range(n)]).to(self.device)
         return self._keys[generation]
+
+    def _breed_device(self, pop: Population, sel_fit: torch.Tensor, key: torch.Tensor) -> Population:
+        c = self.config
+        return breed_device(pop, sel_fit, key, c.runs * (c.population - c.elitism), self.pset, c.limits, c.rates,
+                            c.tournament_size, c.const_prob, groups=c.runs, group_size=c.population)
 
     def _update_hof(self, hof: HallOfFame | None, pop: Population, fit: torch.Tensor) -> HallOfFame:
         c = self.config
@@ -263,8 +270,7 @@ class Evolver:
         n_child = P - c.elitism
         with _single_thread(self.device):
             if self.device_path:
-                kids = breed_device(st.pop, sel_fit, self._key(st.generation + 1), R * n_child, self.pset, c.limits,
-                                    c.rates, c.tournament_size, c.const_prob, groups=R, group_size=P)
+                kids = self._graphed(st.pop, sel_fit, self._key(st.generation + 1))
             else:
                 kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
         e_idx = elite_rows(sel_fit, R, c.elitism) if c.elitism else None
