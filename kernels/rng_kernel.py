@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tensorgp.engine.counter_rng import MASK32, MUL1, MUL2, STREAM_SHIFT
+from tensorgp.engine.counter_rng import MASK32, MUL1, MUL2, counter_range
 
 _MASK32 = tl.constexpr(MASK32)
 _MUL1 = tl.constexpr(MUL1)
@@ -37,12 +37,7 @@ def _bits_kernel(key_ptr, out_ptr, n, start, BLOCK: tl.constexpr):
 
 def random_bits_triton(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
     """``int64[shape]``: ``counter_rng.random_bits(key, stream, shape)`` in one kernel."""
-    n = 1
-    for s in shape:
-        n *= s
-    start = stream << STREAM_SHIFT
-    if start + n > 1 << 32:
-        raise ValueError(f"random_bits: {n} values in stream {stream} exceed the 2**32 counters")
+    start, n = counter_range(stream, shape)
     out = torch.empty(shape, dtype=torch.int64, device=key.device)
     if n:
         _bits_kernel[(triton.cdiv(n, BLOCK),)](key.contiguous(), out, n, start, BLOCK=BLOCK)

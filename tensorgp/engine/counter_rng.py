@@ -73,14 +73,20 @@ def random_bits(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch
     return random_bits_torch(key, stream, shape)
 
 
-def random_bits_torch(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """``random_bits`` in torch operations (any device; the reference of the Triton twin)."""
+def counter_range(stream: int, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(first counter, number of values)`` of a ``random_bits`` call; errors past 2**32."""
     n = 1
     for s in shape:
         n *= s
     start = stream << STREAM_SHIFT
     if start + n > 1 << 32:
         raise ValueError(f"random_bits: {n} values in stream {stream} exceed the 2**32 counters")
+    return start, n
+
+
+def random_bits_torch(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """``random_bits`` in torch operations (any device; the reference of the Triton twin)."""
+    start, n = counter_range(stream, shape)
     c = torch.arange(start, start + n, dtype=torch.int64, device=key.device).view(shape)
     return mix32((c * key[0] + key[1]) & MASK32)
 
