@@ -20,8 +20,7 @@ arities, shuffled by one sort, then rotated to the one cyclic shift that is a va
 program (the cycle lemma: with stack effects ``1 - arity <= 1`` summing to 1, exactly the
 rotation after the last minimum of the prefix sums keeps every prefix sum positive), with at
 most ``MAX_FUNCTIONS`` functions per arity; the graft is a random subtree of it (Koza's 90/10
-point rule, as for crossover), so donors range from one terminal to the whole tree. Unlike
-``variation.breed``, a hoist draws its cut among the same candidates as the other operators.
+point rule, as for crossover), so donors range from one terminal to the whole tree.
 """
 from __future__ import annotations
 
