@@ -36,7 +36,7 @@ def _bits_kernel(key_ptr, out_ptr, n, start, BLOCK: tl.constexpr):
 
 
 def random_bits_triton(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """``int64[shape]``: ``counter_rng.random_bits(key, stream, shape)`` in one kernel."""
+    """``int64[shape]``: ``counter_rng.random_bits_torch(key, stream, shape)`` in one kernel."""
     start, n = counter_range(stream, shape)
     out = torch.empty(shape, dtype=torch.int64, device=key.device)
     if n:

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tensorgp.engine import structure_dense as sd
-from tensorgp.engine.counter_rng import below, generation_key, key_tensor, random_bits, uniform
+from tensorgp.engine.counter_rng import below, generation_key, key_tensor, uniform
+from tensorgp.engine.device_random import random_bits
 from tensorgp.engine.device_init import init_device
 from tensorgp.engine.device_selection import hall_of_fame_update
 from tensorgp.engine.device_variation import breed_device, device_tables, random_tree_arities

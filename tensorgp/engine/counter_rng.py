@@ -1,6 +1,7 @@
 """Counter-based random numbers for the device generation: a pure function of (key, counter).
 
 A generation draws all its random numbers in one call: ``random_bits(key, stream, shape)``
+(``device_random``: the Triton twin on CUDA, ``random_bits_torch`` here elsewhere)
 returns 32-bit values (held in int64) where element ``c`` (its flat index) is
 
     mix32(((c + stream * 2**28) * k1 + k2) mod 2**32)
@@ -58,19 +59,6 @@ def key_tensor(seed: int, generation: int, device: torch.device | str) -> torch.
 
 
 STREAM_SHIFT = 28  # stream s owns counters [s * 2**28, (s + 1) * 2**28) ... up to 2**32
-
-
-def random_bits(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """``int64[shape]`` of uniform 32-bit values for ``key: int64[2]`` and ``stream`` (0..15),
-    all distinct within a call. Needs ``stream * 2**28 + prod(shape) <= 2**32``. On CUDA one
-    Triton launch (``tensorgp.kernels.rng_kernel``, the same bits), else ``random_bits_torch``."""
-    if key.device.type == "cuda":
-        try:
-            from ..kernels.rng_kernel import random_bits_triton
-        except Exception:  # no triton: the torch form gives the same bits
-            return random_bits_torch(key, stream, shape)
-        return random_bits_triton(key, stream, shape)
-    return random_bits_torch(key, stream, shape)
 
 
 def counter_range(stream: int, shape: tuple[int, ...]) -> tuple[int, int]:

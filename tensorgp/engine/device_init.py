@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .counter_rng import below, random_bits, uniform
+from .counter_rng import below, uniform
+from .device_random import random_bits
 from .population import Population, init_population, make_terminals
 from .primitives import PrimitiveSet
 

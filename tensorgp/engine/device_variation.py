@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .counter_rng import below, random_bits, uniform
+from .counter_rng import below, uniform
+from .device_random import random_bits
 from .population import Population, arity_of, make_terminals
 from .primitives import PrimitiveSet, arity_table
 from .structure_dense import structure_table
