@@ -128,6 +128,7 @@ def run(
     patience: int = typer.Option(0, help="Stop after this many generations without improvement (0: never)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     backend: str = typer.Option("auto", help="auto | torch | numba | triton."),
+    variation: str = typer.Option("auto", "--variation", help="auto (device on CUDA, compiled on the CPU) | compiled | device (fixed-shape, counter-seeded generation without host syncs)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write OUT/result.json (atomically; default: the --checkpoint folder, else runs/<UTC time>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
     quiet: bool = typer.Option(False, help="No progress display."),
@@ -148,7 +149,7 @@ def run(
         cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, tournament_size=tournament,
                               elitism=elitism, max_depth=max_depth, max_len=max_len,
                               init_depth=(min(2, max_depth), min(5, max_depth)), parsimony=parsimony,
-                              patience=patience, seed=seed)
+                              patience=patience, seed=seed, variation=variation)
         spec = RunSpec(data=_data_paths(data) if data or resume is None else [], train=train, test=test,
                        proxies=[p.strip() for p in proxies.split(",") if p.strip()] if proxies else None,
                        preprocess=preprocess, functions=functions, constants=constants, metric=metric,

@@ -10,6 +10,12 @@
 #    kendall_tau_b_triton vs scipy on a few rows (+ timing) -> smoke.json
 # 5. python -m bench.gpu --out DIR if bench/gpu.py exists -> bench_gpu.log, bench_gpu.json
 #    (Triton 100,000 programs x 10,000 rows vs the 1e11 node-evals/s target, fitness, generations)
+# 6. bench/device_check.py: the device generation path (variation="device") on CUDA equals the CPU,
+#    CUDA-graph replay equals eager breeding, same seed -> same run, resume -> same run -> device_check.json
+# 7. bench/generation_profile.py: per-generation launches, syncs and eval/fitness/variation split at
+#    pops 1,000 / 10,000 / 100,000 (compiled vs device), then the issue-16 targets on all Suite-Zero
+#    tasks (pop 1,000 x 50 < 1 s, 31 x 1,000 x 100 < 5 s, 100,000 x 10 < 1.5 s, 1,000,000 x 3 < 4 s)
+#    -> generation_profile.log, generation_profile.json (needs the data: DATA=dir or ../shared/data)
 # Exit status: non-zero if any step failed (later steps still run).
 # GPU_CHECK_CPU=1: dry run of this script on a CPU-only machine (Triton interpreter, tiny sizes, no pytest;
 #   bench.gpu --dry-run).
@@ -152,6 +158,27 @@ if [ -f bench/gpu.py ]; then
   echo "== python -m bench.gpu --out $DIR $DRY"
   timeout 300 "$PY" -m bench.gpu --out "$DIR" $DRY 2>&1 | tee "$DIR/bench_gpu.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+fi
+echo "== bench/device_check.py"
+CPUFLAG=""; [ "${GPU_CHECK_CPU:-0}" = 1 ] && CPUFLAG="--cpu"
+timeout 300 "$PY" bench/device_check.py --out "$DIR" $CPUFLAG 2>&1 | tee "$DIR/device_check.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+
+DATA_DIR="${DATA:-}"
+[ -z "$DATA_DIR" ] && for d in ../shared/data/suite-zero ../shared/data "${TENSORGP_DATA:-}"; do
+  [ -n "$d" ] && [ -d "$d" ] && { DATA_DIR="$d"; break; }
+done
+if [ -n "$DATA_DIR" ]; then
+  if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
+    PROFILE_ARGS="--device cpu --pops 100,1000 --gens 2"
+  else
+    PROFILE_ARGS="--device cuda --pops 1000,10000,100000 --gens 3 --targets"
+  fi
+  echo "== bench/generation_profile.py $PROFILE_ARGS"
+  timeout 600 "$PY" bench/generation_profile.py --data "$DATA_DIR" --out "$DIR" $PROFILE_ARGS 2>&1 | tee "$DIR/generation_profile.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+else
+  echo "== generation_profile skipped: no Suite-Zero data (set DATA=dir)"
 fi
 echo "== gpu_check done (fail=$fail); results in $DIR"
 exit $fail

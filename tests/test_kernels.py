@@ -281,3 +281,33 @@ def test_kendall_counts_are_exact_integers() -> None:
     c = kendall.kendall_counts_triton(pred, target, off, block=2).cpu()
     assert c.dtype == torch.int64 and c.tolist() == [[[2, 5, 5]]]
     assert kendall.kendall_tau_b_triton(pred, target, off).item() == pytest.approx(0.4)
+
+
+# ---------------------------------------------------------------- device generation kernels
+
+
+def test_structure_kernel_matches_the_dense_torch_reference() -> None:
+    from tensorgp.engine.population import init_population
+    from tensorgp.engine.primitives import PrimitiveSet
+    from tensorgp.engine.structure_dense import structure_dense_torch
+
+    structure_triton = _kernels_module("structure_kernel").structure_triton
+    pset = PrimitiveSet(("a", "b", "c"), ("add", "mul", "neg", "log"))
+    pop = init_population(6, pset, torch.Generator().manual_seed(3), max_len=24, depth_range=(0, 4))
+    pop.length[0] = 1  # a lone terminal
+    pop.ops[0, 1:] = 0
+    ref = structure_dense_torch(pop.ops, pop.length)
+    got = structure_triton(pop.ops.to(DEV), pop.length.to(DEV)).cpu()
+    assert got.shape == (6, 24, 3) and got.dtype == torch.int64
+    assert torch.equal(got, ref)
+    assert int(ref[..., 2].max()) >= 2  # non-trivial heights were compared
+
+
+def test_rng_kernel_gives_the_torch_bits() -> None:
+    from tensorgp.engine.counter_rng import key_tensor, random_bits_torch as random_bits
+
+    random_bits_triton = _kernels_module("rng_kernel").random_bits_triton
+    key = key_tensor(11, 4, DEV)
+    for stream, shape in ((0, (3, 700)), (1, (1500,))):  # several blocks, a partial last one
+        ref = random_bits(key.cpu(), stream, shape)
+        assert torch.equal(random_bits_triton(key, stream, shape).cpu(), ref)

@@ -15,9 +15,16 @@ from typing import Callable, Protocol
 
 import torch
 
+from .counter_rng import key_tensor
+from .device_graph import GraphedBreed
+from .device_init import init_device
+from .device_selection import elite_rows, hall_of_fame_update
+from .device_variation import breed_device
 from .population import Population, first_of_groups, init_population, pad_to, program_keys
 from .primitives import CONST, PrimitiveSet
 from .variation import Limits, VariationRates, breed
+
+VARIATIONS = ("auto", "compiled", "device")
 
 
 class FitnessFunction(Protocol):
@@ -48,6 +55,9 @@ class EvolutionConfig:
     patience: int = 0  # stop after this many generations without improvement (0 = never)
     target: float | None = None  # stop once every run's best reaches this fitness
     seed: int = 0
+    # compiled: per-operator batches (numba structure pass on the CPU); device: fixed-shape,
+    # counter-seeded generation without host syncs (``device_variation``); auto: device on CUDA
+    variation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -73,6 +83,8 @@ class EvolutionConfig:
         lo, hi = self.init_depth
         if not 0 <= lo <= hi <= self.max_depth:
             raise ValueError(f"init_depth {self.init_depth} must lie within [0, max_depth={self.max_depth}]")
+        if self.variation not in VARIATIONS:
+            raise ValueError(f"variation must be one of {', '.join(VARIATIONS)}, got {self.variation!r}")
 
     @property
     def limits(self) -> Limits:
@@ -181,6 +193,34 @@ class Evolver:
         self.count_rows = count_rows  # rows each program is evaluated on (for node-evaluation counts)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.state: EvolutionState | None = None
+        self.device_path = resolve_variation(config.variation, self.device) == "device"
+        self._keys: torch.Tensor | None = None  # device path: int64[G + 1, 2] per-generation keys
+        self._graphed = GraphedBreed(self._breed_device)  # CUDA: breeding replayed from a graph
+
+    def _key(self, generation: int) -> torch.Tensor:
+        """``int64[2]`` key of ``generation`` (device path): a function of the run generator's
+        seed (restored with its state by ``restore``; the device path never draws from it) and
+        the generation, from a table uploaded once, so a generation reads its key without a
+        host-to-device copy."""
+        if self._keys is None or generation >= len(self._keys):
+            n = max(self.config.generations, generation) + 1
+            seed = self.generator.initial_seed()
+            self._keys = torch.stack([key_tensor(seed, g, "cpu") for g in range(n)]).to(self.device)
+        return self._keys[generation]
+
+    def _breed_device(self, pop: Population, sel_fit: torch.Tensor, key: torch.Tensor) -> Population:
+        c = self.config
+        return breed_device(pop, sel_fit, key, c.runs * (c.population - c.elitism), self.pset, c.limits, c.rates,
+                            c.tournament_size, c.const_prob, groups=c.runs, group_size=c.population)
+
+    def _update_hof(self, hof: HallOfFame | None, pop: Population, fit: torch.Tensor) -> HallOfFame:
+        c = self.config
+        if not self.device_path:
+            return _update_hof(hof, pop, fit, c.runs, c.hall_of_fame, c.max_len)
+        hp, hf = hall_of_fame_update(None if hof is None else hof.pop, None if hof is None else hof.fitness,
+                                     Population(pad_to(pop.ops, c.max_len), pad_to(pop.consts, c.max_len), pop.length),
+                                     fit, c.runs, c.hall_of_fame)
+        return HallOfFame(hp, hf, c.hall_of_fame)
 
     # -------------------------------------------------------------- steps
     def _evaluate(self, pop: Population) -> tuple[torch.Tensor, float, float]:
@@ -222,42 +262,61 @@ class Evolver:
         c = self.config
         R, P = c.runs, c.population
         t0 = time.perf_counter()
-        pop = init_population(R * P, self.pset, self.generator, max_len=c.max_len, depth_range=c.init_depth,
-                              const_prob=c.const_prob, device=self.device)
+        if self.device_path:
+            pop = init_device(R * P, self.pset, self._key(0), max_len=c.max_len, depth_range=c.init_depth,
+                              const_prob=c.const_prob)
+        else:
+            pop = init_population(R * P, self.pset, self.generator, max_len=c.max_len, depth_range=c.init_depth,
+                                  const_prob=c.const_prob, device=self.device)
         tv = time.perf_counter() - t0
         self._begin_generation(0)
         fit, te, tf = self._evaluate(pop)
-        hof = _update_hof(None, pop, fit, R, c.hall_of_fame, c.max_len)
+        hof = self._update_hof(None, pop, fit)
         st = EvolutionState(pop, fit, hof, 0, [], 0, self.generator.get_state())
         st.history.append(self._stats(st, te, tf, tv))
         self.state = st
         return st
 
     def step(self) -> GenStats:
-        """One generation for every run."""
+        """One generation for every run, then the progress bookkeeping (which reads results on
+        the host)."""
         if self.state is None:
             self.initialize()
             return self.state.history[-1]
+        st = self.state
+        R = self.config.runs
+        prev_hof = st.hof.fitness  # replaced, never written in place, by advance()
+        kids, new_fit_kids, te, tf, tv = self.advance()
+        prev_best = float(torch.nan_to_num(prev_hof.view(R, -1)[:, 0], nan=-float("inf")).max())
+        best = float(st.hof.fitness.view(R, -1)[:, 0].max())
+        st.stale = 0 if best > prev_best + 1e-9 else st.stale + 1
+        st.rng_state = self.generator.get_state()
+        stats = self._stats(st, te, tf, tv, evaluated=kids)
+        st.history.append(stats)
+        return stats
+
+    def advance(self) -> tuple[Population, torch.Tensor, float, float, float]:
+        """The generation's tensor work: breed, evaluate, elitism, hall of fame; ``generation``
+        += 1. On the device path nothing here waits for the host (given a fitness function that
+        does not). Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
         c = self.config
         st = self.state
         R, P = c.runs, c.population
         t0 = time.perf_counter()
         sel_fit = self._selection_fitness(st.pop, st.fitness)
         n_child = P - c.elitism
-        elite_parts = []
         with _single_thread(self.device):
-            kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
-        if c.elitism:
-            f = torch.nan_to_num(sel_fit, nan=-float("inf")).view(R, P)
-            elite = (torch.topk(f, c.elitism, dim=1).indices + torch.arange(R, device=f.device)[:, None] * P)
-            elite_parts.append(elite.reshape(-1))
+            if self.device_path:
+                kids = self._graphed(st.pop, sel_fit, self._key(st.generation + 1))
+            else:
+                kids = breed_runs(st.pop, sel_fit, R, n_child, self.pset, self.generator, c)
+        e_idx = elite_rows(sel_fit, R, c.elitism) if c.elitism else None
         tv = time.perf_counter() - t0
         changed = self._begin_generation(st.generation + 1)
         if changed:  # a resampled objective: the hall of fame competes under this generation's
             self.rescore_hall_of_fame(st.generation + 1)
         new_fit_kids, te, tf = self._evaluate(kids)
         if c.elitism:
-            e_idx = elite_parts[0]
             elite_pop = st.pop[e_idx]
             elite_fit = self._evaluate(elite_pop)[0] if changed else st.fitness[e_idx]
             # interleave per run: [elites of run r, children of run r]
@@ -265,17 +324,11 @@ class Evolver:
             new_fit = torch.cat([elite_fit.view(R, -1), new_fit_kids.view(R, -1)], 1).reshape(-1)
         else:
             new_pop, new_fit = kids, new_fit_kids
-        prev_best = float(torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max())
         with _single_thread(self.device):
-            st.hof = _update_hof(st.hof, kids, new_fit_kids, R, c.hall_of_fame, c.max_len)
+            st.hof = self._update_hof(st.hof, kids, new_fit_kids)
         st.pop, st.fitness = new_pop, new_fit
         st.generation += 1
-        best = float(st.hof.fitness.view(R, -1)[:, 0].max())
-        st.stale = 0 if best > prev_best + 1e-9 else st.stale + 1
-        st.rng_state = self.generator.get_state()
-        stats = self._stats(st, te, tf, tv, evaluated=kids)
-        st.history.append(stats)
-        return stats
+        return kids, new_fit_kids, te, tf, tv
 
     def replace(self, rows: torch.Tensor, programs: Population, fitness: torch.Tensor) -> None:
         """Write ``programs`` with their ``fitness: float32[k]`` over the individuals at
@@ -295,8 +348,7 @@ class Evolver:
         st.pop.consts[rows] = pad_to(programs.consts, L)
         st.pop.length[rows] = programs.length
         st.fitness[rows] = fitness.to(st.fitness)
-        c = self.config
-        st.hof = _update_hof(st.hof, st.pop, st.fitness, c.runs, c.hall_of_fame, c.max_len)
+        st.hof = self._update_hof(st.hof, st.pop, st.fitness)
 
     def done(self) -> bool:
         c, st = self.config, self.state
@@ -347,6 +399,16 @@ class Evolver:
     def restore(self, state: EvolutionState) -> None:
         self.state = state
         self.generator.set_state(state.rng_state)
+        self._keys = None  # the device path's keys follow the restored generator's seed
+
+
+def resolve_variation(variation: str, device: torch.device | str) -> str:
+    """``compiled`` or ``device``: what ``EvolutionConfig.variation`` means on ``device``."""
+    if variation not in VARIATIONS:
+        raise ValueError(f"variation must be one of {', '.join(VARIATIONS)}, got {variation!r}")
+    if variation == "auto":
+        return "device" if torch.device(device).type == "cuda" else "compiled"
+    return variation
 
 
 @contextmanager

@@ -13,6 +13,7 @@ population at once from prefix sums of stack effects (see ``structure``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -232,13 +233,24 @@ def random_terminals(
     shape: tuple[int, ...], pset: PrimitiveSet, generator: torch.Generator, device: torch.device, const_prob: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random terminal opcodes and their constants: ``(int32[shape], float32[shape])``."""
-    var = torch.randint(0, pset.n_vars, shape, generator=generator, device=device).int() + FIRST_VAR
+    var = torch.randint(0, pset.n_vars, shape, generator=generator, device=device)
+    c = torch.rand(shape, generator=generator, device=device)
+    is_c = torch.rand(shape, generator=generator, device=device) if pset.constants and const_prob > 0 else None
+    return make_terminals(var, c, is_c, pset, const_prob)
+
+
+def make_terminals(var: torch.Tensor, u_value: torch.Tensor, u_const: torch.Tensor | None, pset: PrimitiveSet,
+                   const_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Terminals from drawn numbers (all of one shape): ``var`` feature indices in [0, n_vars),
+    ``u_value`` uniforms for the constant's value, ``u_const`` uniforms that make a constant
+    below ``const_prob`` (None: no constants). Returns ``(int32 opcodes, float32 constants)``."""
+    op = var.int() + FIRST_VAR
     lo, hi = pset.const_range
-    c = torch.rand(shape, generator=generator, device=device) * (hi - lo) + lo
-    if pset.constants and const_prob > 0:
-        is_c = torch.rand(shape, generator=generator, device=device) < const_prob
-        return torch.where(is_c, torch.full_like(var, CONST), var), torch.where(is_c, c, torch.zeros_like(c))
-    return var, torch.zeros(shape, device=device)
+    c = u_value * (hi - lo) + lo
+    if u_const is not None and pset.constants and const_prob > 0:
+        is_c = u_const < const_prob
+        return torch.where(is_c, CONST, op), torch.where(is_c, c, 0.0)
+    return op, torch.zeros_like(c)
 
 
 def random_functions(shape: tuple[int, ...], pset: PrimitiveSet, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -255,6 +267,7 @@ def init_population(
     const_prob: float = 0.1,
     device: str | torch.device = "cpu",
     method: str = "half",
+    draws: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
 ) -> Population:
     """Ramped half-and-half initialisation, generated for all n trees at once.
 
@@ -262,6 +275,11 @@ def init_population(
     prefix row gives a valid postfix row of the mirror-image tree, which has the same
     distribution, so no conversion is needed. A function is only placed where the length limit
     still leaves room for a terminal in every open slot. ``method``: half | full | grow.
+
+    ``draws(t)`` (optional) gives the random numbers of step t instead of ``generator``:
+    ``(function index int64[n] into the enabled functions, grow uniform float32[n], terminal
+    opcodes int32[n], their constants float32[n])``. Then every one of the ``max_len`` steps
+    runs (no early exit), so nothing waits for the host (the device path's initialisation).
     """
     device = torch.device(device)
     lo, hi = depth_range
@@ -287,16 +305,21 @@ def init_population(
     rows = torch.arange(n, device=dev)
     for t in range(max_len):
         active = sp > 0
-        if not bool(active.any()):
-            break
+        if draws is None:
+            if not bool(active.any()):
+                break
+            f_idx = torch.randint(0, len(fops), (n,), generator=g, device=dev)
+            u_grow = torch.rand(n, generator=g, device=dev)
+            term, c = random_terminals((n,), pset, g, dev, const_prob)
+        else:
+            f_idx, u_grow, term, c = draws(t)
         d = stack[rows, (sp - 1).clamp(min=0)]
-        f = fops[torch.randint(0, len(fops), (n,), generator=g, device=dev)]
+        f = fops[f_idx]
         a = ar[f.long()].long()
         room = t + sp + a <= max_len  # after placing f: t+1 nodes, sp-1+a open slots, each needs >= 1 node
-        want_f = torch.where(full, d < target, (d < target) & (torch.rand(n, generator=g, device=dev) < p_func))
+        want_f = torch.where(full, d < target, (d < target) & (u_grow < p_func))
         want_f |= (d == 0) & (target > 0)  # the root is a function unless the target depth is 0
         use_f = active & want_f & room
-        term, c = random_terminals((n,), pset, g, dev, const_prob)
         op = torch.where(use_f, f, term)
         ops[:, t] = torch.where(active, op, torch.zeros_like(op))
         consts[:, t] = torch.where(active & ~use_f, c, torch.zeros_like(c))

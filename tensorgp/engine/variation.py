@@ -24,9 +24,11 @@ def _valid_mask(pop: Population) -> torch.Tensor:
     return torch.arange(pop.max_len, device=pop.device)[None, :] < pop.length[:, None]
 
 
-def sample_points(pop: Population, generator: torch.Generator, n: int, func_bias: float = 0.9) -> torch.Tensor:
+def sample_points(pop: Population, generator: torch.Generator | None, n: int, func_bias: float = 0.9,
+                  u: torch.Tensor | None = None) -> torch.Tensor:
     """``int64[P, n]``: random node positions per program; functions get ``func_bias`` of the
-    mass when a program has any (Koza's 90/10 rule keeps cuts from being mostly leaves)."""
+    mass when a program has any (Koza's 90/10 rule keeps cuts from being mostly leaves).
+    ``u: float32[P, n]`` uniforms in [0, 1) replace the draws from ``generator``."""
     valid = _valid_mask(pop)
     is_f = (arity_of(pop.ops) > 0) & valid
     n_f = is_f.sum(1, keepdim=True).float()
@@ -36,31 +38,41 @@ def sample_points(pop: Population, generator: torch.Generator, n: int, func_bias
     w = torch.where(is_f, w_f, torch.where(valid, w_t, torch.zeros_like(w_t)))
     # inverse-CDF sampling: one cumsum and a batched searchsorted (multinomial is slow on CPU)
     cw = w.cumsum(1)
-    u = torch.rand(w.shape[0], n, generator=generator, device=w.device) * cw[:, -1:]
-    idx = torch.searchsorted(cw, u, right=True)
+    if u is None:
+        u = torch.rand(w.shape[0], n, generator=generator, device=w.device)
+    idx = torch.searchsorted(cw, u * cw[:, -1:], right=True)
     return torch.minimum(idx, (pop.length.long() - 1)[:, None])
+
+
+def splice_plan(r_len: torch.Tensor, r_start: torch.Tensor, r_end: torch.Tensor, d_start: torch.Tensor,
+                d_end: torch.Tensor, max_len: int, r_width: int, d_width: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each slot of the spliced rows comes from (``splice``'s index work, for any row
+    payload): ``(r_src, d_src: int64[K, max_len]`` columns to gather from the recipient / donor,
+    ``take_r, in_donor: bool[K, max_len]``, ``new_len: int64[K])``; slots in neither are PAD."""
+    K = r_len.shape[0]
+    cut = r_end - r_start + 1
+    ins = d_end - d_start + 1
+    new_len = r_len.long() - cut + ins
+    t = torch.arange(max_len, device=r_len.device)[None, :].expand(K, max_len)
+    before = t < r_start[:, None]
+    in_donor = (~before) & (t < (r_start + ins)[:, None])
+    after = (t >= (r_start + ins)[:, None]) & (t < new_len[:, None])
+    r_src = torch.where(before, t, t - ins[:, None] + cut[:, None]).clamp(0, r_width - 1)
+    d_src = (t - r_start[:, None] + d_start[:, None]).clamp(0, d_width - 1)
+    return r_src, d_src, before | after, in_donor, new_len
 
 
 def splice(recipient: Population, r_start: torch.Tensor, r_end: torch.Tensor,
            donor: Population, d_start: torch.Tensor, d_end: torch.Tensor, max_len: int) -> Population:
     """Replace ``recipient[k, r_start:r_end+1]`` by ``donor[k, d_start:d_end+1]`` for every k.
     All index tensors ``int64[K]``; the caller guarantees the result fits in ``max_len``."""
-    K = recipient.size
-    dev = recipient.device
-    cut = r_end - r_start + 1
-    ins = d_end - d_start + 1
-    new_len = recipient.length.long() - cut + ins
-    t = torch.arange(max_len, device=dev)[None, :].expand(K, max_len)
-    before = t < r_start[:, None]
-    in_donor = (~before) & (t < (r_start + ins)[:, None])
-    after = (t >= (r_start + ins)[:, None]) & (t < new_len[:, None])
-    r_src = torch.where(before, t, t - ins[:, None] + cut[:, None]).clamp(0, recipient.max_len - 1)
-    d_src = (t - r_start[:, None] + d_start[:, None]).clamp(0, donor.max_len - 1)
+    r_src, d_src, take_r, in_donor, new_len = splice_plan(recipient.length, r_start, r_end, d_start, d_end, max_len,
+                                                          recipient.max_len, donor.max_len)
     r_ops = recipient.ops.gather(1, r_src)
     r_c = recipient.consts.gather(1, r_src)
     d_ops = donor.ops.gather(1, d_src)
     d_c = donor.consts.gather(1, d_src)
-    take_r = before | after
     ops = torch.where(take_r, r_ops, torch.where(in_donor, d_ops, torch.zeros_like(r_ops)))
     consts = torch.where(take_r, r_c, torch.where(in_donor, d_c, torch.zeros_like(r_c)))
     return Population(ops.int(), consts, new_len.int())
@@ -157,17 +169,18 @@ def point_mutation(a: Population, pset: PrimitiveSet, generator: torch.Generator
     return Population(new_ops, new_c, a.length.clone())
 
 
-def tournament(fitness: torch.Tensor, n: int, size: int, generator: torch.Generator,
-               groups: int = 1, group_size: int | None = None) -> torch.Tensor:
+def tournament(fitness: torch.Tensor, n: int, size: int, generator: torch.Generator | None,
+               groups: int = 1, group_size: int | None = None, draw: torch.Tensor | None = None) -> torch.Tensor:
     """``int64[n]``: winners of n tournaments of ``size`` entrants drawn with replacement.
 
     With ``groups`` > 1 the population is ``groups`` independent runs of ``group_size`` rows and
     tournament k draws its entrants from run ``k * groups // n`` only. NaN fitness never wins
-    unless every entrant is NaN.
+    unless every entrant is NaN. ``draw: int64[n, size]`` in [0, group size) replaces the
+    entrants drawn from ``generator``.
     """
     P = fitness.shape[0]
     gs = P if group_size is None else group_size
-    entrants = torch.randint(0, gs, (n, size), generator=generator, device=fitness.device)
+    entrants = torch.randint(0, gs, (n, size), generator=generator, device=fitness.device) if draw is None else draw
     if groups > 1:
         run = torch.arange(n, device=fitness.device) * groups // n
         entrants = entrants + (run * gs)[:, None]

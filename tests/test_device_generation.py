@@ -1,0 +1,227 @@
+"""The device generation path (``EvolutionConfig.variation="device"``) on the CPU: counter RNG,
+fixed-op structure, breeding operators, hall of fame, determinism, resume, and the launch count
+of one generation (flat in the population, at most 300)."""
+import pytest
+import torch
+
+from tensorgp.engine import structure_dense as sd
+from tensorgp.engine.counter_rng import below, generation_key, key_tensor, uniform
+from tensorgp.engine.device_random import random_bits
+from tensorgp.engine.device_init import init_device
+from tensorgp.engine.device_selection import hall_of_fame_update
+from tensorgp.engine.device_variation import breed_device, device_tables, random_tree_arities
+from tensorgp.engine.evolve import EvolutionConfig, Evolver, _update_hof, resolve_variation
+from tensorgp.engine.population import Population, arity_of, init_population, is_valid, program_depth, program_keys, \
+    structure_torch
+from tensorgp.engine.primitives import CONST, FIRST_VAR, PrimitiveSet
+from tensorgp.engine.variation import Limits, VariationRates
+from tensorgp.runtime.op_count import OpCounter
+
+PSET = PrimitiveSet(("a", "b", "c", "d"), ("add", "sub", "mul", "div", "log", "neg", "max"))
+LIM = Limits(max_len=40, max_depth=7)
+
+
+def _pop(n=120, seed=0, L=40):
+    return init_population(n, PSET, torch.Generator().manual_seed(seed), max_len=L, depth_range=(1, 5), const_prob=0.2)
+
+
+def _breed(pop, rates, seed=1, gen=1, n=None, fit=None):
+    n = pop.size if n is None else n
+    fit = torch.rand(pop.size, generator=torch.Generator().manual_seed(seed)) if fit is None else fit
+    return breed_device(pop, fit, key_tensor(seed, gen, "cpu"), n, PSET, LIM, rates, 5, 0.2)
+
+
+def _assert_programs(kids: Population):
+    assert bool(is_valid(kids.ops, kids.length, PSET.n_vars).all())
+    assert int(kids.length.max()) <= LIM.max_len
+    assert int(program_depth(kids.ops, kids.length).max()) <= LIM.max_depth
+    # constants only at CONST nodes, PAD after the end
+    assert bool(((kids.consts != 0) <= (kids.ops == CONST)).all())
+
+
+# ---------------------------------------------------------------- counter RNG
+
+
+def test_random_bits_are_a_pure_function_of_key_stream_and_counter():
+    k = key_tensor(7, 3, "cpu")
+    a = random_bits(k, 1, (50, 40))
+    assert torch.equal(a, random_bits(k, 1, (50, 40)))
+    assert torch.equal(a.view(-1)[:400], random_bits(k, 1, (400,)))  # element c depends on c only
+    assert a.min() >= 0 and a.max() < 2**32 and len(torch.unique(a)) == a.numel()  # a bijection of counters
+    assert not torch.equal(a, random_bits(key_tensor(7, 4, "cpu"), 1, (50, 40)))
+    assert not torch.equal(a, random_bits(key_tensor(8, 3, "cpu"), 1, (50, 40)))
+    assert not torch.equal(a, random_bits(k, 2, (50, 40)))
+    assert generation_key(7, 3)[0] % 2 == 1
+
+
+def test_uniform_and_below_are_in_range_and_roughly_uniform():
+    b = random_bits(key_tensor(0, 0, "cpu"), 0, (200_000,))
+    u = uniform(b)
+    assert u.min() >= 0 and u.max() < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    c = torch.bincount(below(b, 7), minlength=7)
+    assert len(c) == 7 and int(c.min()) > 0.95 * 200_000 / 7
+
+
+# ---------------------------------------------------------------- structure
+
+
+def test_dense_structure_equals_the_stack_walk(monkeypatch):
+    pop = _pop(200, L=40)
+    ref = structure_torch(pop.ops, pop.length)
+    valid = torch.arange(40)[None, :] < pop.length[:, None]
+    for chunk in (sd.CHUNK_ELEMENTS, 40 * 40 * 7):  # one pass, and chunks of 7 rows
+        monkeypatch.setattr(sd, "CHUNK_ELEMENTS", chunk)
+        got = sd.structure_dense(pop.ops, pop.length, backend="torch")
+        W = ref.start.shape[1]
+        for f in ("start", "depth", "height"):
+            r, g = getattr(ref, f), getattr(got, f)
+            assert torch.equal(torch.where(valid[:, :W], r, 0), torch.where(valid[:, :W], g[:, :W], 0)), f
+        pad = ~valid
+        assert torch.equal(got.start[pad], torch.arange(40).expand(200, 40)[pad])
+        assert int(got.depth[pad].abs().sum() + got.height[pad].abs().sum()) == 0
+
+
+# ---------------------------------------------------------------- breeding
+
+
+def test_random_trees_are_valid_programs_of_the_enabled_arities():
+    tab = device_tables(PSET, VariationRates(), torch.device("cpu"))
+    bits = random_bits(key_tensor(1, 1, "cpu"), 1, (500, 1 + tab.tree_width))
+    arity, length = random_tree_arities(bits[:, :len(tab.arities)], uniform(bits[:, 1:1 + tab.tree_width]), tab)
+    # a stand-in opcode of each arity makes the shapes checkable as programs
+    stand_in = torch.tensor([FIRST_VAR, PSET.function_ops(1)[0], PSET.function_ops(2)[0]], dtype=torch.int32)
+    inside = torch.arange(tab.tree_width)[None, :] < length[:, None]
+    ops = torch.where(inside, stand_in[arity], 0)
+    assert bool(is_valid(ops, length.int(), PSET.n_vars).all())
+    assert set(length.tolist()) > {1, 3} and int(length.max()) <= tab.tree_width
+
+
+def test_each_operator_alone_gives_valid_children_with_its_signature():
+    pop = _pop()
+    copy = _breed(pop, VariationRates(0, 0, 0, 0))
+    parents_key = set(program_keys(pop).tolist())
+    assert set(program_keys(copy).tolist()) <= parents_key  # copies of tournament winners
+    for rates in (VariationRates(1, 0, 0, 0), VariationRates(0, 1, 0, 0), VariationRates(0, 0, 1, 0),
+                  VariationRates(0, 0, 0, 1)):
+        kids = _breed(pop, rates)
+        _assert_programs(kids)
+        assert (~torch.isin(program_keys(kids), torch.tensor(sorted(parents_key)))).float().mean() > 0.5
+    # hoist only shrinks; point mutation keeps every length and arity and redraws >= 1 node per
+    # child (a redraw may give the same symbol back: 2 unary functions here, 4 variables)
+    fit = torch.rand(pop.size, generator=torch.Generator().manual_seed(1))
+    hoisted = _breed(pop, VariationRates(0, 0, 1, 0), fit=fit)
+    winners = _breed(pop, VariationRates(0, 0, 0, 0), fit=fit)  # same key and fitness: the same parents
+    assert bool((hoisted.length <= winners.length).all()) and bool((hoisted.length < winners.length).any())
+    pointed = _breed(pop, VariationRates(0, 0, 0, 1), fit=fit)
+    assert torch.equal(pointed.length, winners.length)
+    assert torch.equal(arity_of(pointed.ops), arity_of(winners.ops))
+    changed = (pointed.ops != winners.ops) | (pointed.consts != winners.consts)
+    assert bool(changed.any(1).float().mean() > 0.75)
+
+
+def test_breeding_is_deterministic_per_key_and_respects_runs():
+    pop = _pop(120)
+    a, b = _breed(pop, VariationRates(), gen=3), _breed(pop, VariationRates(), gen=3)
+    assert torch.equal(a.ops, b.ops) and torch.equal(a.consts, b.consts) and torch.equal(a.length, b.length)
+    assert not torch.equal(a.ops, _breed(pop, VariationRates(), gen=4).ops)
+    # 3 runs of 40: with copies only, run r's children are programs of run r
+    fit = torch.rand(120, generator=torch.Generator().manual_seed(2))
+    kids = breed_device(pop, fit, key_tensor(0, 1, "cpu"), 60, PSET, LIM, VariationRates(0, 0, 0, 0), 5, 0.2,
+                        groups=3, group_size=40)
+    keys = program_keys(pop).view(3, 40)
+    for r in range(3):
+        assert bool(torch.isin(program_keys(kids)[r * 20:(r + 1) * 20], keys[r]).all())
+
+
+def test_device_init_is_valid_seeded_and_ramped():
+    a = init_device(300, PSET, key_tensor(3, 0, "cpu"), max_len=40, depth_range=(1, 5), const_prob=0.2)
+    b = init_device(300, PSET, key_tensor(3, 0, "cpu"), max_len=40, depth_range=(1, 5), const_prob=0.2)
+    assert torch.equal(a.ops, b.ops) and torch.equal(a.consts, b.consts)
+    _assert_programs(a)
+    d = program_depth(a.ops, a.length)
+    assert int(d.min()) >= 1 and int(d.max()) == 5 and len(torch.unique(program_keys(a))) > 250
+
+
+# ---------------------------------------------------------------- hall of fame
+
+
+def test_hall_of_fame_keeps_the_best_distinct_programs_like_the_compiled_one():
+    a, b = _pop(40, seed=4), _pop(40, seed=5)
+    pop = Population.cat([a, a[:20], b, b[:20]])  # 2 runs of 60, each with 20 duplicated programs
+    fa, fb = (torch.rand(40, generator=torch.Generator().manual_seed(s)) for s in (6, 7))
+    fit = torch.cat([fa, fa[:20], fb, fb[:20]])
+    fit[7] = float("nan")
+    hp, hf = hall_of_fame_update(None, None, pop, fit, runs=2, size=10)
+    ref = _update_hof(None, pop, fit, 2, 10, pop.max_len)
+    assert torch.equal(hf, ref.fitness)
+    assert torch.equal(hp.ops, ref.pop.ops) and torch.equal(hp.length, ref.pop.length)
+    for r in range(2):
+        assert len(torch.unique(program_keys(hp[r * 10:(r + 1) * 10]))) == 10
+    # the same candidates again: nothing enters twice, nothing changes
+    hp2, hf2 = hall_of_fame_update(hp, hf, pop, fit, runs=2, size=10)
+    assert torch.equal(hf2, hf) and torch.equal(hp2.ops, hp.ops)
+    # tiny runs: fewer candidates than slots leave empty (length-0, -inf) slots
+    hp3, hf3 = hall_of_fame_update(None, None, pop[:4], fit[:4], runs=2, size=5)
+    assert hf3.view(2, 5)[:, 2:].isinf().all() and int(hp3.length.view(2, 5)[:, 2:].sum()) == 0
+
+
+# ---------------------------------------------------------------- the evolver
+
+
+def _fitness(pop: Population) -> torch.Tensor:
+    """A fixed-op objective (no host sync): short programs with a large constant sum win."""
+    return -(pop.length.float() - 9).abs() + pop.consts.sum(1)
+
+
+def _evolver(seed=0, gens=6, variation="device", P=80, runs=2):
+    cfg = EvolutionConfig(population=P, generations=gens, runs=runs, seed=seed, max_len=40, max_depth=7,
+                          init_depth=(1, 4), const_prob=0.2, variation=variation)
+    return Evolver(cfg, PSET, _fitness)
+
+
+def test_variation_setting_resolves_per_device():
+    assert resolve_variation("auto", "cpu") == "compiled" and resolve_variation("auto", "cuda") == "device"
+    assert not _evolver(variation="auto").device_path and _evolver().device_path
+    with pytest.raises(ValueError):
+        EvolutionConfig(variation="fast")
+
+
+def test_device_runs_are_deterministic_improve_and_stay_valid():
+    a, b, c = (_evolver(seed=s).run() for s in (1, 1, 2))
+    assert torch.equal(a.pop.ops, b.pop.ops) and torch.equal(a.pop.consts, b.pop.consts)
+    assert torch.equal(a.hof.fitness, b.hof.fitness)
+    assert not torch.equal(a.pop.ops, c.pop.ops)
+    hist = [h.best for h in a.history]
+    assert all(y >= x for x, y in zip(hist, hist[1:])) and hist[-1] > hist[0]
+    _assert_programs(a.pop)
+
+
+def test_device_resume_is_bit_identical():
+    full = _evolver(gens=6)
+    full.run()
+    part = _evolver(gens=6)
+    part.config.generations = 3
+    st = part.run()
+    resumed = _evolver(seed=999, gens=6)  # everything must come from the saved state
+    resumed.restore(st)
+    resumed.run()
+    x, y = full.state, resumed.state
+    for f in ("ops", "consts", "length"):
+        assert torch.equal(getattr(x.pop, f), getattr(y.pop, f))
+        assert torch.equal(getattr(x.hof.pop, f), getattr(y.hof.pop, f))
+    assert torch.equal(x.fitness, y.fitness) and torch.equal(x.hof.fitness, y.hof.fitness)
+
+
+def test_one_generation_is_a_fixed_number_of_launches_without_host_syncs():
+    counts = {}
+    for P in (100, 1000, 10_000):
+        ev = _evolver(P=P, runs=1, gens=3)
+        ev.config.max_len, ev.config.max_depth = 64, 8
+        ev.initialize()
+        ev.step()  # caches (tables, aranges, key weights) are built on first use
+        with OpCounter() as c:
+            ev.advance()
+        counts[P] = (c.launches, c.total, c.syncs)
+    print("launches, dispatched ops, host syncs per generation:", counts)
+    assert counts[100] == counts[1000] == counts[10_000]
+    assert counts[1000][0] <= 300 and counts[1000][2] == 0
