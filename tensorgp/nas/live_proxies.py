@@ -1,0 +1,216 @@
+"""Proxies of many architectures of a search space, computed on the device in packs: the
+library behind ``tensorgp proxies`` and the live search.
+
+``compute_archs`` builds ``pack`` architectures at a time as one batched subject
+(``space.build_many``, e.g. ``PackedNB201``; one model at a time for a space without one),
+measures them, and
+
+* on out-of-memory halves the pack and retries (one architecture that still does not fit is
+  recorded as failed: "out of memory");
+* when a proxy raises on a pack, recomputes that proxy one architecture at a time, so only
+  the architectures it fails on are recorded as failed;
+* records a non-finite value as a failure of that proxy on that architecture.
+
+Values do not depend on the pack: every architecture is initialised from its own seed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..runtime.results import write_json
+from .measures import MeasureError, ModuleSubject, check_batch, measure, parse_names
+from .spaces import SearchSpace
+
+FAILED = -1e8  # Suite-Zero's marker of a failed proxy
+
+
+@dataclass
+class ProxyTable:
+    """``values float64[n, m]`` (NaN: failed) for ``archs`` (encodings) x ``names``; ``failures``
+    lists ``(arch key, proxy, reason)``; ``seconds`` sums each pass's wall time."""
+
+    keys: list[str]
+    names: list[str]
+    values: torch.Tensor
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def _subject(space: SearchSpace, archs, seed: int, num_classes: int, device):
+    s = space.build_many(archs, seed=seed, num_classes=num_classes)
+    if s is None:
+        if len(archs) != 1:
+            return None
+        s = ModuleSubject(space.build(archs[0], seed=seed, num_classes=num_classes))
+    return s.to(device)
+
+
+def _measure_one_at_a_time(space, archs, inputs, targets, names, loss, seed, num_classes, device, seconds):
+    """``float64[k, m]`` and errors per (row, proxy): each architecture its own subject."""
+    rows, errs = [], {}
+    for i, a in enumerate(archs):
+        try:
+            m = measure(_subject(space, [a], seed, num_classes, device), inputs, targets, names, loss, seed)
+        except torch.OutOfMemoryError:
+            if inputs.is_cuda:
+                torch.cuda.empty_cache()
+            rows.append(torch.full((len(names),), math.nan, dtype=torch.float64))
+            errs.update({(i, n): "out of memory" for n in names})
+            continue
+        for k, v in m.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+        rows.append(torch.stack([m.values[n][0] for n in names]))
+        errs.update({(i, n): msg for n, msg in m.errors.items()})
+    return torch.stack(rows), errs
+
+
+def compute_archs(space: SearchSpace, archs: Sequence[Sequence[int]], inputs: torch.Tensor, targets: torch.Tensor,
+                  names: str | Sequence[str] | None = None, pack: int = 16, seed: int = 0,
+                  loss: Callable | None = None, num_classes: int | None = None, device: str | torch.device = "cpu",
+                  progress: Callable[[int, int], None] | None = None) -> ProxyTable:
+    """The proxies ``names`` of every architecture of ``archs`` (encodings of ``space``) on one
+    batch ``inputs float[N, C, H, W]``, ``targets int64[N]``, computed ``pack`` at a time on
+    ``device``. ``progress(done, total)`` after each pack."""
+    check_batch(inputs, targets)
+    names = parse_names(names)
+    if pack < 1:
+        raise MeasureError(f"pack must be >= 1 (got {pack})")
+    archs = [space.decode(a) for a in archs]
+    keys = [space.encode(a) for a in archs]
+    device = torch.device(device)
+    inputs, targets = inputs.to(device), targets.to(device)
+    if num_classes is None:
+        num_classes = int(targets.max()) + 1 if targets.dim() == 1 else int(targets.shape[1])
+    t0 = time.perf_counter()
+    vals = torch.full((len(archs), len(names)), math.nan, dtype=torch.float64)
+    errors: dict[tuple[int, str], str] = {}
+    seconds: dict[str, float] = {}
+    todo = [(i, min(i + pack, len(archs))) for i in range(0, len(archs), pack)]
+    done = 0
+    while todo:
+        lo, hi = todo.pop(0)
+        chunk = archs[lo:hi]
+        subj = None
+        try:
+            subj = _subject(space, chunk, seed, num_classes, device)
+            if subj is None:  # no batched builder: one model at a time
+                v, e = _measure_one_at_a_time(space, chunk, inputs, targets, names, loss, seed, num_classes, device, seconds)
+                vals[lo:hi] = v
+                errors.update({(lo + i, n): msg for (i, n), msg in e.items()})
+            else:
+                m = measure(subj, inputs, targets, names, loss, seed)
+                for k, v in m.seconds.items():
+                    seconds[k] = seconds.get(k, 0.0) + v
+                for j, n in enumerate(names):
+                    vals[lo:hi, j] = m.values[n]
+                failed = [n for n in names if n in m.errors]
+                if failed and hi - lo > 1:  # isolate the architectures the proxy fails on
+                    v, e = _measure_one_at_a_time(space, chunk, inputs, targets, failed, loss, seed, num_classes,
+                                                  device, seconds)
+                    for j, n in enumerate(failed):
+                        vals[lo:hi, names.index(n)] = v[:, j]
+                    errors.update({(lo + i, n): msg for (i, n), msg in e.items()})
+                else:
+                    errors.update({(lo + i, n): m.errors[n] for n in failed for i in range(hi - lo)})
+        except torch.OutOfMemoryError:
+            del subj
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if hi - lo > 1:  # split the pack and retry both halves first
+                mid = (lo + hi) // 2
+                todo[:0] = [(lo, mid), (mid, hi)]
+                continue
+            errors.update({(lo, n): "out of memory" for n in names})
+        done += hi - lo
+        if progress is not None:
+            progress(done, len(archs))
+    failures = [(keys[i], n, msg) for (i, n), msg in sorted(errors.items())]
+    bad = ~torch.isfinite(vals)
+    for i, j in bad.nonzero().tolist():
+        if (i, names[j]) not in errors:
+            failures.append((keys[i], names[j], f"non-finite value {float(vals[i, j])}"))
+    vals[bad] = math.nan
+    return ProxyTable(keys, names, vals, failures, seconds, time.perf_counter() - t0)
+
+
+def suite_zero(table: ProxyTable, task: str = "cifar10", accuracy: dict[str, float] | None = None,
+               space: SearchSpace | None = None) -> dict:
+    """The Suite-Zero layout ``{task: {key: {"idx", "arch", proxy: {"score", "time"}, "val_accuracy"?}}}``;
+    failed values are written as -1e8 like NASLib's; ``val_accuracy`` only where ``accuracy`` has it."""
+    per_arch_s = {n: 0.0 for n in table.names}
+    for k, s in table.seconds.items():  # a pass's time split evenly over its proxies and architectures
+        ps = [p for p in k.split(",") if p in per_arch_s]
+        for p in ps:
+            per_arch_s[p] = s / len(ps) / max(1, len(table.keys))
+    rows = {}
+    for i, key in enumerate(table.keys):
+        r: dict = {"idx": str(i), "arch": space.to_string(space.decode(key)) if hasattr(space, "to_string") else key}
+        for j, n in enumerate(table.names):
+            v = float(table.values[i, j])
+            r[n] = {"score": v if math.isfinite(v) else FAILED, "time": per_arch_s[n]}
+        if accuracy is not None and key in accuracy:
+            r["val_accuracy"] = float(accuracy[key])
+        rows[key] = r
+    return {task: rows}
+
+
+def write_suite_zero(path: str | Path, table: ProxyTable, task: str = "cifar10",
+                     accuracy: dict[str, float] | None = None, space: SearchSpace | None = None) -> Path:
+    return write_json(path, suite_zero(table, task, accuracy, space))
+
+
+def load_batch(path: str | Path, labels: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs float32[N, C, H, W], targets int64[N])`` from ``.npz`` (arrays ``x``/``inputs`` and
+    ``y``/``targets``), ``.pt`` (a dict with those keys or an ``(x, y)`` pair) or ``.npy`` (inputs;
+    labels from ``labels``, a ``.npy`` of N integers). Errors name the file and the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise MeasureError(f"batch file {p} does not exist")
+    x = y = None
+    try:
+        if p.suffix == ".npz":
+            z = np.load(p)
+            x = z["x"] if "x" in z else z.get("inputs")
+            y = z["y"] if "y" in z else z.get("targets")
+        elif p.suffix == ".pt":
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                x, y = obj.get("x", obj.get("inputs")), obj.get("y", obj.get("targets"))
+            elif isinstance(obj, (tuple, list)) and len(obj) == 2:
+                x, y = obj
+            else:
+                x = obj
+        elif p.suffix == ".npy":
+            x = np.load(p)
+        else:
+            raise MeasureError(f"batch file {p}: unknown format {p.suffix!r}; use .npy, .npz or .pt")
+    except (OSError, ValueError, RuntimeError) as e:
+        raise MeasureError(f"batch file {p}: cannot read it ({e})") from None
+    if x is None:
+        raise MeasureError(f"batch file {p}: no inputs (an array 'x' or 'inputs')")
+    if labels is not None:
+        lp = Path(labels)
+        if not lp.is_file():
+            raise MeasureError(f"labels file {lp} does not exist")
+        y = np.load(lp)
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not x.is_floating_point():
+        raise MeasureError(f"batch file {p}: inputs have dtype {x.dtype}; expected floating images [N, C, H, W]")
+    x = x.float()
+    if y is None:
+        raise MeasureError(f"batch file {p}: no labels; store 'y' in the .npz/.pt or pass --labels FILE.npy")
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.is_floating_point() and y.dim() == 1:
+        if not bool((y == y.round()).all()):
+            raise MeasureError(f"batch file {p}: labels are not integers")
+        y = y.long()
+    check_batch(x, y, where=f"batch file {p}")
+    return x, y.long() if y.dim() == 1 else y
