@@ -15,6 +15,7 @@ Values do not depend on the pack: every architecture is initialised from its own
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ import torch
 
 from ..runtime.results import write_json
 from .measures import MeasureError, ModuleSubject, check_batch, measure, parse_names
-from .spaces import SearchSpace
+from .data import load
+from .search import pick_task
+from .spaces import SearchSpace, get_space
 
 FAILED = -1e8  # Suite-Zero's marker of a failed proxy
 
@@ -214,3 +217,71 @@ def load_batch(path: str | Path, labels: str | Path | None = None) -> tuple[torc
         y = y.long()
     check_batch(x, y, where=f"batch file {p}")
     return x, y.long() if y.dim() == 1 else y
+
+
+def read_arch_file(space: SearchSpace, path: str | Path) -> list[tuple[int, ...]]:
+    """Architectures of ``space`` listed in a file: one key a line (``(0, 2, 3, 2, 3, 1)`` or the
+    space's string form; blank lines and ``#`` comments skipped) or a JSON list of keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise MeasureError(f"architecture file {p} does not exist")
+    text = p.read_text()
+    try:
+        items = json.loads(text)
+        if not isinstance(items, list):
+            raise ValueError
+    except ValueError:
+        items = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not items:
+        raise MeasureError(f"architecture file {p} lists no architecture")
+    out = []
+    for i, k in enumerate(items):
+        try:
+            out.append(space.decode(k))
+        except ValueError as e:
+            raise MeasureError(f"architecture file {p}, entry {i + 1}: {e}") from None
+    return out
+
+
+def select_archs(space: SearchSpace, archs_file: str | Path | None = None, sample: int | None = None,
+                 all_archs: bool = False, seed: int = 0) -> list[tuple[int, ...]]:
+    """Exactly one of a file of keys, ``sample`` architectures drawn uniformly with ``seed``, or all."""
+    given = sum([archs_file is not None, sample is not None, bool(all_archs)])
+    if given != 1:
+        raise MeasureError("give exactly one of --archs FILE, --sample N and --all")
+    if archs_file is not None:
+        return read_arch_file(space, archs_file)
+    if sample is not None:
+        if sample < 1:
+            raise MeasureError(f"--sample must be >= 1 (got {sample})")
+        return [tuple(r) for r in space.sample(sample, torch.Generator().manual_seed(int(seed))).tolist()]
+    return [tuple(r) for r in space.enumerate().tolist()]
+
+
+def run_proxies(space: str | SearchSpace, out: str | Path, batch: str | Path, labels: str | Path | None = None,
+                archs_file: str | Path | None = None, sample: int | None = None, all_archs: bool = False,
+                names: str | Sequence[str] | None = "all", task: str = "cifar10",
+                accuracy: Sequence[str | Path] | None = None, accuracy_task: str | None = None, pack: int = 16,
+                seed: int = 0, device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> dict:
+    """``tensorgp proxies``: select architectures, load the batch, compute, join accuracies from a
+    Suite-Zero table if given, write the Suite-Zero file (atomically); returns a summary. Every
+    input is checked before the first architecture is measured."""
+    sp = get_space(space)
+    archs = select_archs(sp, archs_file, sample, all_archs, seed)
+    names = parse_names(names)
+    x, y = load_batch(batch, labels)
+    acc = None
+    if accuracy:
+        t = pick_task(load(accuracy), accuracy_task or f"*{task}")
+        acc = {}
+        for k, a in zip(t.keys, t.accuracy.tolist()):
+            try:
+                acc[sp.encode(sp.decode(k))] = a
+            except ValueError:
+                raise MeasureError(f"--accuracy task {t.name}: key {k!r} is not a {sp.name} architecture") from None
+    tab = compute_archs(sp, archs, x, y, names, pack=pack, seed=seed, device=device, progress=progress)
+    path = write_suite_zero(out, tab, task, acc, sp)
+    return {"space": sp.name, "architectures": len(archs), "proxies": names, "batch_shape": list(x.shape),
+            "task": task, "out": str(path), "with_accuracy": sum(k in acc for k in tab.keys) if acc else 0,
+            "wall_s": tab.wall_s, "per_second": len(archs) / max(tab.wall_s, 1e-9), "seconds_per_pass": tab.seconds,
+            "failures": [{"arch": a, "proxy": p, "reason": m} for a, p, m in tab.failures]}

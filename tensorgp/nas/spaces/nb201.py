@@ -4,8 +4,9 @@ Encoding: a 6-tuple of operation indices over the cell's edges in NASLib's order
 ``EDGES = (1->2, 1->3, 1->4, 2->3, 2->4, 3->4)`` (nodes 1..4, 1 the input, 4 the output) with
 NASLib's operation numbering ``OPS`` (0 skip, 1 none, 2 conv3x3, 3 conv1x1, 4 avgpool3x3): the
 keys of the Suite-Zero NB201 tables (verified: this space's ``params`` equals the table's for
-all 9,445 architectures of ``nb201-final``, which fixes the conv indices, and cells whose
-output node has only ``none`` inputs are exactly the ones missing from that table).
+all 9,445 architectures of ``nb201-final``, which fixes the conv indices; of the 125 cells
+whose output node has only index-1 inputs, that table keeps 1, against 96 for any other index,
+so 1 is ``none``).
 The string form ``|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|`` is NAS-Bench-201's own.
 
 Skeleton (NASLib ``NasBench201SearchSpace``): stem conv3x3 + BN, three stages of ``cells``

@@ -27,7 +27,7 @@ class PackedNB201(nn.Module):
     """``archs``: K encodings. ``forward(x float[N, 3, H, W]) -> float[N, K, classes]``."""
 
     def __init__(self, archs: Sequence[Sequence[int]], channels: int = 16, cells: int = 5, num_classes: int = 10,
-                 in_channels: int = 3, seed: int = 0) -> None:
+                 in_channels: int = 3, seed: int = 0, init: bool = True) -> None:
         super().__init__()
         self.arch_list = [tuple(int(v) for v in a) for a in archs]
         K = len(self.arch_list)
@@ -36,11 +36,12 @@ class PackedNB201(nn.Module):
         self.archs = K
         self.num_classes = num_classes
         self.in_channels = in_channels
-        codes = torch.tensor(self.arch_list, dtype=torch.int64)  # [K, 6]
+        codes = torch.tensor(self.arch_list, dtype=torch.int64, device="cpu")  # [K, 6] (index tensors stay on the CPU)
         # archs using each operation on each edge: int64[k'] (cells share the genotype)
         self.edge_archs = [{op: (codes[:, e] == op).nonzero().squeeze(1) for op in range(5)} for e in range(6)]
-        self.all = torch.arange(K)
+        self.all = torch.arange(K, device="cpu")
         self.bn_on = True
+        self._dev: dict = {}
         self._observer = None
         # plan: (name, kind, per-arch shape, archs) in the plain module's parameter order
         self.plan: list[tuple[str, str, tuple, torch.Tensor]] = []
@@ -70,8 +71,8 @@ class PackedNB201(nn.Module):
         self._param("head.w", "linear_w", (num_classes, c), self.all)
         self._param("head.b", f"linear_b:{c}", (num_classes,), self.all)
         self.channels_out = c
-        self._order = self._plan_order()
-        self.reset_parameters(seed)
+        if init:  # init=False (e.g. on the meta device): structure only, for param_counts and flops
+            self.reset_parameters(seed)
 
     # ------------------------------------------------------------------ construction
     def _key(self, name: str) -> str:
@@ -91,11 +92,6 @@ class PackedNB201(nn.Module):
         self.register_buffer(self._key(name) + "_var", torch.ones(self.archs, c))
         self.bns.append((name, archs))
 
-    def _plan_order(self) -> list[int]:
-        """Plan entries reordered to the plain ``NB201Network``'s module order: in a cell, the
-        convolutions edge by edge (the plan lists them edge by edge already)."""
-        return list(range(len(self.plan)))
-
     def p(self, name: str) -> torch.Tensor:
         return getattr(self, self._key(name))
 
@@ -104,8 +100,7 @@ class PackedNB201(nn.Module):
         """Per architecture, the plain module's initialisation (``nb201.init_module_``)."""
         for k, arch in enumerate(self.arch_list):
             g = torch.Generator().manual_seed(arch_seed(seed, arch))
-            for j in self._order:
-                name, kind, shape, archs = self.plan[j]
+            for name, kind, shape, archs in self.plan:  # the plain module's parameter order
                 if kind.startswith("bn"):
                     continue  # BN constants: drawn from nothing
                 if archs.numel() == self.archs or bool((archs == k).any()):
@@ -117,8 +112,17 @@ class PackedNB201(nn.Module):
                 getattr(self, self._key(name) + "_var")[k].fill_(1.0)
 
     # ------------------------------------------------------------------ operations
+    def _on(self, archs: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``archs`` on ``device`` (index tensors stay on the CPU; their device copies are cached)."""
+        if archs.device == device:
+            return archs
+        key = (id(archs), device)
+        if key not in self._dev:
+            self._dev[key] = archs.to(device)
+        return self._dev[key]
+
     def _sel(self, t: torch.Tensor, archs: torch.Tensor) -> torch.Tensor:
-        return t if archs.numel() == self.archs else t.index_select(0, archs)
+        return t if archs.numel() == self.archs else t.index_select(0, self._on(archs, t.device))
 
     def _relu(self, x: torch.Tensor, archs: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
@@ -142,12 +146,13 @@ class PackedNB201(nn.Module):
         rm = getattr(self, self._key(name) + "_mean")
         rv = getattr(self, self._key(name) + "_var")
         full = archs.numel() == self.archs
-        m, v = (rm.view(-1), rv.view(-1)) if full else (rm.index_select(0, archs).view(-1), rv.index_select(0, archs).view(-1))
+        ad = self._on(archs, x.device)
+        m, v = (rm.view(-1), rv.view(-1)) if full else (rm.index_select(0, ad).view(-1), rv.index_select(0, ad).view(-1))
         y = F.batch_norm(x.reshape(N, k * c, *x.shape[3:]), m, v, self._sel(self.p(name + ".w"), archs).reshape(-1),
                          self._sel(self.p(name + ".b"), archs).reshape(-1), self.training, 0.1, 1e-5)
         if not full and self.training:  # running statistics of a subset: write the updated copies back
-            rm.index_copy_(0, archs, m.view(k, c))
-            rv.index_copy_(0, archs, v.view(k, c))
+            rm.index_copy_(0, ad, m.view(k, c))
+            rv.index_copy_(0, ad, v.view(k, c))
         return y.view(x.shape)
 
     def _rcb(self, x, name, archs, stride=1):
@@ -165,7 +170,8 @@ class PackedNB201(nn.Module):
                     a = self.edge_archs[e][op]
                     if a.numel() == 0:
                         continue
-                    hs = h if a.numel() == self.archs else h.index_select(1, a)
+                    ad = self._on(a, h.device)
+                    hs = h if a.numel() == self.archs else h.index_select(1, ad)
                     if op == SKIP:
                         out = hs
                     elif op == AVG:
@@ -175,7 +181,7 @@ class PackedNB201(nn.Module):
                         out = self._rcb(hs, f"c{s}_{i}.e{e}.op{op}", a)
                     if acc is None:
                         acc = torch.zeros_like(h)  # a node with only `none` inputs stays zero
-                    acc = acc + out if a.numel() == self.archs else acc.index_add(1, a, out)
+                    acc = acc + out if a.numel() == self.archs else acc.index_add(1, ad, out)
             nodes[j] = acc if acc is not None else torch.zeros_like(h)
         return nodes[4]
 
@@ -242,7 +248,7 @@ class PackedNB201(nn.Module):
         """``float64[K]``: sum over each architecture's BN layers of log sqrt(mean running var)."""
         out = torch.zeros(self.archs, dtype=torch.float64)
         for name, archs in self.bns:
-            rv = getattr(self, self._key(name) + "_var").index_select(0, archs).double()
+            rv = self._sel(getattr(self, self._key(name) + "_var"), archs).double().cpu()
             out.index_add_(0, archs, torch.log(torch.sqrt(rv.mean(1))))
         return out
 
@@ -263,12 +269,12 @@ class PackedNB201(nn.Module):
 
     def param_counts(self) -> torch.Tensor:
         """``int64[K]``: each architecture's parameter count (the plain module's)."""
-        out = torch.zeros(self.archs, dtype=torch.int64)
+        out = torch.zeros(self.archs, dtype=torch.int64, device="cpu")
         for _, _, shape, archs in self.plan:
             n = 1
             for s in shape:
                 n *= s
-            out.index_add_(0, archs, torch.full((archs.numel(),), n, dtype=torch.int64))
+            out.index_add_(0, archs, torch.full((archs.numel(),), n, dtype=torch.int64, device="cpu"))
         return out
 
     def flops(self, input_shape: Sequence[int]) -> torch.Tensor:
@@ -277,7 +283,7 @@ class PackedNB201(nn.Module):
         multiply-accumulates, 2 per affine-BN element, 1 per ReLU element, kernel area x outputs
         per pooling, the global pool's input."""
         _, H, W = (int(v) for v in input_shape[-3:])
-        out = torch.zeros(self.archs, dtype=torch.float64)
+        out = torch.zeros(self.archs, dtype=torch.float64, device="cpu")
         hw = H * W
         c = self.plan[0][2][0]
         cin = self.in_channels
@@ -295,8 +301,8 @@ class PackedNB201(nn.Module):
                     for op, k2 in ((CONV3, 9), (CONV1, 1)):
                         a = self.edge_archs[e][op]
                         out.index_add_(0, a, torch.full((a.numel(),), float(c * hw + c * hw * c * k2 + 2 * c * hw),
-                                                        dtype=torch.float64))
+                                                        dtype=torch.float64, device="cpu"))
                     a = self.edge_archs[e][AVG]
-                    out.index_add_(0, a, torch.full((a.numel(),), float(9 * c * hw), dtype=torch.float64))
+                    out.index_add_(0, a, torch.full((a.numel(),), float(9 * c * hw), dtype=torch.float64, device="cpu"))
         out += 2 * c * hw + c * hw + c * hw + c * self.num_classes  # head BN, ReLU, global pool, linear
         return out
