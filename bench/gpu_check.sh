@@ -10,6 +10,8 @@
 #    kendall_tau_b_triton vs scipy on a few rows (+ timing) -> smoke.json
 # 5. python -m bench.gpu --out DIR if bench/gpu.py exists -> bench_gpu.log, bench_gpu.json
 #    (Triton 100,000 programs x 10,000 rows vs the 1e11 node-evals/s target, fitness, generations)
+# 6. python -m bench.zc_gpu --out DIR: live zero-cost proxies, all 13 for 1,000 NB201 archs at batch 64
+#    (target < 60 s), the cheap set, GPU vs CPU agreement -> zc_gpu.log, zc_gpu.json
 # Exit status: non-zero if any step failed (later steps still run).
 # GPU_CHECK_CPU=1: dry run of this script on a CPU-only machine (Triton interpreter, tiny sizes, no pytest;
 #   bench.gpu --dry-run).
@@ -151,6 +153,12 @@ if [ -f bench/gpu.py ]; then
   DRY=""; [ "${GPU_CHECK_CPU:-0}" = 1 ] && DRY="--dry-run"
   echo "== python -m bench.gpu --out $DIR $DRY"
   timeout 300 "$PY" -m bench.gpu --out "$DIR" $DRY 2>&1 | tee "$DIR/bench_gpu.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+fi
+if [ -f bench/zc_gpu.py ]; then
+  DRY=""; [ "${GPU_CHECK_CPU:-0}" = 1 ] && DRY="--dry-run"
+  echo "== python -m bench.zc_gpu --out $DIR $DRY (live proxies: all 13 for 1,000 NB201 archs at batch 64, target < 60 s)"
+  timeout 420 "$PY" -m bench.zc_gpu --out "$DIR" $DRY 2>&1 | tee "$DIR/zc_gpu.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 fi
 echo "== gpu_check done (fail=$fail); results in $DIR"

@@ -44,7 +44,8 @@ class _FisherObserver:
         fan_in = layer_slice(w, a)[0, 0].numel()
 
         def hook(g, act=act, a=a, fan_in=fan_in, split=split):
-            ag = split(act) * split(g)  # [N, k, C, ...]
+            # detached: with create_graph (grasp) g carries a graph that would hold this hook (a leak)
+            ag = split(act) * split(g.detach())  # [N, k, C, ...]
             g_nk = ag.flatten(3).sum(3) if ag.dim() > 3 else ag
             self.values.append((0.5 * g_nk.double().pow(2).mean(0).abs().sum(1) * fan_in, a))
 
@@ -63,7 +64,10 @@ def gradient_pass(subject, inputs: torch.Tensor, targets: torch.Tensor, names: S
     params = [w for w, _ in layers]
     K = subject.archs
     obs = _FisherObserver(layers, K)
-    with subject.observe(obs):
+    if "fisher" in names:
+        with subject.observe(obs):
+            out = subject.forward_archs(inputs)
+    else:
         out = subject.forward_archs(inputs)
     need_graph = "grasp" in names
     g = _grads(params, total_loss(out, targets, loss), create_graph=need_graph)
