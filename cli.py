@@ -580,6 +580,7 @@ def proxies_cmd(
     accuracy: Optional[List[Path]] = typer.Option(None, "--accuracy", help="A Suite-Zero table whose val_accuracy is joined (e.g. nb201-final)."),
     accuracy_task: Optional[str] = typer.Option(None, "--accuracy-task", help="The task of --accuracy to join (default: --task)."),
     pack: int = typer.Option(16, "--pack", help="Architectures measured together per pass (halved on out-of-memory)."),
+    classes: Optional[int] = typer.Option(None, "--classes", help="Outputs of the network's head (default: largest label + 1)."),
     seed: int = typer.Option(0, help="Seed of the sample and of every architecture's initialisation."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary JSON to stdout."),
@@ -597,7 +598,7 @@ def proxies_cmd(
             job = bar.add_task("measure", total=None)
             res = run_proxies(space, out_path, batch, labels=labels, archs_file=archs, sample=sample, all_archs=all_archs,
                               names=names, task=task, accuracy=list(accuracy) if accuracy else None,
-                              accuracy_task=accuracy_task, pack=pack, seed=seed, device=str(dev),
+                              accuracy_task=accuracy_task, pack=pack, seed=seed, device=str(dev), num_classes=classes,
                               progress=lambda d, n: bar.update(job, completed=d, total=n))
     except (DataError, ValueError) as e:
         _fail(str(e))

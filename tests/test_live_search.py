@@ -28,8 +28,8 @@ def _landscape(enc):
     return torch.stack([a, b], 1)
 
 
-def _lookup(enc):
-    table = _landscape(enc)
+def _lookup(enc, cols=2):
+    table = _landscape(enc)[:, :cols]
     index = {tuple(r): i for i, r in enumerate(enc.tolist())}
     calls = []
 
@@ -58,7 +58,7 @@ def test_live_objective_reproduces_the_table_driven_search():
 
 def test_rank_preprocessing_ranks_against_everything_the_run_scored():
     enc = torch.tensor([[0, 0, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0], [4, 4, 4, 4, 4, 4], [1, 0, 0, 0, 0, 0]])
-    measure, _ = _lookup(enc)
+    measure, _ = _lookup(enc, cols=1)
     obj = LiveObjective(NB201(), enc, "synflow", "rank", 1, measure)
     obj.observe(torch.tensor([[0, 1]]))
     before = obj.values(torch.tensor([[0, 1]]))
@@ -111,7 +111,7 @@ def test_cli_proxies_then_eval_and_search(tmp_path):
     out = tmp_path / "zc_mine.json"
     r = invoke(["proxies", "--space", "nb201", "--archs", tmp_path / "a.txt", "--batch", tmp_path / "b.npz",
                 "--out", out, "--proxies", "params,synflow,nwot", "--accuracy", acc, "--accuracy-task", "fake/cifar10",
-                "--pack", 2, "--json"])
+                "--pack", 2, "--classes", 10, "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())["cifar10"]
     assert list(d) == archs and d[archs[1]]["val_accuracy"] == 90.0

@@ -28,7 +28,7 @@ import torch
 from ..runtime.results import write_json
 from .measures import MeasureError, ModuleSubject, check_batch, measure, parse_names
 from .data import load
-from .search import pick_task
+from .search import cpu_threads, pick_task
 from .spaces import SearchSpace, get_space
 
 FAILED = -1e8  # Suite-Zero's marker of a failed proxy
@@ -262,10 +262,12 @@ def run_proxies(space: str | SearchSpace, out: str | Path, batch: str | Path, la
                 archs_file: str | Path | None = None, sample: int | None = None, all_archs: bool = False,
                 names: str | Sequence[str] | None = "all", task: str = "cifar10",
                 accuracy: Sequence[str | Path] | None = None, accuracy_task: str | None = None, pack: int = 16,
-                seed: int = 0, device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> dict:
+                seed: int = 0, device: str = "cpu", num_classes: int | None = None, threads: int | None = 1,
+                progress: Callable[[int, int], None] | None = None) -> dict:
     """``tensorgp proxies``: select architectures, load the batch, compute, join accuracies from a
     Suite-Zero table if given, write the Suite-Zero file (atomically); returns a summary. Every
-    input is checked before the first architecture is measured."""
+    input is checked before the first architecture is measured. ``num_classes``: the head's
+    outputs (default: the labels' maximum + 1). ``threads``: torch CPU threads meanwhile."""
     sp = get_space(space)
     archs = select_archs(sp, archs_file, sample, all_archs, seed)
     names = parse_names(names)
@@ -279,7 +281,11 @@ def run_proxies(space: str | SearchSpace, out: str | Path, batch: str | Path, la
                 acc[sp.encode(sp.decode(k))] = a
             except ValueError:
                 raise MeasureError(f"--accuracy task {t.name}: key {k!r} is not a {sp.name} architecture") from None
-    tab = compute_archs(sp, archs, x, y, names, pack=pack, seed=seed, device=device, progress=progress)
+    if num_classes is not None and num_classes <= int(y.max()):
+        raise MeasureError(f"--classes {num_classes} but the labels go up to {int(y.max())}")
+    with cpu_threads(threads):
+        tab = compute_archs(sp, archs, x, y, names, pack=pack, seed=seed, device=device, num_classes=num_classes,
+                            progress=progress)
     path = write_suite_zero(out, tab, task, acc, sp)
     return {"space": sp.name, "architectures": len(archs), "proxies": names, "batch_shape": list(x.shape),
             "task": task, "out": str(path), "with_accuracy": sum(k in acc for k in tab.keys) if acc else 0,

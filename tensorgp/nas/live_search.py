@@ -95,12 +95,13 @@ def run_live_search(space: str | SearchSpace, expr: str, inputs: torch.Tensor, t
                     preprocess: str = "raw", budget: int = 200, runs: int = 5, seed: int = 0,
                     data: Sequence[str | Path] | None = None, task: str | None = None,
                     population: int = DEFAULT_POPULATION, sample_size: int = DEFAULT_SAMPLE_SIZE,
-                    pack: int = 16, device: str = "cpu", threads: int | None = None,
+                    pack: int = 16, device: str = "cpu", threads: int | None = 1,
                     progress: Callable[[int], None] | None = None) -> dict:
     """``runs`` batched regularized-evolution searches of ``space`` maximising ``expr`` over proxies
     computed live on the batch. With ``data``/``task`` (a table such as nb201-final), the
     candidates are the table's architectures and each found one's accuracy and percentile are
-    reported; without, the candidates are the whole space. ``threads``: torch CPU threads."""
+    reported; without, the candidates are the whole space. ``threads``: torch CPU threads meanwhile
+    (1: on a shared CPU more threads spin and slow every pass; None: unchanged)."""
     with cpu_threads(threads):
         return _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, task, population,
                     sample_size, pack, device, progress)
