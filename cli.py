@@ -450,7 +450,7 @@ def search_cmd(
     space: Optional[str] = typer.Option(None, "--space", help="With --live: the search space (nb201)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="With --live: the data batch (.npz/.pt with x and y, or .npy with --labels)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --live and a .npy batch: its labels (.npy)."),
-    pack: int = typer.Option(16, "--pack", help="With --live: architectures measured together per pass."),
+    pack: Optional[int] = typer.Option(None, "--pack", help="With --live: architectures measured together per pass (default: 1 on the CPU, 32 on CUDA)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="With --live: write the result JSON here."),
 ) -> None:
     """Regularized-evolution NAS over a task's table driven by a proxy formula, next to random search and a single-proxy search."""
@@ -515,6 +515,7 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
     from tensorgp.nas.live_proxies import load_batch
     from tensorgp.nas.live_search import run_live_search
     from tensorgp.nas.search import read_result
+    from tensorgp.nas.spaces import get_space
     from tensorgp.runtime.results import dumps, write_json
 
     if space is None:
@@ -523,6 +524,7 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
         _fail("--live needs --batch DATA (.npz/.pt with x and y, or .npy with --labels)")
     try:
         dev = resolve_device(device)
+        space = get_space(space)  # before reading the batch: a typo fails first
         if from_result is not None:
             expr, pre = read_result(from_result)
             preprocess = preprocess or pre
@@ -579,7 +581,7 @@ def proxies_cmd(
     task: str = typer.Option("cifar10", "--task", help="Task name inside the file."),
     accuracy: Optional[List[Path]] = typer.Option(None, "--accuracy", help="A Suite-Zero table whose val_accuracy is joined (e.g. nb201-final)."),
     accuracy_task: Optional[str] = typer.Option(None, "--accuracy-task", help="The task of --accuracy to join (default: --task)."),
-    pack: int = typer.Option(16, "--pack", help="Architectures measured together per pass (halved on out-of-memory)."),
+    pack: Optional[int] = typer.Option(None, "--pack", help="Architectures measured together per pass, halved on out-of-memory (default: 1 on the CPU, where batching measured slower, 32 on CUDA)."),
     classes: Optional[int] = typer.Option(None, "--classes", help="Outputs of the network's head (default: largest label + 1)."),
     seed: int = typer.Option(0, help="Seed of the sample and of every architecture's initialisation."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),

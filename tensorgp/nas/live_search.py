@@ -95,7 +95,7 @@ def run_live_search(space: str | SearchSpace, expr: str, inputs: torch.Tensor, t
                     preprocess: str = "raw", budget: int = 200, runs: int = 5, seed: int = 0,
                     data: Sequence[str | Path] | None = None, task: str | None = None,
                     population: int = DEFAULT_POPULATION, sample_size: int = DEFAULT_SAMPLE_SIZE,
-                    pack: int = 16, device: str = "cpu", threads: int | None = 1,
+                    pack: int | None = None, device: str = "cpu", threads: int | None = 1,
                     progress: Callable[[int], None] | None = None) -> dict:
     """``runs`` batched regularized-evolution searches of ``space`` maximising ``expr`` over proxies
     computed live on the batch. With ``data``/``task`` (a table such as nb201-final), the
