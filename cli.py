@@ -528,6 +528,8 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
         if from_result is not None:
             expr, pre = read_result(from_result)
             preprocess = preprocess or pre
+            if not isinstance(expr, str):
+                _fail(f"{from_result} holds an ensemble; --live takes one formula (--expr, or a single-formula result)")
         x, y = load_batch(batch, labels)
         kw = {k: v for k, v in (("population", population), ("sample_size", sample_size)) if v is not None}
         with Progress(TextColumn("live search"), BarColumn(), TextColumn("{task.completed} architectures measured"),
