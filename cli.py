@@ -433,7 +433,7 @@ def report_cmd(
 
 @app.command("search")
 def search_cmd(
-    task: str = typer.Option(..., "--task", help="The task whose table is the search space, e.g. nasbench201/cifar10."),
+    task: Optional[str] = typer.Option(None, "--task", help="The task whose table is the search space, e.g. nasbench201/cifar10 (with --live: the table giving accuracies, optional)."),
     expr: Optional[str] = typer.Option(None, "--expr", help="The proxy formula to maximise."),
     from_result: Optional[Path] = typer.Option(None, "--from", help="A `tensorgp run` result.json: use its formula and preprocessing."),
     data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories."),
@@ -447,6 +447,12 @@ def search_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     backend: str = typer.Option("auto", help="auto | torch | numba | triton (formula evaluation)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
+    live: bool = typer.Option(False, "--live", help="Compute each candidate's proxies on the device as the search goes (needs --space and --batch)."),
+    space: Optional[str] = typer.Option(None, "--space", help="With --live: the search space (nb201)."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="With --live: the data batch (.npz/.pt with x and y, or .npy with --labels)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="With --live and a .npy batch: its labels (.npy)."),
+    pack: Optional[int] = typer.Option(None, "--pack", help="With --live: architectures measured together per pass (default: 1 on the CPU, 32 on CUDA)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="With --live: write the result JSON here."),
 ) -> None:
     """Regularized-evolution NAS over a task's table driven by a proxy formula, next to random search and a single-proxy search."""
     from tensorgp.nas.data import DataError
@@ -455,6 +461,12 @@ def search_cmd(
 
     if (expr is None) == (from_result is None):
         _fail("give exactly one of --expr and --from")
+    if live:
+        _live_search(space, expr, from_result, preprocess, batch, labels, data, task, budget, runs, seed, population,
+                     sample_size, pack, device, as_json, out_file)
+        return
+    if task is None:
+        _fail("--task is required (or --live with --space)")
     try:
         if from_result is not None:
             expr, pre = read_result(from_result)
@@ -494,6 +506,115 @@ def search_cmd(
     out.print(f"total {tm['total_s']:.2f} s (load {tm['load_s']:.2f} s, encodings {tm['prepare_s']:.2f} s, "
               f"formula {tm['score_s']:.2f} s, "
               f"search {tm['search_s']:.2f} s, baselines {tm['baselines_s']:.2f} s)")
+
+
+def _live_search(space, expr, from_result, preprocess, batch, labels, data, task, budget, runs, seed, population,
+                 sample_size, pack, device, as_json, out_file) -> None:
+    """``search --live``: regularized evolution whose candidates' proxies are computed as it goes."""
+    from tensorgp.engine.device import resolve_device
+    from tensorgp.nas.data import DataError
+    from tensorgp.nas.live_proxies import load_batch
+    from tensorgp.nas.live_search import run_live_search
+    from tensorgp.nas.search import read_result
+    from tensorgp.nas.spaces import get_space
+    from tensorgp.runtime.results import dumps, write_json
+
+    if space is None:
+        _fail("--live needs --space (nb201)")
+    if batch is None:
+        _fail("--live needs --batch DATA (.npz/.pt with x and y, or .npy with --labels)")
+    try:
+        dev = resolve_device(device)
+        space = get_space(space)  # before reading the batch: a typo fails first
+        if from_result is not None:
+            expr, pre = read_result(from_result)
+            preprocess = preprocess or pre
+            if not isinstance(expr, str):
+                _fail(f"{from_result} holds an ensemble; --live takes one formula (--expr, or a single-formula result)")
+        x, y = load_batch(batch, labels)
+        kw = {k: v for k, v in (("population", population), ("sample_size", sample_size)) if v is not None}
+        with Progress(TextColumn("live search"), BarColumn(), TextColumn("{task.completed} architectures measured"),
+                      TimeElapsedColumn(), console=err, disable=as_json) as bar:
+            job = bar.add_task("measure", total=None)
+            res = run_live_search(space, expr, x, y, preprocess or "raw", budget, runs, seed,
+                                  data=list(data) if data else None, task=task, pack=pack, device=str(dev),
+                                  progress=lambda k: bar.update(job, completed=k), **kw)
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    if out_file is not None:
+        write_json(out_file, res)
+    if as_json:
+        print(dumps(res))
+        return
+    out.print(f"[bold]live search[/] {res['space']} ({res['candidates']} candidates"
+              f"{', table ' + res['task'] if res['task'] else ''}); budget {res['budget']}, {res['runs']} runs, "
+              f"objective [cyan]{res['expression']}[/] ({res['preprocess']}; {res['rank_growth']})")
+    t = Table(title="best architecture per run")
+    cols = ["run", "architecture", "score", *res["proxies_computed"]] + (["accuracy", "percentile"] if res["task"] else [])
+    for c in cols:
+        t.add_column(c, justify="left" if c == "architecture" else "right")
+    for r in res["per_run"]:
+        row = [str(r["run"]), r["arch"], f"{r['score']:.4g}", *[f"{r['proxies'][n]:.4g}" for n in res["proxies_computed"]]]
+        if res["task"]:
+            row += [f"{r['accuracy']:.2f}", f"{r['percentile']:.2f}"]
+        t.add_row(*row)
+    out.print(t)
+    m = res["median"]
+    if "percentile" in m:
+        out.print(f"median accuracy {m['accuracy']:.2f}, percentile [bold]{m['percentile']:.2f}[/] "
+                  f"(table best {res['table_best_accuracy']:.2f})")
+    tm = res["timing"]
+    out.print(f"{res['architectures_measured']} architectures measured; total {tm['total_s']:.1f} s (proxies "
+              f"{tm['proxies_s']:.1f} s, formula {tm['formula_s']:.2f} s, search loop {tm['search_loop_s']:.2f} s, "
+              f"prepare {tm['prepare_s']:.2f} s)")
+    if res["failures"]:
+        out.print(f"[yellow]{len(res['failures'])} proxy failures[/] (failed values score -inf), e.g. {res['failures'][0]}")
+
+
+@app.command("proxies")
+def proxies_cmd(
+    space: str = typer.Option("nb201", "--space", help="The search space (nb201)."),
+    archs: Optional[Path] = typer.Option(None, "--archs", help="A file of architecture keys (one a line, or a JSON list)."),
+    sample: Optional[int] = typer.Option(None, "--sample", help="N architectures drawn uniformly (with --seed)."),
+    all_archs: bool = typer.Option(False, "--all", help="Every architecture of the space."),
+    batch: Path = typer.Option(..., "--batch", help="The data batch: .npz/.pt with x [N, C, H, W] and y [N], or .npy with --labels."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels (.npy) for a .npy batch."),
+    out_path: Path = typer.Option(..., "--out", help="The Suite-Zero-format JSON to write (e.g. zc_mine.json)."),
+    names: str = typer.Option("all", "--proxies", help="Proxies: all, cheap (params,flops,synflow,nwot,jacov) or a,b,c."),
+    task: str = typer.Option("cifar10", "--task", help="Task name inside the file."),
+    accuracy: Optional[List[Path]] = typer.Option(None, "--accuracy", help="A Suite-Zero table whose val_accuracy is joined (e.g. nb201-final)."),
+    accuracy_task: Optional[str] = typer.Option(None, "--accuracy-task", help="The task of --accuracy to join (default: --task)."),
+    pack: Optional[int] = typer.Option(None, "--pack", help="Architectures measured together per pass, halved on out-of-memory (default: 1 on the CPU, where batching measured slower, 32 on CUDA)."),
+    classes: Optional[int] = typer.Option(None, "--classes", help="Outputs of the network's head (default: largest label + 1)."),
+    seed: int = typer.Option(0, help="Seed of the sample and of every architecture's initialisation."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary JSON to stdout."),
+) -> None:
+    """Compute the zero-cost proxies of a search space's architectures on a data batch; write a Suite-Zero file."""
+    from tensorgp.engine.device import resolve_device
+    from tensorgp.nas.data import DataError
+    from tensorgp.nas.live_proxies import run_proxies
+    from tensorgp.runtime.results import dumps
+
+    try:
+        dev = resolve_device(device)
+        with Progress(TextColumn("proxies"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=err, disable=as_json) as bar:
+            job = bar.add_task("measure", total=None)
+            res = run_proxies(space, out_path, batch, labels=labels, archs_file=archs, sample=sample, all_archs=all_archs,
+                              names=names, task=task, accuracy=list(accuracy) if accuracy else None,
+                              accuracy_task=accuracy_task, pack=pack, seed=seed, device=str(dev), num_classes=classes,
+                              progress=lambda d, n: bar.update(job, completed=d, total=n))
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        print(dumps(res))
+        return
+    out.print(f"[bold]proxies[/] {res['architectures']} {res['space']} architectures x {len(res['proxies'])} proxies "
+              f"on a batch {res['batch_shape']} in {res['wall_s']:.1f} s ({res['per_second']:.2f} architectures/s); "
+              f"wrote {res['out']} (task {res['task']}, {res['with_accuracy']} with accuracy)")
+    if res["failures"]:
+        out.print(f"[yellow]{len(res['failures'])} failed values[/] (written as -1e8), e.g. {res['failures'][0]}")
 
 
 @app.command("bench")

@@ -16,6 +16,8 @@
 #    pops 1,000 / 10,000 / 100,000 (compiled vs device), then the issue-16 targets on all Suite-Zero
 #    tasks (pop 1,000 x 50 < 1 s, 31 x 1,000 x 100 < 5 s, 100,000 x 10 < 1.5 s, 1,000,000 x 3 < 4 s)
 #    -> generation_profile.log, generation_profile.json (needs the data: DATA=dir or ../shared/data)
+# 8. python -m bench.zc_gpu --out DIR: live zero-cost proxies, all 13 for 1,000 NB201 archs at batch 64
+#    (target < 60 s), the cheap set, GPU vs CPU agreement -> zc_gpu.log, zc_gpu.json
 # Exit status: non-zero if any step failed (later steps still run).
 # GPU_CHECK_CPU=1: dry run of this script on a CPU-only machine (Triton interpreter, tiny sizes, no pytest;
 #   bench.gpu --dry-run).
@@ -179,6 +181,13 @@ if [ -n "$DATA_DIR" ]; then
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 else
   echo "== generation_profile skipped: no Suite-Zero data (set DATA=dir)"
+fi
+
+if [ -f bench/zc_gpu.py ]; then
+  DRY=""; [ "${GPU_CHECK_CPU:-0}" = 1 ] && DRY="--dry-run"
+  echo "== python -m bench.zc_gpu --out $DIR $DRY (live proxies: all 13 for 1,000 NB201 archs at batch 64, target < 60 s)"
+  timeout 420 "$PY" -m bench.zc_gpu --out "$DIR" $DRY 2>&1 | tee "$DIR/zc_gpu.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 fi
 echo "== gpu_check done (fail=$fail); results in $DIR"
 exit $fail

@@ -162,8 +162,16 @@ def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str 
                           f"(absent or mostly failed values); proxies present: "
                           f"{', '.join(p for p in task.proxies if task.present(p))}")
     variables = names or [task.proxies[0]]
-    node = E.parse(expr, variables)
-    X = preprocess_features(task.features[:, [task.proxies.index(p) for p in variables]], preprocess)
+    X = task.features[:, [task.proxies.index(p) for p in variables]]
+    return formula_values(expr, variables, X, preprocess, device, backend)
+
+
+def formula_values(expr: str, variables: Sequence[str], X: torch.Tensor, preprocess: str = "rank",
+                   device: str | torch.device = "cpu", backend: str = "auto") -> torch.Tensor:
+    """``float32[n]``: ``expr`` over the columns ``X float[n, len(variables)]`` preprocessed as one
+    task; NaN becomes -inf (never preferred)."""
+    node = E.parse(expr, list(variables))
+    X = preprocess_features(X, preprocess)
     s = evaluate(program_population(node, device), X.to(device), "torch" if backend == "auto" else backend)[0]
     return torch.where(torch.isnan(s), -float("inf"), s)
 
@@ -244,16 +252,22 @@ def _nearest(onehot: torch.Tensor, parent: torch.Tensor, excluded: torch.Tensor,
     return sim.masked_fill_(excluded, -1.0).argmax(1)
 
 
-def regularized_evolution(scores: torch.Tensor, enc: torch.Tensor, budget: int, runs: int, seed: int,
+def regularized_evolution(scores: torch.Tensor | None, enc: torch.Tensor, budget: int, runs: int, seed: int,
                           population: int = DEFAULT_POPULATION, sample_size: int = DEFAULT_SAMPLE_SIZE,
-                          neighbours: torch.Tensor | None = None) -> SearchTrace:
+                          neighbours: torch.Tensor | None = None, objective=None) -> SearchTrace:
     """``R`` batched runs of regularized evolution over the table (``scores float[n]``, ``enc
     int64[n, D]``, ``neighbours`` from ``neighbour_table(enc)``, computed if omitted). Each run
     scores ``min(budget, n)`` distinct architectures: ``population`` drawn uniformly, then one
-    unscored child per step (so all runs end at the same step)."""
-    dev = scores.device
-    rank = dense_rank(scores)
-    n = rank.numel()
+    unscored child per step (so all runs end at the same step).
+
+    ``objective`` (instead of ``scores``): scores computed as the search goes, an object with
+    ``observe(idx int64[R, k])`` (the runs score these architectures now) and ``values(idx
+    int64[R, k]) -> float[R, k]`` (each run's current objective of architectures it scored;
+    it may change as the run scores more, e.g. ranks against everything scored so far)."""
+    live = objective is not None
+    dev = enc.device if live else scores.device
+    rank = None if live else dense_rank(scores)
+    n = enc.shape[0] if live else rank.numel()
     if enc.shape[0] != n:
         raise SearchError(f"{enc.shape[0]} encodings for {n} scores")
     nb = (neighbour_table(enc.cpu()) if neighbours is None else neighbours).to(dev)
@@ -266,7 +280,9 @@ def regularized_evolution(scores: torch.Tensor, enc: torch.Tensor, budget: int, 
 
     pop = torch.rand(R, n, generator=g, device=dev).argsort(1)[:, :P]  # [R, P] distinct per run
     visited = torch.zeros(R, n, dtype=torch.bool, device=dev).scatter_(1, pop, True)
-    pop_rank = rank[pop]
+    if live:
+        objective.observe(pop)
+    pop_rank = objective.values(pop) if live else rank[pop]
     first = pop.clone()
     steps = budget - P
     children = torch.empty(steps, R, dtype=torch.int64, device=dev)  # scoring order, for the incumbent
@@ -294,8 +310,16 @@ def regularized_evolution(scores: torch.Tensor, enc: torch.Tensor, budget: int, 
         children.select(0, step).copy_(child)
         # the child replaces the oldest member (ring buffer)
         pop.select(1, step % P).copy_(child)
-        pop_rank.select(1, step % P).copy_(rank.index_select(0, child))
-    best = _first_best(torch.cat([first, children.T], 1), rank)[0]
+        if live:
+            objective.observe(child[:, None])
+            pop_rank = objective.values(pop)
+        else:
+            pop_rank.select(1, step % P).copy_(rank.index_select(0, child))
+    order = torch.cat([first, children.T], 1)  # scoring order
+    if live:  # the first architecture with the run's highest final objective
+        best = order.gather(1, objective.values(order).argmax(1, keepdim=True)).squeeze(1)
+    else:
+        best = _first_best(order, rank)[0]
     return SearchTrace(best, visited.sum(1), visited, steps)
 
 
