@@ -132,3 +132,12 @@ def test_importing_a_layer_loads_nothing_above_it(concern, forbidden):
     above = [m for m in out if m.split(".")[1] in forbidden]
     assert not above, f"importing every module of tensorgp.{concern} loaded {above}"
     assert f"tensorgp.{concern}" in out
+
+
+def test_every_package_is_installed():
+    """pyproject lists packages explicitly (kernels/ and cli.py are mapped into the namespace), so a
+    new subpackage missing there would be absent from a non-editable install."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in PKG.rglob("__init__.py")}
+    assert found <= listed, f"packages missing from pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
