@@ -18,7 +18,7 @@ from typing import Sequence
 from .baselines import METRIC_KEYS
 
 STRATEGY_NAMES = {
-    "train": "evolved, best training fitness (the default pick, --select train)",
+    "train": "evolved, best training fitness (--select train)",
     "validation": "evolved, best on validation",
     "parsimony": "evolved, smallest within 0.01 of the best fitness",
     "ensemble": "evolved, mean-rank ensemble of every run's best",
