@@ -197,16 +197,24 @@ def run(
     _emit(result, out_dir, as_json, quiet, _print_run)
 
 
-def _emit(result: dict, out_dir: Optional[Path], as_json: bool, quiet: bool, show) -> None:
-    """Write OUT/result.json (atomically), print JSON or the tables, exit 130 if interrupted."""
+def _save(result: dict, path: Path) -> Path:
+    """Write ``result`` as JSON to ``path`` atomically; if that fails, the finished result goes to
+    stdout before the error, so it is never lost."""
     from tensorgp.runtime.results import dumps, write_json
 
+    try:
+        return write_json(path, result)
+    except OSError as e:
+        print(dumps(result))
+        _fail(f"cannot write {path} ({e.strerror or e}); the result JSON is on stdout", 1)
+
+
+def _emit(result: dict, out_dir: Optional[Path], as_json: bool, quiet: bool, show) -> None:
+    """Write OUT/result.json (atomically), print JSON or the tables, exit 130 if interrupted."""
+    from tensorgp.runtime.results import dumps
+
     if out_dir is not None:
-        try:
-            path = write_json(Path(out_dir) / "result.json", result)
-        except OSError as e:  # the folder was checked at the start; keep the result anyway
-            print(dumps(result))
-            _fail(f"cannot write {Path(out_dir) / 'result.json'} ({e.strerror or e}); the result JSON is on stdout", 1)
+        path = _save(result, Path(out_dir) / "result.json")  # the folder was checked at the start
         if not quiet:
             err.print(f"wrote {path}")
     if as_json:
@@ -517,7 +525,7 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
     from tensorgp.nas.live_search import run_live_search
     from tensorgp.nas.search import read_result
     from tensorgp.nas.spaces import get_space
-    from tensorgp.runtime.results import dumps, write_json
+    from tensorgp.runtime.results import dumps
 
     if space is None:
         _fail("--live needs --space (nb201)")
@@ -542,7 +550,7 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
     except (DataError, ValueError) as e:
         _fail(str(e))
     if out_file is not None:
-        write_json(out_file, res)
+        _save(res, out_file)
     if as_json:
         print(dumps(res))
         return
@@ -643,7 +651,7 @@ def bench_cmd(
     from tensorgp.nas.bench import generation_problem
     from tensorgp.runtime.benchmark import BenchConfig, run_benchmark, tables
     from tensorgp.nas.data import DataError
-    from tensorgp.runtime.results import dumps, write_json
+    from tensorgp.runtime.results import dumps
 
     try:
         cfg = BenchConfig(pop=pop, rows=rows, features=features, depth=depth, functions=functions, device=device,
@@ -653,7 +661,7 @@ def bench_cmd(
     except (DataError, ValueError) as e:
         _fail(str(e))
     if out_file is not None:
-        write_json(out_file, res)
+        _save(res, out_file)
     if as_json:
         print(dumps(res))
     else:
