@@ -90,8 +90,10 @@ def test_neighbour_table_matches_brute_force_on_a_sparse_table():
 def test_formula_scores_use_the_engine_and_reject_missing_proxies():
     t = grid_task()
     s = formula_scores(t, "good - 0.5 * noise", "raw")
-    want = t.features[:, 0] - 0.5 * t.features[:, 1]
-    assert torch.allclose(s, want, atol=1e-5)
+    f = t.features.float().double()  # the float32 inputs evolution sees, computed on in float64
+    assert s.dtype == torch.float64 and torch.equal(s, f[:, 0] - 0.5 * f[:, 1])
+    s32 = formula_scores(t, "good - 0.5 * noise", "raw", backend="numba")  # evolution's arithmetic
+    assert s32.dtype == torch.float32 and torch.equal(s32, t.features[:, 0].float() - 0.5 * t.features[:, 1].float())
     r = formula_scores(t, "good", "rank")
     assert r.min() >= 0 and r.max() <= 1 and int(r.argmax()) == int(t.features[:, 0].argmax())
     with pytest.raises(SearchError, match=r"toy/grid lacks proxy 'broken'"):
@@ -359,7 +361,12 @@ def test_search_from_a_proxy_on_an_unlabelled_file(tmp_path):
     res = run_search([unl], "new/a", Proxy(["good", "(good + noise)"], ["good", "noise"]), budget=60, runs=2,
                      population=10, sample_size=3)
     assert res["labelled"] is False and res["expression"] == "ensemble: good; (good + noise)"
-    assert all("percentile" not in x for x in res["per_run"])
+    assert all("percentile" not in x for x in res["per_run"]) and res["dtype"] == "float64"
+    # the search's objective is the proxy's score: --expr, --from and Proxy.score agree exactly
+    t = search_table([unl], "new/a")
+    expr = "(tanh((good * 3.7)) + log(noise))"
+    want = torch.from_numpy(Proxy([expr], ["good", "noise"]).score_task(t))
+    assert torch.equal(formula_scores(t, expr), torch.where(torch.isnan(want), -float("inf"), want))
 
 
 def test_cli_search_on_a_file_without_accuracies(tmp_path):

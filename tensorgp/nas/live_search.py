@@ -73,7 +73,8 @@ class LiveObjective:
 
     def _formula(self, X: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        # float32 like the tables the formula was evolved on; failed proxies (NaN) score -inf
+        # preprocessed to float32 like the tables the formula was evolved on, the formula in float64
+        # (formula_values, as Proxy.score); failed proxies (NaN) score -inf
         v = formula_values(self.expr, self.names, X.float(), self.preprocess)
         self.formula_s += time.perf_counter() - t0
         return v

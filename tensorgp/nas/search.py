@@ -156,11 +156,12 @@ def neighbour_table(enc: torch.Tensor) -> torch.Tensor:
 
 def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str | torch.device = "cpu",
                    backend: str = "auto") -> torch.Tensor:
-    """``float32[n]``: the formula evaluated by the engine on the task's proxies (preprocessed per
-    task with ``preprocess``); NaN becomes -inf (never preferred). A proxy the formula needs
-    that the task lacks (absent or mostly failed, see ``Task.present``) raises ``SearchError``.
-    ``backend="auto"`` means torch here: for one program the compiled backends only add their
-    start-up cost (loading numba's cache, compiling a Triton kernel)."""
+    """``float[n]``: the formula evaluated by the engine on the task's proxies (preprocessed per
+    task with ``preprocess``; see ``formula_values`` for the precision); NaN becomes -inf (never
+    preferred). A proxy the formula needs that the task lacks (absent or mostly failed, see
+    ``Task.present``) raises ``SearchError``. ``backend="auto"`` means torch here: for one
+    program the compiled backends only add their start-up cost (loading numba's cache,
+    compiling a Triton kernel)."""
     names = E.names_in(expr)
     missing = [p for p in names if not task.present(p)]
     if missing:
@@ -174,11 +175,16 @@ def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str 
 
 def formula_values(expr: str, variables: Sequence[str], X: torch.Tensor, preprocess: str = "rank",
                    device: str | torch.device = "cpu", backend: str = "auto") -> torch.Tensor:
-    """``float32[n]``: ``expr`` over the columns ``X float[n, len(variables)]`` preprocessed as one
-    task; NaN becomes -inf (never preferred)."""
+    """``float[n]``: ``expr`` over the columns ``X float[n, len(variables)]`` preprocessed as one
+    task (to float32, as evolution saw them); NaN becomes -inf (never preferred). With ``backend``
+    ``auto`` or ``torch`` the formula is computed in float64 by the torch interpreter, as
+    ``Proxy.score`` and the exports compute it (``float64[n]``); ``numba`` or ``triton`` compute
+    it in float32 (``float32[n]``), evolution's arithmetic, on that backend."""
     node = E.parse(expr, list(variables))
-    X = preprocess_features(X, preprocess)
-    s = evaluate(program_population(node, device), X.to(device), "torch" if backend == "auto" else backend)[0]
+    X = preprocess_features(X, preprocess).to(device)
+    if backend in ("auto", "torch"):
+        X = X.double()
+    s = evaluate(program_population(node, device), X, "torch" if backend == "auto" else backend)[0]
     return torch.where(torch.isnan(s), -float("inf"), s)
 
 
@@ -561,6 +567,7 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
                    "baselines_s": rnd["time_s"] + (bp["time_s"] if bp else 0.0), "total_s": time.perf_counter() - t0},
         "device": str(device),
         "backend": "torch" if backend == "auto" else resolve_backend(backend, device),
+        "dtype": "float64" if backend in ("auto", "torch") or not isinstance(expr, str) else "float32",
     })
     return res
 
