@@ -444,14 +444,14 @@ def search_cmd(
     task: Optional[str] = typer.Option(None, "--task", help="The task whose table is the search space, e.g. nasbench201/cifar10 (with --live: the table giving accuracies, optional)."),
     expr: Optional[str] = typer.Option(None, "--expr", help="The proxy formula to maximise."),
     from_result: Optional[Path] = typer.Option(None, "--from", help="A `tensorgp run` result.json: use its formula and preprocessing."),
-    data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories."),
+    data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories (val_accuracy optional: without it, no accuracy figures)."),
     preprocess: Optional[str] = typer.Option(None, help="raw | signed-log | rank | zscore (default: the --from result's, else rank)."),
     budget: int = typer.Option(1000, help="Distinct architectures scored per search."),
     runs: int = typer.Option(10, help="Independent searches, batched."),
     seed: int = typer.Option(0, help="Random seed (the baselines use the same)."),
     population: Optional[int] = typer.Option(None, help="Regularized-evolution population (default 50)."),
     sample_size: Optional[int] = typer.Option(None, help="Tournament sample size (default 10)."),
-    baseline_proxy: Optional[str] = typer.Option(None, help="Single proxy of the baseline search (default: the best by Kendall tau on the task)."),
+    baseline_proxy: Optional[str] = typer.Option(None, help="Single proxy of the baseline search (default: the best by Kendall tau on the task; on a file without accuracies none unless given, compared by the formula's score)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     backend: str = typer.Option("auto", help="auto | torch | numba | triton (formula evaluation)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
@@ -488,27 +488,41 @@ def search_cmd(
         print(dumps(res))
         return
     fa = res["formula_argmax"]
-    out.print(f"[bold]search[/] {res['task']} ({res['table_size']} architectures, best accuracy "
-              f"{res['table_best_accuracy']:.2f}); budget {res['budget']}, {res['runs']} runs, seed {res['seed']}, "
+    labelled = res.get("labelled", True)
+    table = (f"{res['table_size']} architectures, best accuracy {res['table_best_accuracy']:.2f}" if labelled
+             else f"{res['table_size']} architectures, no accuracies")
+    out.print(f"[bold]search[/] {res['task']} ({table}); budget {res['budget']}, {res['runs']} runs, seed {res['seed']}, "
               f"population {res['population']}, sample {res['sample_size']}, preprocess {res['preprocess']}")
-    out.print(f"  objective [cyan]{res['expression']}[/]; its maximum over the whole table: {fa['arch']} "
-              f"(accuracy {fa['accuracy']:.2f}, percentile {fa['percentile']:.2f})")
+    at = f"accuracy {fa['accuracy']:.2f}, percentile {fa['percentile']:.2f}" if labelled else f"score {fa['score']:.4g}"
+    out.print(f"  objective [cyan]{res['expression']}[/]; its maximum over the whole table: {fa['arch']} ({at})")
+    if res.get("note"):
+        out.print(f"[yellow]{res['note']}[/]")
     t = Table(title="regularized evolution driven by the formula, per run")
-    for c in ("run", "architecture", "score", "accuracy", "percentile", "evaluations"):
+    cols = ["run", "architecture", "score"] + (["accuracy", "percentile"] if labelled else []) + ["evaluations"]
+    for c in cols:
         t.add_column(c, justify="left" if c == "architecture" else "right")
     for r in res["per_run"]:
-        t.add_row(str(r["run"]), r["arch"], f"{r['score']:.4g}", f"{r['accuracy']:.2f}", f"{r['percentile']:.2f}",
-                  str(r["evaluations"]))
+        acc = [f"{r['accuracy']:.2f}", f"{r['percentile']:.2f}"] if labelled else []
+        t.add_row(str(r["run"]), r["arch"], f"{r['score']:.4g}", *acc, str(r["evaluations"]))
     out.print(t)
-    s = Table(title="medians over runs (percentile: share of the table with accuracy <= the found one)")
-    for c in ("search", "accuracy", "percentile", "time (all runs)"):
-        s.add_column(c, justify="left" if c == "search" else "right")
     m = res["median"]
-    s.add_row("evolution, formula", f"{m['accuracy']:.2f}", f"[bold]{m['percentile']:.2f}[/]", f"{m['time_s']:.2f} s")
-    for b in res["baselines"].values():
-        colour = "green" if m["percentile"] >= b["percentile"] else "red"
-        s.add_row(b["method"].replace("regularized ", ""), f"{b['accuracy']:.2f}",
-                  f"[{colour}]{b['percentile']:.2f}[/]", f"{b['time_s']:.2f} s")
+    if labelled:
+        s = Table(title="medians over runs (percentile: share of the table with accuracy <= the found one)")
+        for c in ("search", "accuracy", "percentile", "time (all runs)"):
+            s.add_column(c, justify="left" if c == "search" else "right")
+        s.add_row("evolution, formula", f"{m['accuracy']:.2f}", f"[bold]{m['percentile']:.2f}[/]", f"{m['time_s']:.2f} s")
+        for b in res["baselines"].values():
+            colour = "green" if m["percentile"] >= b["percentile"] else "red"
+            s.add_row(b["method"].replace("regularized ", ""), f"{b['accuracy']:.2f}",
+                      f"[{colour}]{b['percentile']:.2f}[/]", f"{b['time_s']:.2f} s")
+    else:
+        s = Table(title="medians over runs of the formula's score of the architecture found (no accuracies)")
+        for c in ("search", "formula score", "time (all runs)"):
+            s.add_column(c, justify="left" if c == "search" else "right")
+        s.add_row("evolution, formula", f"[bold]{m['score']:.4g}[/]", f"{m['time_s']:.2f} s")
+        for b in res["baselines"].values():
+            colour = "green" if m["score"] >= b["score"] else "red"
+            s.add_row(b["method"].replace("regularized ", ""), f"[{colour}]{b['score']:.4g}[/]", f"{b['time_s']:.2f} s")
     out.print(s)
     tm = res["timing"]
     out.print(f"total {tm['total_s']:.2f} s (load {tm['load_s']:.2f} s, encodings {tm['prepare_s']:.2f} s, "
@@ -558,12 +572,13 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
               f"{', table ' + res['task'] if res['task'] else ''}); budget {res['budget']}, {res['runs']} runs, "
               f"objective [cyan]{res['expression']}[/] ({res['preprocess']}; {res['rank_growth']})")
     t = Table(title="best architecture per run")
-    cols = ["run", "architecture", "score", *res["proxies_computed"]] + (["accuracy", "percentile"] if res["task"] else [])
+    labelled = res.get("labelled", bool(res["task"]))
+    cols = ["run", "architecture", "score", *res["proxies_computed"]] + (["accuracy", "percentile"] if labelled else [])
     for c in cols:
         t.add_column(c, justify="left" if c == "architecture" else "right")
     for r in res["per_run"]:
         row = [str(r["run"]), r["arch"], f"{r['score']:.4g}", *[f"{r['proxies'][n]:.4g}" for n in res["proxies_computed"]]]
-        if res["task"]:
+        if labelled:
             row += [f"{r['accuracy']:.2f}", f"{r['percentile']:.2f}"]
         t.add_row(*row)
     out.print(t)

@@ -99,6 +99,17 @@ def test_live_search_end_to_end_tiny(tmp_path):
         assert 0 < r["percentile"] <= 100 and r["accuracy"] == keys.index(r["arch"])
     t = res["timing"]
     assert t["proxies_s"] > 0 and t["total_s"] >= t["search_s"]
+    # a table without accuracies gives the candidates only: the same search, no accuracy figures
+    doc = json.loads(table.read_text())
+    for rec in doc["cifar10"].values():
+        rec.pop("val_accuracy")
+    (tmp_path / "zc_new.json").write_text(json.dumps(doc))
+    unl = run_live_search(sp, "synflow + jacov", x, y, "rank", budget=12, runs=2, population=4, sample_size=2,
+                          data=[tmp_path / "zc_new.json"], task="new/cifar10", pack=4)
+    assert unl["labelled"] is False and res["labelled"] is True and unl["candidates"] == len(keys)
+    assert [r["arch"] for r in unl["per_run"]] == [r["arch"] for r in res["per_run"]]
+    assert all("accuracy" not in r for r in unl["per_run"]) and set(unl["median"]) == {"score"}
+    assert "table_best_accuracy" not in unl
 
 
 def test_cli_proxies_then_eval_and_search(tmp_path):

@@ -5,10 +5,10 @@ import statistics
 import pytest
 import torch
 
-from tensorgp.nas.data import Task, load
+from tensorgp.nas.data import DataWarning, Task, load
 from tensorgp.nas.search import (SearchError, accuracy_percentile, dense_rank, encodings, formula_scores,
                              neighbour_table, one_hot, proxy_scores, random_search, read_result,
-                             regularized_evolution, run_search, search, top_k_percentile)
+                             regularized_evolution, run_search, search, search_table, top_k_percentile)
 
 
 def grid_task(name="toy/grid", D=4, V=4, keep=1.0, seed=0, nested=False):
@@ -90,8 +90,10 @@ def test_neighbour_table_matches_brute_force_on_a_sparse_table():
 def test_formula_scores_use_the_engine_and_reject_missing_proxies():
     t = grid_task()
     s = formula_scores(t, "good - 0.5 * noise", "raw")
-    want = t.features[:, 0] - 0.5 * t.features[:, 1]
-    assert torch.allclose(s, want, atol=1e-5)
+    f = t.features.float().double()  # the float32 inputs evolution sees, computed on in float64
+    assert s.dtype == torch.float64 and torch.equal(s, f[:, 0] - 0.5 * f[:, 1])
+    s32 = formula_scores(t, "good - 0.5 * noise", "raw", backend="numba")  # evolution's arithmetic
+    assert s32.dtype == torch.float32 and torch.equal(s32, t.features[:, 0].float() - 0.5 * t.features[:, 1].float())
     r = formula_scores(t, "good", "rank")
     assert r.min() >= 0 and r.max() <= 1 and int(r.argmax()) == int(t.features[:, 0].argmax())
     with pytest.raises(SearchError, match=r"toy/grid lacks proxy 'broken'"):
@@ -286,3 +288,123 @@ def test_target_on_nb201_final(nb201_final):
         assert all(x["arch"] in keys and x["evaluations"] == 1000 for x in res["per_run"])
         assert res["median"]["percentile"] >= 98.0, res["median"]
         assert res["median"]["percentile"] > res["baselines"]["best_proxy"]["percentile"], res["baselines"]
+
+
+# ----------------------------------------------------------------------------- files without accuracies
+
+
+def write_unlabelled(path, tasks):
+    """A Suite-Zero-format file of ``tasks`` without val_accuracy (architectures a user wants to rank)."""
+    write_suite_zero(path, tasks)
+    doc = json.loads(path.read_text())
+    for recs in doc.values():
+        for r in recs.values():
+            r.pop("val_accuracy")
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_run_search_on_a_file_without_accuracies(tmp_path):
+    task = grid_task("toy/a", D=5, V=4, seed=8)
+    lab = write_suite_zero(tmp_path / "zc_toy.json", [task])
+    unl = write_unlabelled(tmp_path / "zc_new.json", [task])
+    with pytest.raises(Exception, match="lack val_accuracy"):
+        load(unl)  # the labelled loader refuses it: the search must not need it
+    kw = dict(budget=100, runs=3, seed=1, population=20, sample_size=5)
+    res = run_search([unl], "new/a", "good + 0.1 * noise", "rank", **kw)
+    ref = run_search([lab], "toy/a", "good + 0.1 * noise", "rank", **kw)
+    assert res["labelled"] is False and ref["labelled"] is True and res["table_size"] == len(task)
+    assert "no val_accuracy" in res["note"] and "note" not in ref
+    # the same search as with accuracies: the same architectures and scores, no accuracy figures
+    for a, b in zip(res["per_run"], ref["per_run"]):
+        assert {k: a[k] for k in ("arch", "index", "score", "evaluations")} == \
+            {k: b[k] for k in ("arch", "index", "score", "evaluations")}
+        assert "accuracy" not in a and "percentile" not in a
+    assert set(res["median"]) == {"score", "evaluations", "time_s"}
+    assert res["median"]["score"] == ref["median"]["score"] == statistics.median(x["score"] for x in res["per_run"])
+    assert set(res["formula_argmax"]) == {"arch", "score"} and "table_best_accuracy" not in res
+    assert res["formula_argmax"]["arch"] == ref["formula_argmax"]["arch"]
+    # baselines: random search by the formula's score; no single-proxy search unless one is named
+    assert set(res["baselines"]) == {"random"} and "percentile" not in res["baselines"]["random"]
+    assert res["baselines"]["random"]["score"] == ref["baselines"]["random"]["score"]
+    named = run_search([unl], "new/a", "good + 0.1 * noise", "rank", baseline_proxy="noise", **kw)
+    bp = named["baselines"]["best_proxy"]
+    assert bp["proxy"] == "noise" and "accuracy" not in bp and "note" in named and "baseline_proxy" not in named["note"]
+    s = formula_scores(search_table([unl], "new/a"), "good + 0.1 * noise", "rank")
+    for x in bp["per_run"]:  # the proxy's own value and the formula's of the architecture it found
+        assert x["score"] == pytest.approx(float(task.features[x["index"], 1]))
+        assert x["formula_score"] == float(s[x["index"]])
+    assert bp["score"] == statistics.median(x["formula_score"] for x in bp["per_run"])
+    assert named["median"]["score"] > bp["score"]  # the formula's search beats noise on the formula's objective
+    with pytest.raises(SearchError, match="new/a lacks proxy 'broken'"):
+        run_search([unl], "new/a", "good", baseline_proxy="broken", budget=10, runs=1)
+
+
+def test_search_table_keeps_the_labelled_architectures(tmp_path):
+    task = grid_task("toy/a", D=3, V=4, seed=2)
+    f = write_suite_zero(tmp_path / "zc_toy.json", [task])
+    doc = json.loads(f.read_text())
+    for k in list(doc["a"])[:5]:
+        doc["a"][k].pop("val_accuracy")
+    f.write_text(json.dumps(doc))
+    with pytest.warns(DataWarning, match="5 of 64 architectures have no finite val_accuracy"):
+        t = search_table([f], "toy/a")
+    assert len(t) == 59 and t.labelled and bool(torch.isfinite(t.accuracy).all())
+    assert not search_table([write_unlabelled(tmp_path / "zc_u.json", [task])], "u/a").labelled
+
+
+def test_search_from_a_proxy_on_an_unlabelled_file(tmp_path):
+    from tensorgp.nas.proxy import Proxy
+
+    task = grid_task("toy/a", D=4, V=4, seed=3)
+    unl = write_unlabelled(tmp_path / "zc_new.json", [task])
+    res = run_search([unl], "new/a", Proxy(["good", "(good + noise)"], ["good", "noise"]), budget=60, runs=2,
+                     population=10, sample_size=3)
+    assert res["labelled"] is False and res["expression"] == "ensemble: good; (good + noise)"
+    assert all("percentile" not in x for x in res["per_run"]) and res["dtype"] == "float64"
+    # the search's objective is the proxy's score: --expr, --from and Proxy.score agree exactly
+    t = search_table([unl], "new/a")
+    expr = "(tanh((good * 3.7)) + log(noise))"
+    want = torch.from_numpy(Proxy([expr], ["good", "noise"]).score_task(t))
+    assert torch.equal(formula_scores(t, expr), torch.where(torch.isnan(want), -float("inf"), want))
+
+
+def test_cli_search_on_a_file_without_accuracies(tmp_path):
+    from typer.testing import CliRunner
+
+    from tensorgp_cli.cli import app
+
+    unl = write_unlabelled(tmp_path / "zc_new.json", [grid_task("toy/a", D=5, V=4, seed=8)])
+    runner = CliRunner()
+    args = ["search", "--data", str(unl), "--task", "new/a", "--expr", "good", "--budget", "60", "--runs", "2"]
+    r = runner.invoke(app, args + ["--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["labelled"] is False and set(res["baselines"]) == {"random"}
+    assert all({"arch", "index", "score"} <= set(x) and "accuracy" not in x for x in res["per_run"])
+    rich = runner.invoke(app, args)
+    assert rich.exit_code == 0, rich.output
+    flat = "".join(rich.output.split())
+    assert "noaccuracies" in flat and "formulascore" in flat and res["note"] in rich.output
+    assert "percentile" not in rich.output.replace(res["note"], "")  # no accuracy column or figure
+    assert res["per_run"][0]["arch"].replace(" ", "") in flat and "Traceback" not in rich.output
+    named = runner.invoke(app, args + ["--baseline-proxy", "noise"])
+    assert named.exit_code == 0 and "drivenbynoise" in "".join(named.output.split())
+    bad = runner.invoke(app, args + ["--baseline-proxy", "broken"])
+    assert bad.exit_code == 2 and "lacks proxy 'broken'" in bad.output and "Traceback" not in bad.output
+
+
+def test_search_on_a_real_file_stripped_of_its_accuracies(suite_zero, tmp_path):
+    doc = json.loads((suite_zero / "zc_transbench101_micro.json").read_text())
+    recs = doc["class_scene"] if "class_scene" in doc else doc["transbench101_micro"]["class_scene"]
+    for r in recs.values():
+        r.pop("val_accuracy", None)
+    f = tmp_path / "zc_stripped.json"
+    f.write_text(json.dumps({"class_scene": recs}))
+    kw = dict(budget=100, runs=3, seed=0)
+    res = run_search([f], "stripped/class_scene", "(nwot + jacov)", **kw)
+    ref = run_search([suite_zero / "zc_transbench101_micro.json"], "transbench101_micro/class_scene",
+                     "(nwot + jacov)", **kw)
+    assert res["labelled"] is False and res["table_size"] == ref["table_size"]
+    assert [x["arch"] for x in res["per_run"]] == [x["arch"] for x in ref["per_run"]]
+    assert "percentile" not in res["median"] and "percentile" in ref["median"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from .expression import Node, _fmt_const
 from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, POW_MAX, function
 
@@ -66,8 +68,8 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
     pdiv, pinv, plog = _protected_functions(sp) if protected else (None, None, None)
 
     def conv(n: Node):
-        if n.op == CONST:
-            return sp.Float(n.value, 9)
+        if n.op == CONST:  # protected: the float32 constant exactly (what the program computes with)
+            return sp.Float(float(np.float32(n.value)), 17) if protected else sp.Float(n.value, 9)
         if n.op >= FIRST_VAR:
             return symbols[n.op - FIRST_VAR]
         f = function(n.op)
@@ -90,7 +92,12 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
             raise NotImplementedError(f"no sympy form for function {name!r}; add it to export.node_to_sympy")
         return table[name]()
 
-    out = conv(node)
+    if protected:  # unevaluated: sympy's automatic rewriting (|c*x| -> |c|*|x|, folding constants) would
+        # change the floating-point operations, so lambdify would round differently than the program
+        with sp.evaluate(False):
+            out = conv(node)
+    else:
+        out = conv(node)
     if b != 1.0:
         out = sp.Float(b, 15) * out
     if a != 0.0:
@@ -157,7 +164,7 @@ def node_to_latex(node: Node, variables: Sequence[str]) -> str:
 
 # ----------------------------------------------------------------------------- Python source
 
-# float32 numpy forms of the protected semantics of ``primitives`` (the torch reference there)
+# numpy forms (in the module's DTYPE) of the protected semantics of ``primitives`` (the torch reference there)
 _PY_HELPERS = {
     "add": ("", "({0} + {1})"), "sub": ("", "({0} - {1})"), "mul": ("", "({0} * {1})"), "neg": ("", "(-{0})"),
     "abs": ("", "np.abs({0})"), "square": ("", "({0} * {0})"), "tanh": ("", "np.tanh({0})"),
@@ -168,7 +175,7 @@ _PY_HELPERS = {
     "pow": ("def _pow(a, b):\n"
             "    with np.errstate(all='ignore'):\n"
             "        r = np.minimum(np.power(np.abs(a), b), POW_MAX)\n"
-            "    return np.where(np.isnan(a) | np.isnan(b), np.float32('nan'), r)\n", "_pow({0}, {1})"),
+            "    return np.where(np.isnan(a) | np.isnan(b), NAN, r)\n", "_pow({0}, {1})"),
     "div": ("def _div(a, b):\n"
             "    safe = np.abs(b) > EPS\n"
             "    return np.where(safe, a / np.where(safe, b, ONE), ONE)\n", "_div({0}, {1})"),
@@ -187,7 +194,7 @@ def python_identifier(variable: str, taken: set[str]) -> str:
     import keyword
 
     s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in variable) or "x"
-    if s[0].isdigit() or keyword.iskeyword(s) or s in ("np", "EPS", "EXP_MAX", "POW_MAX", "ONE", "ZERO"):
+    if s[0].isdigit() or keyword.iskeyword(s) or s in ("np", "DTYPE", "EPS", "EXP_MAX", "POW_MAX", "ONE", "ZERO", "NAN"):
         s = "v_" + s
     base, i = s, 1
     while s in taken:
@@ -196,12 +203,36 @@ def python_identifier(variable: str, taken: set[str]) -> str:
     return s
 
 
+PYTHON_DTYPES = ("float64", "float32")
+
+
+def python_constant(value: float, dtype: str = "float64") -> str:
+    """Source of a program constant: float64 holds the float32 constant exactly (17 digits, the
+    value the engine's float64 path computes with); float32 uses its 9-digit round-trip form."""
+    text = _fmt_const(value)
+    if text in ("nan", "inf", "-inf"):
+        return f"np.{dtype}({text!r})"
+    if dtype == "float64":
+        return f"np.float64({float(np.float32(value))!r})"
+    return f"np.float32({text})"
+
+
 def node_to_python(nodes: Node | Sequence[Node], variables: Sequence[str], name: str = "proxy",
-                   doc: str = "") -> str:
+                   doc: str = "", dtype: str = "float64") -> str:
     """Source of a standalone module defining ``name(**arrays)``: the tree (or, for several trees,
-    a function per tree, ``name_0``, ``name_1``, ...) evaluated elementwise in float32 with the
-    protected semantics of ``primitives`` (EPS, EXP_MAX). Needs numpy only. Parameters are the
-    variables the trees read, in the order of ``variables``."""
+    a function per tree, ``name_0``, ``name_1``, ...) evaluated elementwise with the protected
+    semantics of ``primitives`` (EPS, EXP_MAX, POW_MAX). Needs numpy only. Parameters are the
+    variables the trees read, in the order of ``variables``.
+
+    ``dtype="float64"`` (default): inputs, constants (the float32 constants, held exactly) and
+    every operation in float64, as the engine's torch interpreter computes a float64 ``X``; the
+    thresholds are then the float64 values of EPS and POW_MAX, as there. ``"float32"``: the
+    arithmetic of evolution's fitness (float32 throughout). Transcendental functions (exp, log,
+    tanh, sin, cos, sqrt, pow) of numpy and torch differ by an ulp or so in either precision; in
+    float64 that is ~1e-16 relative, far below any difference between distinct inputs, so the
+    ranking agrees with the engine's float64 scores (tests/test_proxy.py)."""
+    if dtype not in PYTHON_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(PYTHON_DTYPES)}")
     trees = [nodes] if isinstance(nodes, Node) else list(nodes)
     used_ops: set[str] = set()
     used_vars: set[int] = set()
@@ -224,8 +255,7 @@ def node_to_python(nodes: Node | Sequence[Node], variables: Sequence[str], name:
 
     def conv(n: Node) -> str:
         if n.op == CONST:
-            return f"np.float32({_fmt_const(n.value)!r})" if _fmt_const(n.value) in ("nan", "inf", "-inf") \
-                else f"np.float32({_fmt_const(n.value)})"
+            return python_constant(n.value, dtype)
         if n.op >= FIRST_VAR:
             return ident[n.op - FIRST_VAR]
         fmt = _PY_HELPERS[function(n.op).name][1]  # names checked by walk
@@ -234,21 +264,22 @@ def node_to_python(nodes: Node | Sequence[Node], variables: Sequence[str], name:
     params = ", ".join(ident[i] for i in sorted(used_vars))
     lines = ['"""' + (doc or "An evolved formula exported by tensorgp.") + '"""',
              "import numpy as np", "",
-             f"EPS = np.float32({EPS!r})  # protected div/inv/log treat |x| <= EPS as zero",
-             f"EXP_MAX = np.float32({EXP_MAX!r})  # exp's argument is clamped here",
-             f"POW_MAX = np.float32({POW_MAX!r})  # pow's ceiling",
-             "ONE = np.float32(1.0)", "ZERO = np.float32(0.0)", ""]
+             f"DTYPE = np.{dtype}  # every input, constant and operation",
+             f"EPS = DTYPE({EPS!r})  # protected div/inv/log treat |x| <= EPS as zero",
+             f"EXP_MAX = DTYPE({EXP_MAX!r})  # exp's argument is clamped here",
+             f"POW_MAX = DTYPE({POW_MAX!r})  # pow's ceiling",
+             "ONE = DTYPE(1.0)", "ZERO = DTYPE(0.0)", "NAN = DTYPE('nan')", ""]
     for op in sorted(used_ops):
         helper = _PY_HELPERS[op][0]
         if helper:
             lines += [helper]
-    conv_in = "\n".join(f"    {v} = np.asarray({v}, dtype=np.float32)" for v in (ident[i] for i in sorted(used_vars)))
+    conv_in = "\n".join(f"    {v} = np.asarray({v}, dtype=DTYPE)" for v in (ident[i] for i in sorted(used_vars)))
     names = [name] if len(trees) == 1 else [f"{name}_{k}" for k in range(len(trees))]
     for fname, t in zip(names, trees):
         lines += [f"def {fname}({params}):",
-                  f'    """float32 elementwise; inputs: {", ".join(variables[i] for i in sorted(used_vars)) or "none"}."""']
+                  f'    """{dtype} elementwise; inputs: {", ".join(variables[i] for i in sorted(used_vars)) or "none"}."""']
         if conv_in:
             lines.append(conv_in)
         lines += ["    with np.errstate(all='ignore'):",
-                  f"        return np.asarray({conv(t)}, dtype=np.float32)", ""]
+                  f"        return np.asarray({conv(t)}, dtype=DTYPE)", ""]
     return "\n".join(lines) + "\n"

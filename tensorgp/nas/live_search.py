@@ -25,11 +25,11 @@ from typing import Callable, Sequence
 import torch
 
 from ..engine import expression as E
-from .data import Task, load
+from .data import Task
 from .live_proxies import compute_archs
 from .measures import MeasureError, check_batch
 from .search import (DEFAULT_POPULATION, DEFAULT_SAMPLE_SIZE, SearchError, accuracy_percentile, cpu_threads,
-                     formula_values, neighbour_table, pick_task, regularized_evolution, _median)
+                     formula_values, neighbour_table, regularized_evolution, search_table, _median)
 from .spaces import SearchSpace, get_space
 
 PER_VALUE = ("raw", "signed-log")
@@ -73,7 +73,8 @@ class LiveObjective:
 
     def _formula(self, X: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        # float32 like the tables the formula was evolved on; failed proxies (NaN) score -inf
+        # preprocessed to float32 like the tables the formula was evolved on, the formula in float64
+        # (formula_values, as Proxy.score); failed proxies (NaN) score -inf
         v = formula_values(self.expr, self.names, X.float(), self.preprocess)
         self.formula_s += time.perf_counter() - t0
         return v
@@ -100,7 +101,8 @@ def run_live_search(space: str | SearchSpace, expr: str, inputs: torch.Tensor, t
     """``runs`` batched regularized-evolution searches of ``space`` maximising ``expr`` over proxies
     computed live on the batch. With ``data``/``task`` (a table such as nb201-final), the
     candidates are the table's architectures and each found one's accuracy and percentile are
-    reported; without, the candidates are the whole space. ``threads``: torch CPU threads meanwhile
+    reported (a table without accuracies only gives the candidates: no accuracy figures);
+    without, the candidates are the whole space. ``threads``: torch CPU threads meanwhile
     (1: on a shared CPU more threads spin and slow every pass; None: unchanged)."""
     with cpu_threads(threads):
         return _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, task, population,
@@ -110,7 +112,7 @@ def run_live_search(space: str | SearchSpace, expr: str, inputs: torch.Tensor, t
 def _candidates(sp: SearchSpace, data, task) -> tuple[torch.Tensor, Task | None]:
     if not data:
         return sp.enumerate(), None
-    t = pick_task(load(data), task or "*")
+    t = search_table(data, task or "*")
     try:
         enc = torch.tensor([sp.decode(k) for k in t.keys], dtype=torch.int64)
     except ValueError as e:
@@ -142,13 +144,14 @@ def _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, tas
     tr = regularized_evolution(None, enc, budget, runs, seed, population, sample_size, nb, objective=obj)
     t_search = time.perf_counter() - t1
     final = obj.values(tr.best[:, None].cpu().expand(runs, 1))[:, 0]
-    pct = accuracy_percentile(table.accuracy) if table is not None else None
+    labelled = table is not None and table.labelled
+    pct = accuracy_percentile(table.accuracy) if labelled else None
     per_run = []
     for r, i in enumerate(tr.best.tolist()):
         row = {"run": r, "arch": sp.encode(enc[i].tolist()), "score": float(final[r]),
                "proxies": {n: float(v) for n, v in zip(obj.names, obj.proxies[i].tolist())},
                "evaluations": int(tr.evaluations[r])}
-        if table is not None:
+        if labelled:
             row.update(accuracy=float(table.accuracy[i]), percentile=float(pct[i]))
         per_run.append(row)
     res = {
@@ -157,6 +160,7 @@ def _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, tas
         "sample_size": sample_size, "candidates": enc.shape[0], "pack": pack, "device": str(device),
         "batch": {"shape": list(inputs.shape)}, "proxies_computed": obj.names,
         "task": table.name if table is not None else None,
+        "labelled": labelled,
         "per_run": per_run,
         "median": {"score": _median([r["score"] for r in per_run])},
         "architectures_measured": obj.measured,
@@ -167,7 +171,7 @@ def _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, tas
         "rank_growth": "each run ranks against every candidate it has scored so far" if preprocess not in PER_VALUE
         else "per-value preprocessing: objective fixed once measured",
     }
-    if table is not None:
+    if labelled:
         res["median"].update(accuracy=_median([r["accuracy"] for r in per_run]),
                              percentile=_median([r["percentile"] for r in per_run]))
         res["table_best_accuracy"] = float(table.accuracy.max())

@@ -37,6 +37,7 @@ from .data import FAILED_BELOW, PREPROCESS_MODES, DataError, Task, load, preproc
 
 PROXY_FORMAT = 1
 SET_DEPENDENT = ("rank", "zscore")  # preprocessing computed over the scored set
+SCORE_DTYPES = ("float64", "float32")  # the formula's arithmetic in Proxy.score
 
 
 @dataclass
@@ -194,23 +195,28 @@ class Proxy:
                 cols.append((xd[:, j] - mu) / (sd if sd > 0 else 1.0))
         return np.stack(cols, 1).astype(np.float32) if cols else x
 
-    def _predict(self, inputs: np.ndarray, backend: str) -> torch.Tensor:
-        """``float32[K, n]``: every formula on the inputs, by the engine."""
+    def _predict(self, inputs: np.ndarray, backend: str, dtype: str = "float64") -> torch.Tensor:
+        """``float[K, n]``: every formula on the inputs (the float32 values evolution saw), by the
+        engine. ``dtype="float64"``: the torch interpreter in float64 (``evaluate`` takes a float64
+        ``X`` there whatever ``backend`` says), the semantics ``to_python`` and
+        ``to_sympy(protected=True)`` export; ``"float32"``: evolution's arithmetic, on ``backend``."""
+        if dtype not in SCORE_DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(SCORE_DTYPES)}")
         pop = Population.from_rows([E.to_postfix(n) for n in self.nodes])
         X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).reshape(len(inputs), len(self.variables))
-        return evaluate(pop, X, backend)
+        return evaluate(pop, X.double() if dtype == "float64" else X, backend)
 
-    def _score_matrix(self, x: np.ndarray, ref: np.ndarray | None, backend: str) -> np.ndarray:
+    def _score_matrix(self, x: np.ndarray, ref: np.ndarray | None, backend: str, dtype: str) -> np.ndarray:
         n = x.shape[0]
         if n == 0:
-            return np.zeros(0, dtype=np.float32)
-        pred = self._predict(self._inputs(x, ref), backend)
+            return np.zeros(0, dtype=np.float64)
+        pred = self._predict(self._inputs(x, ref), backend, dtype)
         if not self.is_ensemble:
             return pred[0].numpy()
         if ref is None:  # mean per-set rank quantile, as selection's ensemble ranks within a task
             r = task_ranks(pred, torch.tensor([0, n]), quantile=False).sum(0)
             return (r / (len(self.nodes) * max(n - 1, 1))).numpy()
-        rp = self._predict(self._inputs(ref, ref), backend).double()
+        rp = self._predict(self._inputs(ref, ref), backend, dtype).double()
         pd = pred.double()
         lowest = lambda p: torch.where(torch.isfinite(p), p, torch.full_like(p, -math.inf)).numpy()
         qs = [_ecdf(np.where(np.isnan(lowest(rp[k])), -np.inf, lowest(rp[k])), lowest(pd[k]))
@@ -218,7 +224,7 @@ class Proxy:
         return np.mean(qs, 0)
 
     def score(self, features: Any, names: Sequence[str] | None = None, reference: Any = None,
-              backend: str = "torch") -> np.ndarray | dict[str, TaskScores]:
+              backend: str = "torch", dtype: str = "float64") -> np.ndarray | dict[str, TaskScores]:
         """Scores (higher = predicted better) of architectures.
 
         ``features``: dict ``{proxy: float[n]}``, a pandas DataFrame, an array/tensor ``[n, m]``
@@ -226,26 +232,36 @@ class Proxy:
         directory (accuracies optional) -> ``{task: TaskScores}``, each task scored as one set.
         ``reference``: None (preprocess over the scored set, as in evolution), ``"train"`` (the
         stored training architectures) or explicit architectures (any input above; a file's
-        tasks are pooled). Extra columns are ignored; NaN/inf values count as failed."""
+        tasks are pooled). Extra columns are ignored; NaN/inf values count as failed.
+
+        Precision: the preprocessed inputs are the float32 values evolution computed its fitness
+        on; the formula is computed on them in float64 (evolution's fitness used float32). The
+        exports compute the same float64 operations, so they rank alike (see ``to_python``);
+        float32 would merge close values and let numpy's and torch's last-ulp differences in
+        exp/log/tanh reorder near-ties. ``dtype="float32"``: evolution's arithmetic instead, which
+        reproduces the per-task Kendall of the run's result exactly (float64 may differ from it
+        slightly where float32 rounding reordered or merged close values)."""
         ref = self._reference(reference)
         if isinstance(features, (str, Path)):
             out = {}
             for t in load(features, labels=False):
                 acc = t.accuracy.numpy() if t.labelled else None
-                out[t.name] = TaskScores(t.name, list(t.keys), self._score_matrix(self._task_columns(t), ref, backend), acc)
+                out[t.name] = TaskScores(t.name, list(t.keys), self._score_matrix(self._task_columns(t), ref, backend, dtype), acc)
             return out
-        return self._score_matrix(self._columns(features, names), ref, backend)
+        return self._score_matrix(self._columns(features, names), ref, backend, dtype)
 
     __call__ = score
 
-    def score_task(self, task: Task, reference: Any = None, backend: str = "torch") -> np.ndarray:
+    def score_task(self, task: Task, reference: Any = None, backend: str = "torch", dtype: str = "float64") -> np.ndarray:
         """``float[n]``: scores of one loaded task's architectures, the task as one set."""
-        return self._score_matrix(self._task_columns(task), self._reference(reference), backend)
+        return self._score_matrix(self._task_columns(task), self._reference(reference), backend, dtype)
 
     # ------------------------------------------------------------------ export
 
     def to_sympy(self, protected: bool = False):
-        """sympy expression (a list for an ensemble); ``protected=True``: exact protected forms."""
+        """sympy expression (a list for an ensemble); ``protected=True``: exact protected forms,
+        built unevaluated so that ``sympy.lambdify`` on float64 arrays computes what ``score``
+        does, operation for operation (``export.node_to_sympy``)."""
         import sympy as sp  # optional dependency
 
         syms = sp.symbols(self.variables) if len(self.variables) > 1 else [sp.Symbol(v) for v in self.variables]
@@ -261,9 +277,12 @@ class Proxy:
 
     def to_python(self, name: str = "proxy") -> str:
         """Source of a standalone module (numpy only): ``formula(...)`` (or ``formula_0``, ... for
-        an ensemble) on preprocessed inputs with the engine's protected float32 semantics, and
-        ``name(...)`` on the raw proxy values of one candidate set (the preprocessing, then the
-        formula or the ensemble's mean rank), keyword arguments named after the proxies."""
+        an ensemble) on preprocessed inputs with the engine's protected semantics in float64 (as
+        ``score`` computes), and ``name(...)`` on the raw proxy values of one candidate set (the
+        preprocessing to float32, as in evolution, then the formula or the ensemble's mean rank),
+        keyword arguments named after the proxies. Its scores rank every set as ``score`` does:
+        bit for bit where the formula uses no exp/log/tanh/sqrt/pow/sin/cos; otherwise numpy's and
+        torch's versions of those may differ in the last ulp (tests/test_proxy.py)."""
         doc = (f"tensorgp proxy ({self.preprocess} preprocessing over the scored set"
                f"{'; ensemble: mean per-set rank' if self.is_ensemble else ''}).")
         src = node_to_python(self.nodes if self.is_ensemble else self.nodes[0], self.variables, "formula", doc)
@@ -282,7 +301,7 @@ class Proxy:
             args, body = "", body + ["    n = 1"]
         preds = [f"np.broadcast_to({f}({args}), (n,))" for f in fnames]
         if not self.is_ensemble:
-            body.append(f"    return np.array({preds[0]}, dtype=np.float32)")
+            body.append(f"    return np.array({preds[0]}, dtype=np.float64)")
         else:
             body.append(f"    return ({' + '.join(f'_rank({p})' for p in preds)}) / ({len(fnames)} * max(n - 1, 1))")
         return src + "\n" + "\n".join(body) + "\n"

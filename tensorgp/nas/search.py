@@ -22,6 +22,11 @@ instead took 29x more steps for the same 1,000 distinct architectures on NB201.)
 
 Accuracy percentile = 100 * fraction of the table's architectures whose accuracy is <= the
 found architecture's accuracy (100: the best of the table).
+
+Files without accuracies (Suite-Zero format, no ``val_accuracy``: architectures a user wants to
+rank) are searched too: the table is then every architecture of the task, the search runs on the
+formula's scores alone, and the result reports the found architectures with their scores and no
+accuracy, percentile or accuracy-chosen baseline (``labelled: false``; see ``run_search``).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import ast
 import re
 import statistics
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +45,7 @@ import torch
 
 from ..engine import expression as E
 from ..engine.device import resolve_device
-from .data import DataError, Task, load, preprocess as preprocess_features, select
+from .data import DataError, DataWarning, Task, load, preprocess as preprocess_features, select
 from ..engine.evaluate import evaluate, resolve_backend
 from .experiment import program_population
 from ..engine.fitness import kendall_tau_b
@@ -150,11 +156,12 @@ def neighbour_table(enc: torch.Tensor) -> torch.Tensor:
 
 def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str | torch.device = "cpu",
                    backend: str = "auto") -> torch.Tensor:
-    """``float32[n]``: the formula evaluated by the engine on the task's proxies (preprocessed per
-    task with ``preprocess``); NaN becomes -inf (never preferred). A proxy the formula needs
-    that the task lacks (absent or mostly failed, see ``Task.present``) raises ``SearchError``.
-    ``backend="auto"`` means torch here: for one program the compiled backends only add their
-    start-up cost (loading numba's cache, compiling a Triton kernel)."""
+    """``float[n]``: the formula evaluated by the engine on the task's proxies (preprocessed per
+    task with ``preprocess``; see ``formula_values`` for the precision); NaN becomes -inf (never
+    preferred). A proxy the formula needs that the task lacks (absent or mostly failed, see
+    ``Task.present``) raises ``SearchError``. ``backend="auto"`` means torch here: for one
+    program the compiled backends only add their start-up cost (loading numba's cache,
+    compiling a Triton kernel)."""
     names = E.names_in(expr)
     missing = [p for p in names if not task.present(p)]
     if missing:
@@ -168,11 +175,16 @@ def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str 
 
 def formula_values(expr: str, variables: Sequence[str], X: torch.Tensor, preprocess: str = "rank",
                    device: str | torch.device = "cpu", backend: str = "auto") -> torch.Tensor:
-    """``float32[n]``: ``expr`` over the columns ``X float[n, len(variables)]`` preprocessed as one
-    task; NaN becomes -inf (never preferred)."""
+    """``float[n]``: ``expr`` over the columns ``X float[n, len(variables)]`` preprocessed as one
+    task (to float32, as evolution saw them); NaN becomes -inf (never preferred). With ``backend``
+    ``auto`` or ``torch`` the formula is computed in float64 by the torch interpreter, as
+    ``Proxy.score`` and the exports compute it (``float64[n]``); ``numba`` or ``triton`` compute
+    it in float32 (``float32[n]``), evolution's arithmetic, on that backend."""
     node = E.parse(expr, list(variables))
-    X = preprocess_features(X, preprocess)
-    s = evaluate(program_population(node, device), X.to(device), "torch" if backend == "auto" else backend)[0]
+    X = preprocess_features(X, preprocess).to(device)
+    if backend in ("auto", "torch"):
+        X = X.double()
+    s = evaluate(program_population(node, device), X, "torch" if backend == "auto" else backend)[0]
     return torch.where(torch.isnan(s), -float("inf"), s)
 
 
@@ -336,8 +348,9 @@ def search(task: Task, scores: torch.Tensor, budget: int = 1000, runs: int = 10,
            enc: torch.Tensor | None = None, neighbours: torch.Tensor | None = None) -> dict:
     """Run ``runs`` batched searches of ``task``'s table maximising ``scores float[n]`` (on their
     device) and report, per run and as medians, the best architecture by the objective, its
-    accuracy and accuracy percentile, and the evaluations. ``time_s`` is the wall time of the
-    batched search (all runs together; each run's own wall time is the same)."""
+    score, its accuracy and accuracy percentile (when ``task`` is labelled: every accuracy
+    finite; an unlabelled task, all NaN, reports neither), and the evaluations. ``time_s`` is the
+    wall time of the batched search (all runs together; each run's own wall time is the same)."""
     if scores.shape != (len(task),):
         raise SearchError(f"task {task.name}: {tuple(scores.shape)} scores for {len(task)} architectures")
     if runs < 1 or budget < 1:
@@ -355,22 +368,29 @@ def search(task: Task, scores: torch.Tensor, budget: int = 1000, runs: int = 10,
     if scores.is_cuda:
         torch.cuda.synchronize(scores.device)
     dt = time.perf_counter() - t0
-    pct = accuracy_percentile(task.accuracy)
+    labelled = task.labelled
+    pct = accuracy_percentile(task.accuracy) if labelled else None
     s = scores.cpu()
-    per_run = [{"run": r, "arch": task.keys[i], "index": i, "score": float(s[i]),
-                "accuracy": float(task.accuracy[i]), "percentile": float(pct[i]),
-                "evaluations": int(tr.evaluations[r])} for r, i in enumerate(best.tolist())]
+    per_run = []
+    for r, i in enumerate(best.tolist()):
+        row = {"run": r, "arch": task.keys[i], "index": i, "score": float(s[i])}
+        if labelled:
+            row.update(accuracy=float(task.accuracy[i]), percentile=float(pct[i]))
+        per_run.append({**row, "evaluations": int(tr.evaluations[r])})
+    median = {"score": _median([x["score"] for x in per_run])}
+    if labelled:
+        median.update(accuracy=_median([x["accuracy"] for x in per_run]),
+                      percentile=_median([x["percentile"] for x in per_run]))
+    median.update(evaluations=_median([x["evaluations"] for x in per_run]), time_s=dt)
     return {
         "method": method,
         "budget": min(budget, len(task)),
         "runs": runs,
         "seed": seed,
         "steps": tr.steps,
+        "labelled": labelled,
         "per_run": per_run,
-        "median": {"accuracy": _median([x["accuracy"] for x in per_run]),
-                   "percentile": _median([x["percentile"] for x in per_run]),
-                   "evaluations": _median([x["evaluations"] for x in per_run]),
-                   "time_s": dt},
+        "median": median,
         "time_s": dt,
     }
 
@@ -417,6 +437,20 @@ def pick_task(tasks: list[Task], name: str) -> Task:
     return hits[0]
 
 
+def search_table(data: Sequence[str | Path], name: str) -> Task:
+    """The task ``name`` of the files as a search table, accuracies optional. A task where some
+    architectures have a finite ``val_accuracy`` is labelled: the table is those architectures
+    (the others are left out with a ``DataWarning``, as ``load`` does). A task without any (a file
+    of architectures to rank) is unlabelled: every architecture, accuracies all NaN."""
+    t = pick_task(load(data, labels=False), name)
+    known = torch.isfinite(t.accuracy)
+    if bool(known.any()) and not bool(known.all()):
+        warnings.warn(f"task {t.name}: {int((~known).sum())} of {len(t)} architectures have no finite val_accuracy; "
+                      f"the search table is the {int(known.sum())} with one", DataWarning, stacklevel=2)
+        t = t.subset(known)
+    return t
+
+
 @contextmanager
 def cpu_threads(n: int | None):
     """Temporarily ``torch.set_num_threads(n)`` (``None``: unchanged)."""
@@ -439,7 +473,14 @@ def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str
     driven by the best single proxy (``baseline_proxy``, default: the better of nwot and jacov by
     Kendall tau on the task). ``threads``: torch CPU threads meanwhile; the tensors here are
     small (<= runs x table), so more threads gain nothing, and on a busy 2-core machine their
-    spinning made the formula and the neighbour table 10-30x slower (measured)."""
+    spinning made the formula and the neighbour table 10-30x slower (measured).
+
+    A task without accuracies (``search_table``) is searched on the formula's scores alone
+    (``labelled: false``): each run reports the architecture found (key, table index) and its
+    score, the medians are the score and the evaluations, and the baselines are compared by the
+    formula's score: random search always; the single-proxy search only when ``baseline_proxy``
+    is given (nothing can choose it without accuracies), each of its runs reporting the
+    architecture found, its own proxy's value (``score``) and the formula's (``formula_score``)."""
     resolve_device(device)  # a clear error before the data is read
     with cpu_threads(threads):
         return _run_search(data, task, expr, preprocess, budget, runs, seed, population, sample_size,
@@ -449,7 +490,8 @@ def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str
 def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sample_size, baseline_proxy,
                 device, backend) -> dict:
     t0 = time.perf_counter()
-    t = pick_task(load(data), task)
+    t = search_table(data, task)
+    labelled = t.labelled
     t_load = time.perf_counter() - t0
     enc = encodings(t)
     nb = neighbour_table(enc)
@@ -466,42 +508,68 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
               enc=enc, neighbours=nb)
     main = search(t, scores, method="evolution", **kw)
     rnd = search(t, scores, method="random", **kw)
-    proxy = baseline_proxy or best_single_proxy(t)
-    bp = search(t, proxy_scores(t, proxy).to(device), method="evolution", **kw)
-    pct = accuracy_percentile(t.accuracy)
-    top = int(torch.argmax(scores.cpu()))  # ties: the lowest table index
+    proxy = baseline_proxy or (best_single_proxy(t) if labelled else None)
+    bp = search(t, proxy_scores(t, proxy).to(device), method="evolution", **kw) if proxy else None
+    pct = accuracy_percentile(t.accuracy) if labelled else None
+    s = scores.cpu()
+    top = int(torch.argmax(s))  # ties: the lowest table index
 
     def brief(r: dict, **extra) -> dict:
-        return {**extra, "accuracy": r["median"]["accuracy"], "percentile": r["median"]["percentile"],
-                "time_s": r["time_s"], "per_run": r["per_run"]}
+        out = {**extra, "score": r["median"]["score"]}
+        if labelled:
+            out.update(accuracy=r["median"]["accuracy"], percentile=r["median"]["percentile"])
+        return {**out, "time_s": r["time_s"], "per_run": r["per_run"]}
 
+    baselines = {"random": brief(rnd, method="random search scored by the formula")}
+    if bp is not None:
+        for x in bp["per_run"]:  # the formula's score of the architecture the single proxy found
+            x["formula_score"] = float(s[x["index"]])
+        b = brief(bp, method=f"regularized evolution driven by {proxy}", proxy=proxy)
+        if not labelled:  # its "score" is the formula's, as for the other searches
+            b["score"] = _median([x["formula_score"] for x in bp["per_run"]])
+        baselines["best_proxy"] = b
     if isinstance(expr, str):
         node = E.parse(expr, E.names_in(expr) or [t.proxies[0]])
         shown = E.to_infix(node, E.names_in(expr) or [t.proxies[0]])
     else:
         shown = expr.expressions[0] if not expr.is_ensemble else "ensemble: " + "; ".join(expr.expressions)
-    return {
+    argmax = {"arch": t.keys[top], "score": float(s[top])}
+    median = {"score": main["median"]["score"]}
+    if labelled:
+        argmax.update(accuracy=float(t.accuracy[top]), percentile=float(pct[top]))
+        median.update(accuracy=main["median"]["accuracy"], percentile=main["median"]["percentile"])
+    median.update(evaluations=main["median"]["evaluations"], time_s=main["time_s"])
+    res = {
         "task": t.name,
         "expression": shown,
         "preprocess": preprocess,
+        "labelled": labelled,
         "budget": main["budget"],
         "runs": runs,
         "seed": seed,
         "population": population,
         "sample_size": sample_size,
         "table_size": len(t),
-        "table_best_accuracy": float(t.accuracy.max()),
-        "formula_argmax": {"arch": t.keys[top], "accuracy": float(t.accuracy[top]), "percentile": float(pct[top])},
-        "median": {"accuracy": main["median"]["accuracy"], "percentile": main["median"]["percentile"],
-                   "evaluations": main["median"]["evaluations"], "time_s": main["time_s"]},
+    }
+    if labelled:
+        res["table_best_accuracy"] = float(t.accuracy.max())
+    else:
+        res["note"] = (f"task {t.name} has no val_accuracy: searched on the formula's scores alone; no accuracy, "
+                       f"percentile or accuracy-chosen baseline" +
+                       ("" if proxy else " (give baseline_proxy / --baseline-proxy for a single-proxy search, "
+                                         "compared by the formula's score)"))
+    res.update({
+        "formula_argmax": argmax,
+        "median": median,
         "per_run": main["per_run"],
-        "baselines": {"random": brief(rnd, method="random search scored by the formula"),
-                      "best_proxy": brief(bp, method=f"regularized evolution driven by {proxy}", proxy=proxy)},
+        "baselines": baselines,
         "timing": {"load_s": t_load, "prepare_s": t_prep, "score_s": t_score, "search_s": main["time_s"],
-                   "baselines_s": rnd["time_s"] + bp["time_s"], "total_s": time.perf_counter() - t0},
+                   "baselines_s": rnd["time_s"] + (bp["time_s"] if bp else 0.0), "total_s": time.perf_counter() - t0},
         "device": str(device),
         "backend": "torch" if backend == "auto" else resolve_backend(backend, device),
-    }
+        "dtype": "float64" if backend in ("auto", "torch") or not isinstance(expr, str) else "float32",
+    })
+    return res
 
 
 def top_k_percentile(pred: torch.Tensor, percentile: torch.Tensor, k: int = 10) -> torch.Tensor:
