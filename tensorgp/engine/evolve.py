@@ -58,6 +58,11 @@ class EvolutionConfig:
     # compiled: per-operator batches (numba structure pass on the CPU); device: fixed-shape,
     # counter-seeded generation without host syncs (``device_variation``); auto: device on CUDA
     variation: str = "auto"
+    # device path: generations between host reads of the progress statistics (stats, patience,
+    # target). The K generations in between run without a host sync; their statistics are kept
+    # on the device and fetched together; a stop that falls inside a block freezes the state at
+    # that generation, so the result is the same for every K. The compiled path ignores it.
+    sync_every: int = 1
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -85,6 +90,9 @@ class EvolutionConfig:
             raise ValueError(f"init_depth {self.init_depth} must lie within [0, max_depth={self.max_depth}]")
         if self.variation not in VARIATIONS:
             raise ValueError(f"variation must be one of {', '.join(VARIATIONS)}, got {self.variation!r}")
+        if not isinstance(self.sync_every, int) or self.sync_every < 1:
+            raise ValueError(f"sync_every {self.sync_every!r} (--sync-every) must be an integer >= 1 "
+                             f"(generations between host reads of the progress statistics)")
 
     @property
     def limits(self) -> Limits:
@@ -283,6 +291,8 @@ class Evolver:
         if self.state is None:
             self.initialize()
             return self.state.history[-1]
+        if self.device_path:
+            return self.steps(1)[0]
         st = self.state
         R = self.config.runs
         prev_hof = st.hof.fitness  # replaced, never written in place, by advance()
@@ -295,12 +305,81 @@ class Evolver:
         st.history.append(stats)
         return stats
 
-    def advance(self) -> tuple[Population, torch.Tensor, float, float, float]:
+    def steps(self, n: int, early_stop: bool = True) -> list[GenStats]:
+        """Up to ``n`` generations (not past ``config.generations``, nor past a patience/target
+        stop), then their statistics, appended to the history and returned.
+
+        Device path: the n generations run without a host sync; each one's statistics and the
+        stop test are tensors on the device, read in one transfer at the end. Once a stop
+        condition holds, the remaining generations of the block are computed but not applied
+        (``advance(frozen=...)`` keeps the state), so the run ends where a run of single steps
+        would: the same state, history and ``generation`` for every n. ``early_stop=False``: run
+        all n generations whatever patience and target say (islands that stop together only
+        at agreed points). Compiled path: n steps."""
+        if n < 1:
+            raise ValueError(f"steps(n) needs n >= 1, got {n}")
+        if self.state is None:
+            return [self.step()]
+        c, st = self.config, self.state
+        n = min(n, c.generations - st.generation)
+        if n <= 0:
+            return []
+        if not self.device_path:
+            out = []
+            for _ in range(n):
+                out.append(self.step())
+                if early_stop and self.done():
+                    break
+            return out
+        R = c.runs
+        g0 = st.generation
+        stopping = bool(c.patience) or c.target is not None  # stale is tracked on the device
+        dev = st.fitness.device
+        stale = torch.full((), st.stale, dtype=torch.int64, device=dev) if stopping else None
+        frozen = torch.zeros((), dtype=torch.bool, device=dev) if stopping else None
+        freeze = stopping and early_stop
+        rows, times, programs = [], [], []
+        for _ in range(n):
+            prev_best = torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max().double()
+            kids, _, te, tf, tv = self.advance(frozen if freeze else None)
+            best_run = st.hof.fitness.view(R, -1)[:, 0]
+            vec = [self._stats_tensor(st, kids)]
+            if stopping:
+                fresh = torch.where(best_run.max().double() > prev_best + 1e-9, 0, stale + 1)
+                stale = torch.where(frozen, stale, fresh)
+                vec.append(torch.stack([stale, frozen]).double())
+                stop = torch.zeros((), dtype=torch.bool, device=dev)
+                if c.patience:
+                    stop = stop | (stale >= c.patience)
+                if c.target is not None:
+                    stop = stop | (best_run >= c.target).all()
+                if freeze:
+                    frozen = frozen | stop
+            rows.append(torch.cat(vec))
+            times.append((te, tf, tv))
+            programs.append(kids.size)
+        host = torch.stack(rows).to("cpu", copy=True).tolist()  # the block's one host read
+        out = []
+        for g, (row, (te, tf, tv), k) in enumerate(zip(host, times, programs)):
+            if stopping and row[-1]:  # computed after the stop: not part of the run
+                break
+            out.append(self._stats_from(g0 + g + 1, row, te, tf, tv, k))
+            if stopping:
+                st.stale = int(row[-2])
+        st.generation = g0 + len(out)
+        st.rng_state = self.generator.get_state()
+        st.history.extend(out)
+        return out
+
+    def advance(self, frozen: torch.Tensor | None = None) -> tuple[Population, torch.Tensor, float, float, float]:
         """The generation's tensor work: breed, evaluate, elitism, hall of fame; ``generation``
         += 1. On the device path nothing here waits for the host (given a fitness function that
-        does not). Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
+        does not). ``frozen: bool[]`` (device path): when true, the new population, fitness and
+        hall of fame are computed but the old ones kept (a stop inside a block of ``steps``).
+        Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
         c = self.config
         st = self.state
+        old = (st.pop, st.fitness, st.hof)
         R, P = c.runs, c.population
         t0 = time.perf_counter()
         sel_fit = self._selection_fitness(st.pop, st.fitness)
@@ -327,6 +406,8 @@ class Evolver:
         with _single_thread(self.device):
             st.hof = self._update_hof(st.hof, kids, new_fit_kids)
         st.pop, st.fitness = new_pop, new_fit
+        if frozen is not None:
+            st.pop, st.fitness, st.hof = _keep_if(frozen, old, (st.pop, st.fitness, st.hof), c.max_len)
         st.generation += 1
         return kids, new_fit_kids, te, tf, tv
 
@@ -368,12 +449,13 @@ class Evolver:
             self.initialize()
             if callback:
                 callback(self.state.history[-1])
+        K = self.config.sync_every if self.device_path else 1
         while not self.done():
             if should_stop is not None and should_stop():
                 break
-            stats = self.step()
-            if callback:
-                callback(stats)
+            for stats in (self.steps(K) if K > 1 else [self.step()]):
+                if callback:
+                    callback(stats)
         return self.state
 
     def _stats(self, st: EvolutionState, te: float, tf: float, tv: float, evaluated: Population | None = None) -> GenStats:
@@ -394,6 +476,24 @@ class Evolver:
             programs=ev.size,
             best_per_run=per_run,
         )
+
+    def _stats_tensor(self, st: EvolutionState, evaluated: Population) -> torch.Tensor:
+        """``float64[4 + R]`` on the device: (mean finite fitness, mean size, nodes of
+        ``evaluated``, 0, best per run), what ``_stats_from`` turns into a ``GenStats``."""
+        R = self.config.runs
+        f = st.fitness
+        finite = torch.isfinite(f)
+        mean = torch.where(finite, f, 0.0).double().sum() / finite.sum()  # 0 / 0: NaN, as no finite value
+        head = torch.stack([mean, st.pop.length.double().mean(), evaluated.length.double().sum(),
+                            torch.zeros((), dtype=torch.float64, device=f.device)])
+        return torch.cat([head, st.hof.fitness.view(R, -1)[:, 0].double()])
+
+    def _stats_from(self, generation: int, row: list[float], te: float, tf: float, tv: float,
+                    programs: int) -> GenStats:
+        per_run = row[4:4 + self.config.runs]
+        return GenStats(generation=generation, best=max(per_run), mean=row[0], mean_size=row[1], eval_s=te,
+                        fitness_s=tf, variation_s=tv, nodes=int(row[2]) * self.count_rows, programs=programs,
+                        best_per_run=per_run)
 
     # -------------------------------------------------------------- state io (checkpoints)
     def restore(self, state: EvolutionState) -> None:
@@ -424,6 +524,20 @@ def _single_thread(device: torch.device):
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def _keep_if(frozen: torch.Tensor, old: tuple, new: tuple, L: int) -> tuple:
+    """``old`` where ``frozen: bool[]`` else ``new``, for (pop, fitness, hall of fame) triples,
+    without a host read."""
+    (op, of, oh), (np_, nf, nh) = old, new
+
+    def pick(a: Population, b: Population) -> Population:
+        return Population(torch.where(frozen, pad_to(a.ops, L), pad_to(b.ops, L)),
+                          torch.where(frozen, pad_to(a.consts, L), pad_to(b.consts, L)),
+                          torch.where(frozen, a.length, b.length))
+
+    return (pick(op, np_), torch.where(frozen, of, nf),
+            HallOfFame(pick(oh.pop, nh.pop), torch.where(frozen, oh.fitness, nh.fitness), nh.size))
 
 
 def _interleave(elite: Population, kids: Population, runs: int, L: int) -> Population:

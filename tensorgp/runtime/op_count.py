@@ -5,7 +5,8 @@ by name (``total``). Views (``unsqueeze``, ``slice``, ``view``, ...) only make a
 header; every other operation is at least one kernel launch on a GPU, so ``launches`` is the
 device path's launch count, measured on the CPU without a device. Operations that
 need their result on the host before they can return (``.item()``, ``nonzero``, ``unique``,
-boolean-mask indexing, ...) are counted apart as host synchronisations.
+boolean-mask indexing, ...) are counted apart as host synchronisations, as is a copy to the
+host (``x.to("cpu", copy=True)``: on the CPU only a copy that names the host device is seen).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class OpCounter(TorchDispatchMode):
         if name in SYNC_OPS or (name == "aten.index" and any(
                 isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in (args[1] if len(args) > 1 else ()))):
             self.sync_ops[name] += 1
+        elif name == "aten._to_copy" and str((kwargs or {}).get("device", "")) == "cpu":
+            self.sync_ops["to_host"] += 1
         return func(*args, **(kwargs or {}))
 
     @property
