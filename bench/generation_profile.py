@@ -50,11 +50,16 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+SYNC_FREE = False  # --sync-free: the device path's objective without host reads (no deduplication)
+
+
 def make_evolver(prep, backend: str, device: str, pop: int, gens: int, runs: int, variation: str, seed: int,
                  sync_every: int = 1) -> Evolver:
     cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, seed=seed, variation=variation,
                           sync_every=sync_every)
-    obj = RankObjective(prep.train_batch, "kendall", "mean", backend)
+    free = SYNC_FREE and variation == "device"
+    obj = RankObjective(prep.train_batch, "kendall", "mean", backend, sync_free=free,
+                        max_stack=cfg.max_depth + 1 if free else None)
     return Evolver(cfg, prep.pset, obj, device, count_rows=prep.train_batch.X.shape[0])
 
 
@@ -141,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", action="store_true", help="time the issue's GPU configurations (device path)")
     ap.add_argument("--target-scale", type=float, default=1.0, help="populations of --targets times this (dry runs)")
     ap.add_argument("--sync-every", type=int, default=1, help="EvolutionConfig.sync_every of the --targets runs")
+    ap.add_argument("--sync-free", action="store_true",
+                    help="device-path runs use RankObjective(sync_free=True): no deduplication, no host reads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="directory for generation_profile.json")
     a = ap.parse_args(argv)
+    global SYNC_FREE
+    SYNC_FREE = a.sync_free
     cuda = a.device.startswith("cuda")
     pops = [int(p) for p in (a.pops or ("1000,10000,100000" if cuda else "100,1000,10000")).split(",")]
     variations = [v.strip() for v in a.variations.split(",") if v.strip()]
@@ -151,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"device {a.device}; {prep.train_batch.n_tasks} tasks, {prep.train_batch.X.shape[0]} rows; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch threads {torch.get_num_threads()}", flush=True)
-    res: dict = {"device": a.device, "tasks": prep.train_batch.n_tasks, "rows": int(prep.train_batch.X.shape[0]),
+    res: dict = {"device": a.device, "sync_free": a.sync_free, "sync_every": a.sync_every,
+                 "tasks": prep.train_batch.n_tasks, "rows": int(prep.train_batch.X.shape[0]),
                  "load_before": load, "runs": [], "ratios": {}}
     def save(r: dict) -> None:  # after every run: a timeout keeps what finished
         if a.out:

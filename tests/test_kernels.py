@@ -358,6 +358,34 @@ def test_rank_correlations_triton_backends_equal_the_reference(backend) -> None:
     assert ref_t[5, 0] == pytest.approx(1.0) and ref_t[6, 0] == pytest.approx(-1.0) and (ref_t[3] == 0).all()
 
 
+def test_a_device_generation_with_the_sync_free_nas_objective_reads_nothing_on_the_host() -> None:
+    """Device variation + ``RankObjective(sync_free=True)`` (Triton evaluation with a static
+    stack bound, the batched rank statistics, no deduplication): ``advance()`` dispatches no
+    operation that waits for the host, and the fitness equals the deduplicating objective's."""
+    from tensorgp.engine.evolve import EvolutionConfig, Evolver
+    from tensorgp.engine.primitives import PrimitiveSet
+    from tensorgp.nas.objective import RankObjective
+    from tensorgp.runtime.op_count import OpCounter
+    from test_evolve import _toy_batch
+
+    batch = _toy_batch(n=40)
+    batch.X, batch.accuracy, batch.offsets = batch.X.to(DEV), batch.accuracy.to(DEV), batch.offsets.to(DEV)
+    pset = PrimitiveSet(("a", "b", "c", "d"), ("add", "sub", "mul", "div"))
+    cfg = EvolutionConfig(population=16, generations=3, seed=2, max_depth=4, max_len=16, init_depth=(1, 3),
+                          variation="device")
+    obj = RankObjective(batch, backend="triton", sync_free=True, max_stack=cfg.max_depth + 1, fitness_backend="torch")
+    ev = Evolver(cfg, pset, obj, DEV, count_rows=120)
+    ev.initialize()
+    ev.step()
+    with OpCounter() as c:
+        ev.advance()
+    assert c.syncs == 0, dict(c.sync_ops)
+    ref = RankObjective(batch, backend="triton", fitness_backend="torch")
+    torch.testing.assert_close(obj(ev.state.pop), ref(ev.state.pop))
+    with pytest.raises(ValueError, match="max_stack"):
+        RankObjective(batch, sync_free=True)
+
+
 # ---------------------------------------------------------------- device generation kernels
 
 
