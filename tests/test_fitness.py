@@ -310,3 +310,22 @@ def test_torch_path_is_a_fixed_number_of_launches_without_host_syncs():
         assert t.shape == r.shape == (P, 4)
     assert counts[20] == counts[400] and counts[20][1] == 0 and counts[20][0] < 200
     print("launches, syncs:", counts)
+
+
+def test_the_same_target_tensors_again_are_not_read(monkeypatch):
+    """A generation passes the same target tensors every time: the second call must not copy
+    them to the host (a sync on a GPU), and an in-place change of the target is seen."""
+    y = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.2])
+    off = torch.tensor([0, 3, 5])
+    rt = prepare_target(y, off)
+
+    def no_host_copy(*a, **k):
+        raise AssertionError("the target was read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "cpu", no_host_copy)
+        assert prepare_target(y, off) is rt
+    y[0] = 0.95  # in place: a new version, a new RankTarget
+    rt2 = prepare_target(y, off)
+    assert rt2 is not rt and rt2.perm[:3].tolist() == [2, 1, 0] and rt.perm[:3].tolist() == [0, 2, 1]
+    assert prepare_target(y.clone(), off.clone()) is rt2  # other tensors, equal bytes
