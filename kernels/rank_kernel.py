@@ -51,7 +51,7 @@ def _wavelet_kernel(s_ptr, nz_ptr, out_ptr, scratch_ptr, R, T, W, n_prog,
                 buf = buf0 + (k % 2) * BLOCK  # alternate buffers: one barrier per pass suffices
                 tl.store(buf + dest, v, mask=mask)
                 tl.debug_barrier()
-                v = tl.load(buf + idx, mask=mask, other=0)
+                v = tl.load(buf + idx, mask=mask, other=0, cache_modifier=".cg")  # never the non-coherent path
         tl.store(out_ptr + r, acc)
 
 

@@ -355,6 +355,12 @@ def test_rank_correlations_triton_backends_equal_the_reference(backend) -> None:
     torch.testing.assert_close(sub, ref_t[rows.cpu()], rtol=1e-6, atol=1e-7)
     if fitness.numba_available():
         torch.testing.assert_close(ref_t, fitness.rank_correlations(pred, target, offsets, "numba")[0])
+    from tensorgp.runtime.op_count import OpCounter
+
+    rt = fitness.prepare_target(target.to(DEV), offsets.to(DEV))
+    with OpCounter() as c:  # (tables built above) nothing waits for the host
+        fitness.rank_correlations(pred.to(DEV), rt, backend=backend)
+    assert c.syncs == 0, dict(c.sync_ops)
     assert ref_t[5, 0] == pytest.approx(1.0) and ref_t[6, 0] == pytest.approx(-1.0) and (ref_t[3] == 0).all()
 
 

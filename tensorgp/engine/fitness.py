@@ -571,7 +571,8 @@ def _pairs_tau(pred: torch.Tensor, rt: RankTarget, tab: _TorchTables) -> torch.T
         y[rt.perm] = rt.trank  # dense ranks (< 2**24, exact in float32): the target's ties exactly
         tab.target = torch.from_numpy(y).to(pred.device)
         tab.offsets = torch.from_numpy(rt.offsets).to(pred.device)
-    c = kendall_counts_triton(pred.float(), tab.target, tab.offsets)  # int64[P, T, 3]; ranks float32 values
+    # int64[P, T, 3]; ranks float32 values; the longest task from the host-side table: no sync
+    c = kendall_counts_triton(pred.float(), tab.target, tab.offsets, max_rows=tab.W)
     n = tab.n
     tot = n * (n - 1) // 2
     xtie = tot - c[..., 1]
