@@ -51,13 +51,14 @@ def _sync(dev: torch.device) -> None:
 
 
 SYNC_FREE = False  # --sync-free: the device path's objective without host reads (no deduplication)
+CUDA_GRAPH = False  # --cuda-graph: device-path generations replayed from one CUDA graph (with --sync-free)
 
 
 def make_evolver(prep, backend: str, device: str, pop: int, gens: int, runs: int, variation: str, seed: int,
                  sync_every: int = 1) -> Evolver:
-    cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, seed=seed, variation=variation,
-                          sync_every=sync_every)
     free = SYNC_FREE and variation == "device"
+    cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, seed=seed, variation=variation,
+                          sync_every=sync_every, cuda_graph=free and CUDA_GRAPH)
     obj = RankObjective(prep.train_batch, "kendall", "mean", backend, sync_free=free,
                         max_stack=cfg.max_depth + 1 if free else None)
     return Evolver(cfg, prep.pset, obj, device, count_rows=prep.train_batch.X.shape[0])
@@ -125,7 +126,9 @@ def run_targets(prep, backend: str, device: str, seed: int, sync_every: int = 1,
         row = {"case": name, "runs": runs, "population": pop, "generations": gens, "sync_every": sync_every,
                "wall_s": wall, "target_s": target,
                "met": wall < target, "eval_s": sum(x.eval_s for x in h), "fitness_s": sum(x.fitness_s for x in h),
-               "variation_s": sum(x.variation_s for x in h), "best": max(x.best for x in h)}
+               "variation_s": sum(x.variation_s for x in h), "best": max(x.best for x in h),
+               "cuda_graph": ev.config.cuda_graph, "graph_replays": ev._graph_gen.replays,
+               "graph_capture_failed": ev._graph_gen.failed}
         print(f"  target {name:24s} wall {wall:8.3f} s (target {target} s, {'met' if row['met'] else 'MISSED'}); "
               f"eval {row['eval_s']:.3f} fitness {row['fitness_s']:.3f} variation {row['variation_s']:.3f}", flush=True)
         res.append(row)
@@ -146,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", action="store_true", help="time the issue's GPU configurations (device path)")
     ap.add_argument("--target-scale", type=float, default=1.0, help="populations of --targets times this (dry runs)")
     ap.add_argument("--sync-every", type=int, default=1, help="EvolutionConfig.sync_every of the --targets runs")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="with --sync-free: EvolutionConfig.cuda_graph (a generation = one replayed CUDA graph)")
     ap.add_argument("--sync-free", action="store_true",
                     help="device-path runs use RankObjective(sync_free=True): no deduplication, no host reads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="directory for generation_profile.json")
     a = ap.parse_args(argv)
-    global SYNC_FREE
-    SYNC_FREE = a.sync_free
+    global SYNC_FREE, CUDA_GRAPH
+    SYNC_FREE, CUDA_GRAPH = a.sync_free, a.cuda_graph
     cuda = a.device.startswith("cuda")
     pops = [int(p) for p in (a.pops or ("1000,10000,100000" if cuda else "100,1000,10000")).split(",")]
     variations = [v.strip() for v in a.variations.split(",") if v.strip()]
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {a.device}; {prep.train_batch.n_tasks} tasks, {prep.train_batch.X.shape[0]} rows; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch threads {torch.get_num_threads()}", flush=True)
     res: dict = {"device": a.device, "sync_free": a.sync_free, "sync_every": a.sync_every,
+                 "cuda_graph": a.cuda_graph,
                  "tasks": prep.train_batch.n_tasks, "rows": int(prep.train_batch.X.shape[0]),
                  "load_before": load, "runs": [], "ratios": {}}
     def save(r: dict) -> None:  # after every run: a timeout keeps what finished

@@ -17,9 +17,10 @@
 #                    launches/syncs at pop 1,000, then the targets pop 1,000 x 50 (< 1 s),
 #                    100,000 x 10 (< 1.5 s), 1,000,000 x 3 (< 4 s), 31 x 1,000 x 100 (< 5 s),
 #                    progress read every SYNC_EVERY (10) generations, the sync-free objective
-#                    (RankObjective(sync_free=True): no deduplication)     generation_profile.json
+#                    (RankObjective(sync_free=True): no deduplication), each generation one
+#                    replayed CUDA graph (cuda_graph; eager if capture fails)  generation_profile.json
 #  5 device    (45)  bench/device_check.py: CPU = CUDA breeding, graph replay, same seed, resume,
-#                    sync_every                                                  device_check.json
+#                    sync_every, whole-generation graph = eager                  device_check.json
 #  6 summary   (10)  every step's status and wall time, headline figures         summary.json
 # Exit status: non-zero if any step failed or timed out (later steps still run).
 # Not here any more (each one alone exceeds the budget): python -m bench.gpu (the full benchmark
@@ -88,9 +89,9 @@ DATA_DIR="${DATA:-}"
 done
 if [ -n "$DATA_DIR" ]; then
   if [ "$CPU" = 1 ]; then
-    PROFILE_ARGS="--device cpu --pops 100 --gens 1 --variations device --targets --target-scale 0.01"
+    PROFILE_ARGS="--device cpu --pops 100 --gens 1 --variations device --targets --target-scale 0.01 --sync-free --cuda-graph"
   else
-    PROFILE_ARGS="--device cuda --pops 1000 --gens 2 --variations compiled,device --targets --sync-free"
+    PROFILE_ARGS="--device cuda --pops 1000 --gens 2 --variations compiled,device --targets --sync-free --cuda-graph"
   fi
   run generations 140 "$PY" bench/generation_profile.py --data "$DATA_DIR" --out "$DIR" $PROFILE_ARGS \
     --sync-every "${SYNC_EVERY:-10}"

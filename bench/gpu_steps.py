@@ -197,8 +197,9 @@ def step_summary(a: argparse.Namespace, dev: torch.device) -> int:
         s["kendall_route_by_rows"] = {r["rows"]: r.get("route") for r in fi.get("by_length", [])}
     gp = _load(a.out, "generation_profile")
     if gp:
-        s["generation_targets"] = [{k: t[k] for k in ("case", "wall_s", "target_s", "met", "eval_s", "fitness_s",
-                                                      "variation_s")} for t in gp.get("targets", [])]
+        s["generation_targets"] = [{k: t.get(k) for k in ("case", "wall_s", "target_s", "met", "eval_s", "fitness_s",
+                                                          "variation_s", "sync_every", "cuda_graph", "graph_replays",
+                                                          "graph_capture_failed")} for t in gp.get("targets", [])]
         s["generation_profile"] = [{"variation": r["variation"], "population": r["population"],
                                     "launches": [g["launches"] for g in r["generations"]],
                                     "syncs": [g["syncs"] for g in r["generations"]],

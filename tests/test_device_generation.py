@@ -318,3 +318,68 @@ def test_a_block_of_k_generations_reads_the_host_once(stop):
         syncs[K] = c.syncs
         print(K, dict(c.sync_ops))
     assert syncs[1] == syncs[4] == syncs[12] <= 2
+
+
+# ---------------------------------------------------------------- a whole generation as one CUDA graph
+class _CapturableFitness:
+    """``_fitness`` declared capturable; ``changes``: generations whose objective 'changes'."""
+
+    capturable = True
+
+    def __init__(self, changes=()):
+        self.changes = set(changes)
+
+    def __call__(self, pop):
+        return _fitness(pop)
+
+    def begin_generation(self, g):
+        return g in self.changes
+
+
+@pytest.mark.parametrize("stop", [{}, {"patience": 2}])
+def test_cuda_graph_generation_equals_the_eager_one(stop):
+    """``cuda_graph=True`` runs each generation through ``Evolver._generation`` (replayed from a
+    graph on CUDA, eagerly here): the run is the plain device path's, bit for bit; a generation
+    whose objective changes runs eagerly."""
+    runs = []
+    for graph, fit in ((False, _CapturableFitness()), (True, _CapturableFitness()), (True, _CapturableFitness({3, 4}))):
+        ev = _evolver(seed=4, gens=8)
+        ev.config.cuda_graph, ev.config.sync_every = graph, 3
+        for k, v in stop.items():
+            setattr(ev.config, k, v)
+        ev.fitness_fn = fit
+        calls = []
+        ev._generation = lambda *a, ev=ev, calls=calls: (calls.append(1), Evolver._generation(ev, *a))[1]
+        ev._graph_gen.fn = ev._generation
+        ev.run()
+        runs.append((ev, len(calls)))
+    (plain, n0), (graphed, n1), (mixed, n2) = runs
+    _assert_same_run(plain, graphed)
+    _assert_same_run(plain, mixed)
+    # every generation went through _generation (a stop inside a block computes a few more),
+    # except generations 3 and 4 of the mixed run
+    assert n0 == 0 and n1 >= plain.state.generation >= 4 and n2 == n1 - 2
+    with pytest.raises(ValueError, match="cuda_graph"):
+        EvolutionConfig(cuda_graph=1)
+
+
+def test_cuda_graph_needs_a_capturable_fitness():
+    ev = _evolver(seed=4, gens=3)
+    ev.config.cuda_graph = True  # _fitness does not declare capturable: the eager generation
+    ev._graph_gen.fn = lambda *a: pytest.fail("a fitness that is not capturable was captured")
+    ev.run()
+    assert ev.state.generation == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_replay_equals_eager_on_cuda():
+    def make(graph):
+        cfg = EvolutionConfig(population=300, generations=6, runs=2, seed=5, max_len=40, max_depth=7, init_depth=(1, 4),
+                              const_prob=0.2, variation="device", cuda_graph=graph, sync_every=2, patience=3)
+        return Evolver(cfg, PSET, _CapturableFitness(), "cuda")
+
+    a, b = make(False), make(True)
+    a.run()
+    b.run()
+    assert not b._graph_gen.failed and b._graph_gen.replays >= b.state.generation
+    _assert_same_run(a, b)

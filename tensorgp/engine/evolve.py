@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 import torch
 
 from .counter_rng import key_tensor
-from .device_graph import GraphedBreed
+from .device_graph import GraphedBreed, GraphedFunction
 from .device_init import init_device
 from .device_selection import elite_rows, hall_of_fame_update
 from .device_variation import breed_device
@@ -63,6 +63,12 @@ class EvolutionConfig:
     # on the device and fetched together; a stop that falls inside a block freezes the state at
     # that generation, so the result is the same for every K. The compiled path ignores it.
     sync_every: int = 1
+    # device path on CUDA: each generation (breeding, evaluation, fitness, elitism, hall of fame)
+    # replayed from one captured CUDA graph, for a fitness function that declares
+    # ``capturable = True`` (e.g. ``RankObjective(sync_free=True)`` with Triton evaluation). The
+    # eval/fitness/variation split of a replayed generation is not observable: its host time is
+    # reported as variation_s. Same results as without it; off CUDA it has no effect.
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -90,6 +96,8 @@ class EvolutionConfig:
             raise ValueError(f"init_depth {self.init_depth} must lie within [0, max_depth={self.max_depth}]")
         if self.variation not in VARIATIONS:
             raise ValueError(f"variation must be one of {', '.join(VARIATIONS)}, got {self.variation!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"cuda_graph must be True or False, got {self.cuda_graph!r}")
         if not isinstance(self.sync_every, int) or self.sync_every < 1:
             raise ValueError(f"sync_every {self.sync_every!r} (--sync-every) must be an integer >= 1 "
                              f"(generations between host reads of the progress statistics)")
@@ -204,6 +212,7 @@ class Evolver:
         self.device_path = resolve_variation(config.variation, self.device) == "device"
         self._keys: torch.Tensor | None = None  # device path: int64[G + 1, 2] per-generation keys
         self._graphed = GraphedBreed(self._breed_device)  # CUDA: breeding replayed from a graph
+        self._graph_gen = GraphedFunction(self._generation)  # cuda_graph: the whole generation
 
     def _key(self, generation: int) -> torch.Tensor:
         """``int64[2]`` key of ``generation`` (device path): a function of the run generator's
@@ -379,6 +388,9 @@ class Evolver:
         Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
         c = self.config
         st = self.state
+        if self.device_path and c.cuda_graph and getattr(self.fitness_fn, "capturable", False):
+            if not self._begin_generation(st.generation + 1):  # (a changing objective runs eagerly)
+                return self._advance_graphed(frozen)
         old = (st.pop, st.fitness, st.hof)
         R, P = c.runs, c.population
         t0 = time.perf_counter()
@@ -410,6 +422,45 @@ class Evolver:
             st.pop, st.fitness, st.hof = _keep_if(frozen, old, (st.pop, st.fitness, st.hof), c.max_len)
         st.generation += 1
         return kids, new_fit_kids, te, tf, tv
+
+    def _advance_graphed(self, frozen: torch.Tensor | None) -> tuple[Population, torch.Tensor, float, float, float]:
+        """``advance`` as one replay of the captured ``_generation`` (CUDA; eager elsewhere)."""
+        c, st = self.config, self.state
+        t0 = time.perf_counter()
+        L = c.max_len
+        if frozen is None:
+            frozen = torch.zeros((), dtype=torch.bool, device=st.fitness.device)
+        h = st.hof
+        out = self._graph_gen(pad_to(st.pop.ops, L), pad_to(st.pop.consts, L), st.pop.length, st.fitness,
+                              h.pop.ops, h.pop.consts, h.pop.length, h.fitness, self._key(st.generation + 1), frozen)
+        st.pop, st.fitness = Population(*out[0:3]), out[3]
+        st.hof = HallOfFame(Population(*out[4:7]), out[7], c.hall_of_fame)
+        st.generation += 1
+        return Population(*out[8:11]), out[11], 0.0, 0.0, time.perf_counter() - t0
+
+    def _generation(self, ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, fit: torch.Tensor,
+                    hops: torch.Tensor, hconsts: torch.Tensor, hlength: torch.Tensor, hfit: torch.Tensor,
+                    key: torch.Tensor, frozen: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One device generation as a function of tensors only (what ``cuda_graph`` captures):
+        the eager ``advance`` with a fitness that does not change with the generation. Returns
+        the new population (ops, consts, length, fitness), hall of fame (the same four) and the
+        children with their fitness."""
+        c = self.config
+        R, L = c.runs, c.max_len
+        pop, hof = Population(ops, consts, length), HallOfFame(Population(hops, hconsts, hlength), hfit, c.hall_of_fame)
+        sel_fit = self._selection_fitness(pop, fit)
+        kids = self._breed_device(pop, sel_fit, key)
+        kid_fit = self.fitness_fn(kids)
+        if c.elitism:
+            e_idx = elite_rows(sel_fit, R, c.elitism)
+            new_pop = _interleave(pop[e_idx], kids, R, L)
+            new_fit = torch.cat([fit[e_idx].view(R, -1), kid_fit.view(R, -1)], 1).reshape(-1)
+        else:
+            new_pop, new_fit = kids, kid_fit
+        new_hof = self._update_hof(hof, kids, kid_fit)
+        new_pop, new_fit, new_hof = _keep_if(frozen, (pop, fit, hof), (new_pop, new_fit, new_hof), L)
+        return (new_pop.ops, new_pop.consts, new_pop.length, new_fit, new_hof.pop.ops, new_hof.pop.consts,
+                new_hof.pop.length, new_hof.fitness, pad_to(kids.ops, L), pad_to(kids.consts, L), kids.length, kid_fit)
 
     def replace(self, rows: torch.Tensor, programs: Population, fitness: torch.Tensor) -> None:
         """Write ``programs`` with their ``fitness: float32[k]`` over the individuals at

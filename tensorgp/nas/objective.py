@@ -89,6 +89,13 @@ class RankObjective:
                              f"aggregation ({', '.join(SPACE_AGGREGATIONS)}) and tasks of at least 2 search "
                              f"spaces; got aggregation {aggregation!r}")
 
+    @property
+    def capturable(self) -> bool:
+        """A generation with this objective may be captured in a CUDA graph
+        (``EvolutionConfig.cuda_graph``): no host reads (``sync_free`` with Triton evaluation)
+        and an objective that does not change with the generation."""
+        return self.sync_free and self.backend == "triton" and self.aggregation != "space-sample"
+
     def begin_generation(self, generation: int | None) -> bool:
         """Called by the evolver before each generation's evaluation (None: outside evolution).
         Returns True when the fitness of a program changes with the generation (space-sample),
