@@ -129,12 +129,13 @@ def run(
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     backend: str = typer.Option("auto", help="auto | torch | numba | triton."),
     variation: str = typer.Option("auto", "--variation", help="auto (device on CUDA, compiled on the CPU) | compiled | device (fixed-shape, counter-seeded generation without host syncs)."),
+    sync_every: int = typer.Option(1, "--sync-every", help="Device path: generations between host reads of the progress (statistics, --patience); the run is the same for every value."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write OUT/result.json (atomically; default: the --checkpoint folder, else runs/<UTC time>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result JSON to stdout."),
     quiet: bool = typer.Option(False, help="No progress display."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Write DIR/checkpoint.pt atomically every --every generations and at the end (the result goes to DIR/result.json unless --out)."),
     every: int = typer.Option(10, "--every", help="Generations between checkpoints (0: only the final one)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run checkpointed in DIR (its saved options apply; only --gens, --patience, --backend, --every may change)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run checkpointed in DIR (its saved options apply; only --gens, --patience, --backend, --every, --sync-every may change)."),
     islands: int = typer.Option(1, "--islands", help="Migrating islands batched in this process (under torchrun: per process)."),
     migrate_every: int = typer.Option(5, "--migrate-every", help="Generations between island migrations."),
     migrants: int = typer.Option(2, "--migrants", help="Best programs each island sends to the next island of the ring."),
@@ -149,7 +150,7 @@ def run(
         cfg = EvolutionConfig(population=pop, generations=gens, runs=runs, tournament_size=tournament,
                               elitism=elitism, max_depth=max_depth, max_len=max_len,
                               init_depth=(min(2, max_depth), min(5, max_depth)), parsimony=parsimony,
-                              patience=patience, seed=seed, variation=variation)
+                              patience=patience, seed=seed, variation=variation, sync_every=sync_every)
         spec = RunSpec(data=_data_paths(data) if data or resume is None else [], train=train, test=test,
                        proxies=[p.strip() for p in proxies.split(",") if p.strip()] if proxies else None,
                        preprocess=preprocess, functions=functions, constants=constants, metric=metric,

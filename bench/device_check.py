@@ -7,7 +7,9 @@
    key: integer work and exact float32 uniforms, so bit-identical);
 2. breeding replayed from the captured CUDA graph equals eager breeding, generation after generation;
 3. two runs with the same seed give the same final population; a run resumed from its state
-   half-way gives the uninterrupted run's final population (on the device under test).
+   half-way gives the uninterrupted run's final population (on the device under test); so do a
+   run that reads its progress every 3 generations (``sync_every=3``) and its resume mid-block;
+4. ``cuda_graph=True`` (each generation one replayed CUDA graph) gives the eager run.
 Writes DIR/device_check.json; exit status 1 if any check fails.
 """
 from __future__ import annotations
@@ -65,9 +67,9 @@ def _fitness(pop: Population) -> torch.Tensor:
 
 
 def check_seed_and_resume(device: str) -> dict:
-    def ev(seed: int, gens: int) -> Evolver:
-        return Evolver(EvolutionConfig(population=2000, generations=gens, runs=2, seed=seed, variation="device"),
-                       PSET, _fitness, device)
+    def ev(seed: int, gens: int, k: int = 1) -> Evolver:
+        return Evolver(EvolutionConfig(population=2000, generations=gens, runs=2, seed=seed, variation="device",
+                                       sync_every=k, patience=50), PSET, _fitness, device)
 
     a, b = ev(3, 8), ev(3, 8)
     a.run()
@@ -77,9 +79,41 @@ def check_seed_and_resume(device: str) -> dict:
     resumed = ev(999, 8)
     resumed.restore(st)
     resumed.run()
+    # progress read every 3 generations (sync_every): the same run, and resumed mid-block
+    k3 = ev(3, 8, 3)
+    k3.run()
+    part3 = ev(3, 5, 3)
+    resumed3 = ev(999, 8, 3)
+    resumed3.restore(part3.run())
+    resumed3.run()
+    same_k = _same(a.state.pop, k3.state.pop) and [h.best for h in a.state.history] == [h.best for h in k3.state.history]
     return {"ok": _same(a.state.pop, b.state.pop) and _same(a.state.pop, resumed.state.pop)
-            and torch.equal(a.state.hof.fitness, resumed.state.hof.fitness),
-            "same_seed": _same(a.state.pop, b.state.pop), "resume": _same(a.state.pop, resumed.state.pop)}
+            and torch.equal(a.state.hof.fitness, resumed.state.hof.fitness) and same_k
+            and _same(a.state.pop, resumed3.state.pop),
+            "same_seed": _same(a.state.pop, b.state.pop), "resume": _same(a.state.pop, resumed.state.pop),
+            "sync_every_3": same_k, "resume_sync_every_3": _same(a.state.pop, resumed3.state.pop)}
+
+
+class _CapturableFitness:
+    capturable = True  # a fixed-op objective: a generation with it can be one CUDA graph
+
+    def __call__(self, pop: Population) -> torch.Tensor:
+        return _fitness(pop)
+
+
+def check_generation_graph() -> dict:
+    """``cuda_graph=True``: every generation replayed from one captured graph equals the eager run."""
+    def ev(graph: bool) -> Evolver:
+        return Evolver(EvolutionConfig(population=2000, generations=8, runs=2, seed=3, variation="device",
+                                       sync_every=3, patience=50, cuda_graph=graph), PSET, _CapturableFitness(), "cuda")
+
+    a, b = ev(False), ev(True)
+    a.run()
+    b.run()
+    same = _same(a.state.pop, b.state.pop) and torch.equal(a.state.hof.fitness, b.state.hof.fitness) \
+        and [h.best for h in a.state.history] == [h.best for h in b.state.history]
+    return {"ok": same and not b._graph_gen.failed and b._graph_gen.replays > 0, "same": same,
+            "replays": b._graph_gen.replays, "capture_failed": b._graph_gen.failed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available() and not a.cpu
     checks = {"seed_and_resume": lambda: check_seed_and_resume("cuda" if cuda else "cpu")}
     if cuda:
-        checks = {"cpu_vs_cuda": check_cpu_vs_cuda, "graph_replay": check_graph_replay, **checks}
+        checks = {"cpu_vs_cuda": check_cpu_vs_cuda, "graph_replay": check_graph_replay, **checks,
+                  "generation_graph": check_generation_graph}
     res, rc = {"device": "cuda" if cuda else "cpu"}, 0
     for name, fn in checks.items():
         try:

@@ -1,7 +1,8 @@
 """Triton fast paths (CUDA; CPU only under TRITON_INTERPRET=1, for tests). Installed as ``tensorgp.kernels``.
 
     eval_kernel.evaluate_triton(ops, consts, length, X)   -> float32[P, N]   program evaluation
-    kendall_kernel.kendall_tau_b_triton(pred, target, offsets) -> float32[P, T]   per-task Kendall tau-b
+    kendall_kernel.kendall_tau_b_triton(pred, target, offsets) -> float32[P, T]   per-task Kendall tau-b (all pairs)
+    rank_kernel.wavelet_sums_triton(s, nz_m1, bits) -> int64[P, T]   Kendall's discordant pairs, fused passes
 
 Submodules are imported on first use, so importing this package does not import triton.
 """

@@ -76,9 +76,11 @@ def _kendall_kernel(
 
 def kendall_counts_triton(
     pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, *, block: int = DEFAULT_BLOCK,
-    nonfinite_high: bool = False,
+    nonfinite_high: bool = False, max_rows: int | None = None,
 ) -> torch.Tensor:
-    """``int64[P, T, 3]``: (C - D, pairs untied in pred, pairs untied in target) per program and task."""
+    """``int64[P, T, 3]``: (C - D, pairs untied in pred, pairs untied in target) per program and task.
+    ``max_rows``: the longest task's rows when the caller knows it (else read from ``offsets``:
+    one host sync)."""
     if pred.dim() != 2 or target.dim() != 1 or pred.shape[1] != target.shape[0] or offsets.dim() != 1:
         raise ValueError(f"shapes: pred {tuple(pred.shape)} target {tuple(target.shape)} offsets {tuple(offsets.shape)}")
     P, N = pred.shape
@@ -86,7 +88,7 @@ def kendall_counts_triton(
     off = offsets.to(device=pred.device, dtype=torch.int64).contiguous()
     if P == 0 or T <= 0:
         return torch.zeros(P, max(T, 0), 3, dtype=torch.int64, device=pred.device)
-    max_n = int((off[1:] - off[:-1]).max().item())
+    max_n = int((off[1:] - off[:-1]).max().item()) if max_rows is None else int(max_rows)
     NB = max(1, triton.cdiv(max_n, block))
     part = torch.empty(P, T, NB, 3, dtype=torch.int64, device=pred.device)
     _kendall_kernel[(P, T, NB)](

@@ -50,7 +50,7 @@ def test_fitness_and_generation_sections(tiny_result):
     assert f["population"] == 24 and f["rows"] == 80 and f["tasks"] == 3  # round(80 / 30)
     for metric in ("kendall", "spearman", "both"):
         for fb, v in f[metric].items():
-            assert fb in ("numba", "torch", "triton")
+            assert fb in ("numba", "torch", "triton", "pairs")
             assert v["rows_per_s"] == pytest.approx(24 * 80 / v["seconds"])
     g = tiny_result["generations"]
     assert g["generations"] == 1 and g["population"] == 24 and g["rows"] == 80

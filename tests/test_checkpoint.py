@@ -234,3 +234,34 @@ def test_sigkill_leaves_a_resumable_checkpoint_and_resume_matches(suite_zero, tm
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     _assert_matches(reference, d)
+
+
+@pytest.mark.parametrize("islands", [None, Islands(migrate_every=3, migrants=3)])
+def test_device_path_blocks_of_sync_every_keep_checkpoints_migrations_and_resume_identical(tmp_path, islands):
+    """Blocks of ``sync_every`` generations are cut at migration and checkpoint generations:
+    the run, its migrations and its checkpoints are those of single steps, and a resume from
+    a checkpoint written inside a K-block run continues bit-identically."""
+    runs = 3 if islands else 1
+
+    def make(K, gens=11, seed=5):
+        ev = _evolver(gens, runs, seed=seed)
+        ev.config.variation, ev.config.sync_every, ev.config.patience = "device", K, 50
+        return Evolver(ev.config, ev.pset, ev.fitness_fn, "cpu", count_rows=360)
+
+    single = make(1)
+    info1 = run_loop(single, islands=islands, saver=Checkpointer(tmp_path / "one", 4, _spec(single.config), World(), islands))
+    full = make(5)
+    seen = []
+    info5 = run_loop(full, islands=islands, saver=Checkpointer(tmp_path / "five", 4, _spec(full.config), World(), islands),
+                     callback=lambda s: seen.append(s.generation))
+    assert seen == list(range(12))  # the initial population, then every generation once
+    _same_state(single.state, full.state)
+    assert (info5.migrations, info5.checkpoints) == (info1.migrations, info1.checkpoints)
+    part = make(5, gens=7)  # checkpoints at 4 and (final) 7
+    run_loop(part, islands=islands, saver=Checkpointer(tmp_path / "part", 4, _spec(part.config), World(), islands))
+    c = ck.load(tmp_path / "part")
+    assert c.generation == 7
+    resumed = make(5, seed=999)
+    resumed.restore(c.state)
+    run_loop(resumed, islands=islands, info=LoopInfo(migrations=int(c.progress["migrations"])))
+    _same_state(full.state, resumed.state)

@@ -225,3 +225,161 @@ def test_one_generation_is_a_fixed_number_of_launches_without_host_syncs():
     print("launches, dispatched ops, host syncs per generation:", counts)
     assert counts[100] == counts[1000] == counts[10_000]
     assert counts[1000][0] <= 300 and counts[1000][2] == 0
+
+
+# ---------------------------------------------------------------- progress read every K generations
+def _state_tuple(ev):
+    st = ev.state
+    return (st.pop.ops, st.pop.consts, st.pop.length, st.fitness, st.hof.pop.ops, st.hof.pop.consts, st.hof.fitness)
+
+
+def _assert_same_run(a, b):
+    for x, y in zip(_state_tuple(a), _state_tuple(b)):
+        assert torch.equal(x, y)
+    assert a.state.generation == b.state.generation and a.state.stale == b.state.stale
+    ha = [(h.generation, h.best, h.mean, h.mean_size, h.nodes, h.programs, h.best_per_run) for h in a.state.history]
+    hb = [(h.generation, h.best, h.mean, h.mean_size, h.nodes, h.programs, h.best_per_run) for h in b.state.history]
+    assert ha == hb
+
+
+@pytest.mark.parametrize("stop", [{}, {"patience": 2}, {"target": None}])
+def test_the_run_is_the_same_whatever_sync_every(stop):
+    if "target" in stop:  # a target first reached mid-run
+        ref = _evolver(seed=3, gens=9)
+        ref.run()
+        stop = {"target": ref.state.history[5].best}
+    runs = {}
+    for K in (1, 2, 3, 8):
+        ev = _evolver(seed=3, gens=9)
+        ev.config.sync_every = K
+        for k, v in stop.items():
+            setattr(ev.config, k, v)
+        seen = []
+        ev.run(callback=lambda s: seen.append(s.generation))
+        assert seen == list(range(ev.state.generation + 1))  # every generation reported once, in order
+        runs[K] = ev
+    for K in (2, 3, 8):
+        _assert_same_run(runs[1], runs[K])
+    if stop:  # the stop falls inside a block for some K: the state is the one at the stop
+        assert runs[1].state.generation < 9
+
+
+def test_patience_stop_inside_a_block_keeps_the_state_at_the_stop():
+    ref = _evolver(seed=3, gens=40)
+    ref.config.patience = 1
+    ref.run()
+    g = ref.state.generation
+    assert 1 <= g < 39
+    ev = _evolver(seed=3, gens=40)
+    ev.config.patience, ev.config.sync_every = 1, 40
+    ev.initialize()
+    out = ev.steps(40)  # one block runs all 40 generations on the device; the stop is applied after
+    assert [s.generation for s in out] == list(range(1, g + 1)) and ev.done()
+    _assert_same_run(ref, ev)
+
+
+def test_resume_with_sync_every_is_bit_identical():
+    full = _evolver(gens=8)
+    full.config.sync_every = 3
+    full.run()
+    part = _evolver(gens=8)
+    part.config.generations, part.config.sync_every = 4, 3  # stops mid-way through its second block
+    st = part.run()
+    assert st.generation == 4
+    resumed = _evolver(seed=999, gens=8)
+    resumed.config.sync_every = 3
+    resumed.restore(st)
+    resumed.run()
+    _assert_same_run(full, resumed)
+    single = _evolver(gens=8)
+    single.run()
+    _assert_same_run(full, single)
+
+
+def test_sync_every_must_be_a_positive_integer():
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="sync_every"):
+            EvolutionConfig(sync_every=bad)
+
+
+@pytest.mark.parametrize("stop", [{}, {"patience": 50, "target": 1e9}])
+def test_a_block_of_k_generations_reads_the_host_once(stop):
+    syncs = {}
+    for K in (1, 4, 12):
+        ev = _evolver(P=200, runs=2, gens=30)
+        for k, v in stop.items():
+            setattr(ev.config, k, v)
+        ev.initialize()
+        ev.steps(1)  # caches
+        with OpCounter() as c:
+            out = ev.steps(K)
+            ev.done()
+        assert len(out) == K
+        syncs[K] = c.syncs
+        print(K, dict(c.sync_ops))
+    assert syncs[1] == syncs[4] == syncs[12] <= 2
+
+
+# ---------------------------------------------------------------- a whole generation as one CUDA graph
+class _CapturableFitness:
+    """``_fitness`` declared capturable; ``changes``: generations whose objective 'changes'."""
+
+    capturable = True
+
+    def __init__(self, changes=()):
+        self.changes = set(changes)
+
+    def __call__(self, pop):
+        return _fitness(pop)
+
+    def begin_generation(self, g):
+        return g in self.changes
+
+
+@pytest.mark.parametrize("stop", [{}, {"patience": 2}])
+def test_cuda_graph_generation_equals_the_eager_one(stop):
+    """``cuda_graph=True`` runs each generation through ``Evolver._generation`` (replayed from a
+    graph on CUDA, eagerly here): the run is the plain device path's, bit for bit; a generation
+    whose objective changes runs eagerly."""
+    runs = []
+    for graph, fit in ((False, _CapturableFitness()), (True, _CapturableFitness()), (True, _CapturableFitness({3, 4}))):
+        ev = _evolver(seed=4, gens=8)
+        ev.config.cuda_graph, ev.config.sync_every = graph, 3
+        for k, v in stop.items():
+            setattr(ev.config, k, v)
+        ev.fitness_fn = fit
+        calls = []
+        ev._generation = lambda *a, ev=ev, calls=calls: (calls.append(1), Evolver._generation(ev, *a))[1]
+        ev._graph_gen.fn = ev._generation
+        ev.run()
+        runs.append((ev, len(calls)))
+    (plain, n0), (graphed, n1), (mixed, n2) = runs
+    _assert_same_run(plain, graphed)
+    _assert_same_run(plain, mixed)
+    # every generation went through _generation (a stop inside a block computes a few more),
+    # except generations 3 and 4 of the mixed run
+    assert n0 == 0 and n1 >= plain.state.generation >= 4 and n2 == n1 - 2
+    with pytest.raises(ValueError, match="cuda_graph"):
+        EvolutionConfig(cuda_graph=1)
+
+
+def test_cuda_graph_needs_a_capturable_fitness():
+    ev = _evolver(seed=4, gens=3)
+    ev.config.cuda_graph = True  # _fitness does not declare capturable: the eager generation
+    ev._graph_gen.fn = lambda *a: pytest.fail("a fitness that is not capturable was captured")
+    ev.run()
+    assert ev.state.generation == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_replay_equals_eager_on_cuda():
+    def make(graph):
+        cfg = EvolutionConfig(population=300, generations=6, runs=2, seed=5, max_len=40, max_depth=7, init_depth=(1, 4),
+                              const_prob=0.2, variation="device", cuda_graph=graph, sync_every=2, patience=3)
+        return Evolver(cfg, PSET, _CapturableFitness(), "cuda")
+
+    a, b = make(False), make(True)
+    a.run()
+    b.run()
+    assert not b._graph_gen.failed and b._graph_gen.replays >= b.state.generation
+    _assert_same_run(a, b)

@@ -273,3 +273,59 @@ def test_rows_argument_scores_a_subset_in_place(backend):
     assert torch.equal(t, t2) and torch.equal(r, r2)
     assert torch.equal(fitness.top_kendall(p, y, o, 0.3, backend, rows=rows), fitness.top_kendall(p[rows], y, o, 0.3, backend))
     assert rank_correlations(p, y, o, backend, rows=torch.zeros(0, dtype=torch.int64))[0].shape == (0, 2)
+
+
+def test_auto_routes_by_device_dtype_task_length_and_statistic(monkeypatch):
+    cpu = "numba" if fitness.numba_available() else "torch"
+    assert fitness.route("cpu", torch.float32, 700) == cpu
+    assert fitness.route("cpu", torch.float64, 700) == "torch"
+    monkeypatch.setattr(fitness, "_triton_ok", lambda device: True)
+    short = fitness.PAIRS_MAX_ROWS
+    assert fitness.route("cuda", torch.float32, short, tau=True, rho=False) == "pairs"
+    assert fitness.route("cuda", torch.float32, short) == "triton"  # Spearman too: the sort path
+    assert fitness.route("cuda", torch.float32, short + 1, rho=False) == "triton"
+    assert fitness.route("cuda", torch.float64, short, rho=False) == "triton"  # pairs ranks float32 values
+    monkeypatch.setattr(fitness, "_triton_ok", lambda device: False)
+    assert fitness.route("cuda", torch.float32, short, rho=False) == "torch"
+    with pytest.raises(ValueError, match="triton"):
+        rank_correlations(torch.zeros(1, 3), torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0, 3]), "triton")
+    with pytest.raises(ValueError, match="unknown backend"):
+        rank_correlations(torch.zeros(1, 3), torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0, 3]), "fast")
+
+
+def test_torch_path_is_a_fixed_number_of_launches_without_host_syncs():
+    """The batched path a GPU runs: the same torch operations for 20 or 400 programs (one chunk),
+    none of which reads a result on the host."""
+    from tensorgp.runtime.op_count import OpCounter
+
+    rng = np.random.default_rng(4)
+    pred, target, offsets = (torch.from_numpy(a) for a in random_case(rng, 400, [300, 1, 250, 0], True, 0.1))
+    rt = prepare_target(target, offsets)
+    rank_correlations(pred[:2], rt, backend="torch")  # builds the per-device tables once
+    counts = {}
+    for P in (20, 400):
+        with OpCounter() as c:
+            t, r = rank_correlations(pred[:P], rt, backend="torch")
+        counts[P] = (c.launches, c.syncs)
+        assert t.shape == r.shape == (P, 4)
+    assert counts[20] == counts[400] and counts[20][1] == 0 and counts[20][0] < 200
+    print("launches, syncs:", counts)
+
+
+def test_the_same_target_tensors_again_are_not_read(monkeypatch):
+    """A generation passes the same target tensors every time: the second call must not copy
+    them to the host (a sync on a GPU), and an in-place change of the target is seen."""
+    y = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.2])
+    off = torch.tensor([0, 3, 5])
+    rt = prepare_target(y, off)
+
+    def no_host_copy(*a, **k):
+        raise AssertionError("the target was read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "cpu", no_host_copy)
+        assert prepare_target(y, off) is rt
+    y[0] = 0.95  # in place: a new version, a new RankTarget
+    rt2 = prepare_target(y, off)
+    assert rt2 is not rt and rt2.perm[:3].tolist() == [2, 1, 0] and rt.perm[:3].tolist() == [0, 2, 1]
+    assert prepare_target(y.clone(), off.clone()) is rt2  # other tensors, equal bytes

@@ -283,6 +283,115 @@ def test_kendall_counts_are_exact_integers() -> None:
     assert kendall.kendall_tau_b_triton(pred, target, off).item() == pytest.approx(0.4)
 
 
+# ---------------------------------------------------------------- rank kernel: fused wavelet passes
+
+
+def _sorted_target_ranks(fitness, pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor):
+    """(s, table) as ``fitness._torch_counts`` builds them: dense target ranks in prediction order."""
+    rt = fitness.prepare_target(target, offsets)
+    tab = rt.tables(pred.device)
+    P, T = pred.shape[0], rt.n_tasks
+    x = pred.index_select(1, tab.gidx.view(-1)).view(P, T, tab.W)
+    torch.nan_to_num_(x, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
+    x.masked_fill_(tab.pad, np.inf)
+    idx = torch.sort(x, dim=-1, stable=True)[1]
+    return tab.s_tab.expand(P, T, tab.W).gather(-1, idx), tab
+
+
+@pytest.mark.parametrize("grid_cap", [2048, 3])  # 3: each program takes several rows in turn
+def test_wavelet_kernel_equals_the_torch_passes(monkeypatch, grid_cap) -> None:
+    from tensorgp.engine import fitness
+
+    rank_kernel = _kernels_module("rank_kernel")
+    monkeypatch.setattr(rank_kernel, "GRID_CAP", grid_cap)
+    rng = np.random.default_rng(7)
+    offsets = torch.tensor([0, 37, 38, 38, 101, 104])
+    target = torch.from_numpy(rng.integers(0, 9, 104).astype(np.float32))  # many target ties
+    pred = torch.from_numpy(rng.integers(0, 5, (6, 104)).astype(np.float32))  # many prediction ties
+    pred[0, ::3] = float("nan")
+    pred[1, ::4] = float("inf")
+    s, tab = _sorted_target_ranks(fitness, pred, target, offsets)
+    ref = fitness._wavelet_sums(s.clone(), tab)
+    for dt in (torch.int16, torch.int32):
+        got = rank_kernel.wavelet_sums_triton(s.to(dt).to(DEV), tab.nz_m1.to(DEV), tab.bits).cpu()
+        assert got.dtype == torch.int64 and torch.equal(got, ref)
+    assert (ref - tab.ref).max() > 0  # inversions were counted
+
+
+def test_wavelet_kernel_rejects_bad_shapes() -> None:
+    rank_kernel = _kernels_module("rank_kernel")
+    with pytest.raises(ValueError, match="int16/int32"):
+        rank_kernel.wavelet_sums_triton(torch.zeros(2, 3, dtype=torch.int32, device=DEV), torch.zeros(1, 1), 1)
+    with pytest.raises(ValueError, match="nz_m1"):
+        rank_kernel.wavelet_sums_triton(torch.zeros(2, 3, 4, dtype=torch.int32, device=DEV), torch.zeros(2, 1), 1)
+
+
+@pytest.mark.parametrize("backend", ["triton", "pairs"])
+def test_rank_correlations_triton_backends_equal_the_reference(backend) -> None:
+    """tau-b and rho through the Triton backends equal the torch path (and numba on the CPU) on
+    data with many ties, non-finite values, a constant row, empty and 1-row tasks."""
+    from tensorgp.engine import fitness
+
+    rng = np.random.default_rng(11)
+    sizes = [40, 0, 1, 70, 2, 33]
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(sizes)]))
+    N = int(offsets[-1])
+    target = torch.from_numpy(np.round(rng.random(N), 1).astype(np.float32))
+    pred = torch.from_numpy(np.round(rng.standard_normal((9, N)), 1).astype(np.float32))
+    pred[0, ::3] = float("nan")
+    pred[1, ::4] = float("-inf")
+    pred[2, ::5] = float("inf")
+    pred[3] = 1.0
+    pred[4] = -0.0
+    pred[5] = target * 3 - 1
+    pred[6] = -target
+    pred[7, rng.random(N) < 0.5] = 0.0
+    ref_t, ref_r = fitness.rank_correlations(pred, target, offsets, "torch")
+    got_t, got_r = fitness.rank_correlations(pred.to(DEV), target.to(DEV), offsets.to(DEV), backend)
+    torch.testing.assert_close(got_t.cpu(), ref_t, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(got_r.cpu(), ref_r, rtol=1e-6, atol=1e-7)
+    rows = torch.tensor([6, 0, 0, 5], device=DEV)
+    sub = fitness.kendall_tau_b(pred.to(DEV), target.to(DEV), offsets.to(DEV), backend, rows=rows).cpu()
+    torch.testing.assert_close(sub, ref_t[rows.cpu()], rtol=1e-6, atol=1e-7)
+    if fitness.numba_available():
+        torch.testing.assert_close(ref_t, fitness.rank_correlations(pred, target, offsets, "numba")[0])
+    from tensorgp.runtime.op_count import OpCounter
+
+    rt = fitness.prepare_target(target.to(DEV), offsets.to(DEV))
+    with OpCounter() as c:  # (tables built above) nothing waits for the host
+        fitness.rank_correlations(pred.to(DEV), rt, backend=backend)
+    assert c.syncs == 0, dict(c.sync_ops)
+    assert ref_t[5, 0] == pytest.approx(1.0) and ref_t[6, 0] == pytest.approx(-1.0) and (ref_t[3] == 0).all()
+
+
+def test_a_device_generation_with_the_sync_free_nas_objective_reads_nothing_on_the_host() -> None:
+    """Device variation + ``RankObjective(sync_free=True)`` (Triton evaluation with a static
+    stack bound, the batched rank statistics, no deduplication): ``advance()`` dispatches no
+    operation that waits for the host, and the fitness equals the deduplicating objective's."""
+    from tensorgp.engine.evolve import EvolutionConfig, Evolver
+    from tensorgp.engine.primitives import PrimitiveSet
+    from tensorgp.nas.objective import RankObjective
+    from tensorgp.runtime.op_count import OpCounter
+    from test_evolve import _toy_batch
+
+    batch = _toy_batch(n=40)
+    batch.X, batch.accuracy, batch.offsets = batch.X.to(DEV), batch.accuracy.to(DEV), batch.offsets.to(DEV)
+    pset = PrimitiveSet(("a", "b", "c", "d"), ("add", "sub", "mul", "div"))
+    cfg = EvolutionConfig(population=16, generations=3, seed=2, max_depth=4, max_len=16, init_depth=(1, 3),
+                          variation="device")
+    obj = RankObjective(batch, backend="triton", sync_free=True, max_stack=cfg.max_depth + 1, fitness_backend="torch")
+    ev = Evolver(cfg, pset, obj, DEV, count_rows=120)
+    ev.initialize()
+    ev.step()
+    with OpCounter() as c:
+        ev.advance()
+    assert c.syncs == 0, dict(c.sync_ops)
+    ref = RankObjective(batch, backend="triton", fitness_backend="torch")
+    torch.testing.assert_close(obj(ev.state.pop), ref(ev.state.pop))
+    with pytest.raises(ValueError, match="max_stack"):
+        RankObjective(batch, sync_free=True)
+
+
 # ---------------------------------------------------------------- device generation kernels
 
 

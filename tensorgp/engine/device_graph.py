@@ -55,3 +55,53 @@ class GraphedBreed:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.out = self.breed(static, self.inputs[3], self.inputs[4])
+
+
+class GraphedFunction:
+    """``fn(*tensors) -> tuple of tensors`` replayed from a CUDA graph after its first call (per
+    input shapes): for a whole device generation (``EvolutionConfig.cuda_graph``).
+
+    ``fn`` must be a fixed sequence of device operations of its inputs and of state that does
+    not change between calls (caches filled by the warm-up run): no host reads, no Python
+    branches on values, no host-side inputs other than what the inputs carry. The inputs are
+    copied into the graph's static tensors before each replay and the outputs cloned after it.
+    Off CUDA, or after a failed capture (warned once), ``fn`` runs eagerly, with the same results.
+    Unmeasured: written for CUDA, checked there by bench/device_check.py.
+    """
+
+    def __init__(self, fn: Callable[..., tuple]):
+        self.fn = fn
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self.shapes: tuple | None = None
+        self.replays = 0
+
+    def __call__(self, *args: torch.Tensor) -> tuple:
+        if self.failed or args[0].device.type != "cuda":
+            return self.fn(*args)
+        shapes = tuple((tuple(t.shape), t.dtype, t.device) for t in args)
+        if self.graph is None or shapes != self.shapes:
+            try:
+                self._capture(args)
+                self.shapes = shapes
+            except Exception as e:  # capture is an optimisation: eager runs give the same results
+                warnings.warn(f"CUDA graph capture failed ({e!r}); running eagerly")
+                self.failed, self.graph = True, None
+                return self.fn(*args)
+        for dst, src in zip(self.inputs, args):
+            dst.copy_(src)
+        self.graph.replay()
+        self.replays += 1
+        return tuple(o.clone() for o in self.outputs)
+
+    def _capture(self, args: tuple) -> None:
+        self.inputs = tuple(t.clone() for t in args)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: lazy caches and kernel compiles outside the capture
+            self.fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = tuple(self.fn(*self.inputs))

@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 import torch
 
 from .counter_rng import key_tensor
-from .device_graph import GraphedBreed
+from .device_graph import GraphedBreed, GraphedFunction
 from .device_init import init_device
 from .device_selection import elite_rows, hall_of_fame_update
 from .device_variation import breed_device
@@ -58,6 +58,17 @@ class EvolutionConfig:
     # compiled: per-operator batches (numba structure pass on the CPU); device: fixed-shape,
     # counter-seeded generation without host syncs (``device_variation``); auto: device on CUDA
     variation: str = "auto"
+    # device path: generations between host reads of the progress statistics (stats, patience,
+    # target). The K generations in between run without a host sync; their statistics are kept
+    # on the device and fetched together; a stop that falls inside a block freezes the state at
+    # that generation, so the result is the same for every K. The compiled path ignores it.
+    sync_every: int = 1
+    # device path on CUDA: each generation (breeding, evaluation, fitness, elitism, hall of fame)
+    # replayed from one captured CUDA graph, for a fitness function that declares
+    # ``capturable = True`` (e.g. ``RankObjective(sync_free=True)`` with Triton evaluation). The
+    # eval/fitness/variation split of a replayed generation is not observable: its host time is
+    # reported as variation_s. Same results as without it; off CUDA it has no effect.
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -85,6 +96,11 @@ class EvolutionConfig:
             raise ValueError(f"init_depth {self.init_depth} must lie within [0, max_depth={self.max_depth}]")
         if self.variation not in VARIATIONS:
             raise ValueError(f"variation must be one of {', '.join(VARIATIONS)}, got {self.variation!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"cuda_graph must be True or False, got {self.cuda_graph!r}")
+        if not isinstance(self.sync_every, int) or self.sync_every < 1:
+            raise ValueError(f"sync_every {self.sync_every!r} (--sync-every) must be an integer >= 1 "
+                             f"(generations between host reads of the progress statistics)")
 
     @property
     def limits(self) -> Limits:
@@ -196,6 +212,7 @@ class Evolver:
         self.device_path = resolve_variation(config.variation, self.device) == "device"
         self._keys: torch.Tensor | None = None  # device path: int64[G + 1, 2] per-generation keys
         self._graphed = GraphedBreed(self._breed_device)  # CUDA: breeding replayed from a graph
+        self._graph_gen = GraphedFunction(self._generation)  # cuda_graph: the whole generation
 
     def _key(self, generation: int) -> torch.Tensor:
         """``int64[2]`` key of ``generation`` (device path): a function of the run generator's
@@ -283,6 +300,8 @@ class Evolver:
         if self.state is None:
             self.initialize()
             return self.state.history[-1]
+        if self.device_path:
+            return self.steps(1)[0]
         st = self.state
         R = self.config.runs
         prev_hof = st.hof.fitness  # replaced, never written in place, by advance()
@@ -295,12 +314,84 @@ class Evolver:
         st.history.append(stats)
         return stats
 
-    def advance(self) -> tuple[Population, torch.Tensor, float, float, float]:
+    def steps(self, n: int, early_stop: bool = True) -> list[GenStats]:
+        """Up to ``n`` generations (not past ``config.generations``, nor past a patience/target
+        stop), then their statistics, appended to the history and returned.
+
+        Device path: the n generations run without a host sync; each one's statistics and the
+        stop test are tensors on the device, read in one transfer at the end. Once a stop
+        condition holds, the remaining generations of the block are computed but not applied
+        (``advance(frozen=...)`` keeps the state), so the run ends where a run of single steps
+        would: the same state, history and ``generation`` for every n. ``early_stop=False``: run
+        all n generations whatever patience and target say (islands that stop together only
+        at agreed points). Compiled path: n steps."""
+        if n < 1:
+            raise ValueError(f"steps(n) needs n >= 1, got {n}")
+        if self.state is None:
+            return [self.step()]
+        c, st = self.config, self.state
+        n = min(n, c.generations - st.generation)
+        if n <= 0:
+            return []
+        if not self.device_path:
+            out = []
+            for _ in range(n):
+                out.append(self.step())
+                if early_stop and self.done():
+                    break
+            return out
+        R = c.runs
+        g0 = st.generation
+        stopping = bool(c.patience) or c.target is not None  # stale is tracked on the device
+        dev = st.fitness.device
+        stale = torch.full((), st.stale, dtype=torch.int64, device=dev) if stopping else None
+        frozen = torch.zeros((), dtype=torch.bool, device=dev) if stopping else None
+        freeze = stopping and early_stop
+        rows, times, programs = [], [], []
+        for _ in range(n):
+            prev_best = torch.nan_to_num(st.hof.fitness.view(R, -1)[:, 0], nan=-float("inf")).max().double()
+            kids, _, te, tf, tv = self.advance(frozen if freeze else None)
+            best_run = st.hof.fitness.view(R, -1)[:, 0]
+            vec = [self._stats_tensor(st, kids)]
+            if stopping:
+                fresh = torch.where(best_run.max().double() > prev_best + 1e-9, 0, stale + 1)
+                stale = torch.where(frozen, stale, fresh)
+                vec.append(torch.stack([stale, frozen]).double())
+                stop = torch.zeros((), dtype=torch.bool, device=dev)
+                if c.patience:
+                    stop = stop | (stale >= c.patience)
+                if c.target is not None:
+                    stop = stop | (best_run >= c.target).all()
+                if freeze:
+                    frozen = frozen | stop
+            rows.append(torch.cat(vec))
+            times.append((te, tf, tv))
+            programs.append(kids.size)
+        host = torch.stack(rows).to("cpu", copy=True).tolist()  # the block's one host read
+        out = []
+        for g, (row, (te, tf, tv), k) in enumerate(zip(host, times, programs)):
+            if stopping and row[-1]:  # computed after the stop: not part of the run
+                break
+            out.append(self._stats_from(g0 + g + 1, row, te, tf, tv, k))
+            if stopping:
+                st.stale = int(row[-2])
+        st.generation = g0 + len(out)
+        st.rng_state = self.generator.get_state()
+        st.history.extend(out)
+        return out
+
+    def advance(self, frozen: torch.Tensor | None = None) -> tuple[Population, torch.Tensor, float, float, float]:
         """The generation's tensor work: breed, evaluate, elitism, hall of fame; ``generation``
         += 1. On the device path nothing here waits for the host (given a fitness function that
-        does not). Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
+        does not). ``frozen: bool[]`` (device path): when true, the new population, fitness and
+        hall of fame are computed but the old ones kept (a stop inside a block of ``steps``).
+        Returns ``(children, their fitness, eval_s, fitness_s, variation_s)``."""
         c = self.config
         st = self.state
+        if self.device_path and c.cuda_graph and getattr(self.fitness_fn, "capturable", False):
+            if not self._begin_generation(st.generation + 1):  # (a changing objective runs eagerly)
+                return self._advance_graphed(frozen)
+        old = (st.pop, st.fitness, st.hof)
         R, P = c.runs, c.population
         t0 = time.perf_counter()
         sel_fit = self._selection_fitness(st.pop, st.fitness)
@@ -327,8 +418,49 @@ class Evolver:
         with _single_thread(self.device):
             st.hof = self._update_hof(st.hof, kids, new_fit_kids)
         st.pop, st.fitness = new_pop, new_fit
+        if frozen is not None:
+            st.pop, st.fitness, st.hof = _keep_if(frozen, old, (st.pop, st.fitness, st.hof), c.max_len)
         st.generation += 1
         return kids, new_fit_kids, te, tf, tv
+
+    def _advance_graphed(self, frozen: torch.Tensor | None) -> tuple[Population, torch.Tensor, float, float, float]:
+        """``advance`` as one replay of the captured ``_generation`` (CUDA; eager elsewhere)."""
+        c, st = self.config, self.state
+        t0 = time.perf_counter()
+        L = c.max_len
+        if frozen is None:
+            frozen = torch.zeros((), dtype=torch.bool, device=st.fitness.device)
+        h = st.hof
+        out = self._graph_gen(pad_to(st.pop.ops, L), pad_to(st.pop.consts, L), st.pop.length, st.fitness,
+                              h.pop.ops, h.pop.consts, h.pop.length, h.fitness, self._key(st.generation + 1), frozen)
+        st.pop, st.fitness = Population(*out[0:3]), out[3]
+        st.hof = HallOfFame(Population(*out[4:7]), out[7], c.hall_of_fame)
+        st.generation += 1
+        return Population(*out[8:11]), out[11], 0.0, 0.0, time.perf_counter() - t0
+
+    def _generation(self, ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, fit: torch.Tensor,
+                    hops: torch.Tensor, hconsts: torch.Tensor, hlength: torch.Tensor, hfit: torch.Tensor,
+                    key: torch.Tensor, frozen: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One device generation as a function of tensors only (what ``cuda_graph`` captures):
+        the eager ``advance`` with a fitness that does not change with the generation. Returns
+        the new population (ops, consts, length, fitness), hall of fame (the same four) and the
+        children with their fitness."""
+        c = self.config
+        R, L = c.runs, c.max_len
+        pop, hof = Population(ops, consts, length), HallOfFame(Population(hops, hconsts, hlength), hfit, c.hall_of_fame)
+        sel_fit = self._selection_fitness(pop, fit)
+        kids = self._breed_device(pop, sel_fit, key)
+        kid_fit = self.fitness_fn(kids)
+        if c.elitism:
+            e_idx = elite_rows(sel_fit, R, c.elitism)
+            new_pop = _interleave(pop[e_idx], kids, R, L)
+            new_fit = torch.cat([fit[e_idx].view(R, -1), kid_fit.view(R, -1)], 1).reshape(-1)
+        else:
+            new_pop, new_fit = kids, kid_fit
+        new_hof = self._update_hof(hof, kids, kid_fit)
+        new_pop, new_fit, new_hof = _keep_if(frozen, (pop, fit, hof), (new_pop, new_fit, new_hof), L)
+        return (new_pop.ops, new_pop.consts, new_pop.length, new_fit, new_hof.pop.ops, new_hof.pop.consts,
+                new_hof.pop.length, new_hof.fitness, pad_to(kids.ops, L), pad_to(kids.consts, L), kids.length, kid_fit)
 
     def replace(self, rows: torch.Tensor, programs: Population, fitness: torch.Tensor) -> None:
         """Write ``programs`` with their ``fitness: float32[k]`` over the individuals at
@@ -368,12 +500,13 @@ class Evolver:
             self.initialize()
             if callback:
                 callback(self.state.history[-1])
+        K = self.config.sync_every if self.device_path else 1
         while not self.done():
             if should_stop is not None and should_stop():
                 break
-            stats = self.step()
-            if callback:
-                callback(stats)
+            for stats in (self.steps(K) if K > 1 else [self.step()]):
+                if callback:
+                    callback(stats)
         return self.state
 
     def _stats(self, st: EvolutionState, te: float, tf: float, tv: float, evaluated: Population | None = None) -> GenStats:
@@ -394,6 +527,24 @@ class Evolver:
             programs=ev.size,
             best_per_run=per_run,
         )
+
+    def _stats_tensor(self, st: EvolutionState, evaluated: Population) -> torch.Tensor:
+        """``float64[4 + R]`` on the device: (mean finite fitness, mean size, nodes of
+        ``evaluated``, 0, best per run), what ``_stats_from`` turns into a ``GenStats``."""
+        R = self.config.runs
+        f = st.fitness
+        finite = torch.isfinite(f)
+        mean = torch.where(finite, f, 0.0).double().sum() / finite.sum()  # 0 / 0: NaN, as no finite value
+        head = torch.stack([mean, st.pop.length.double().mean(), evaluated.length.double().sum(),
+                            torch.zeros((), dtype=torch.float64, device=f.device)])
+        return torch.cat([head, st.hof.fitness.view(R, -1)[:, 0].double()])
+
+    def _stats_from(self, generation: int, row: list[float], te: float, tf: float, tv: float,
+                    programs: int) -> GenStats:
+        per_run = row[4:4 + self.config.runs]
+        return GenStats(generation=generation, best=max(per_run), mean=row[0], mean_size=row[1], eval_s=te,
+                        fitness_s=tf, variation_s=tv, nodes=int(row[2]) * self.count_rows, programs=programs,
+                        best_per_run=per_run)
 
     # -------------------------------------------------------------- state io (checkpoints)
     def restore(self, state: EvolutionState) -> None:
@@ -424,6 +575,20 @@ def _single_thread(device: torch.device):
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def _keep_if(frozen: torch.Tensor, old: tuple, new: tuple, L: int) -> tuple:
+    """``old`` where ``frozen: bool[]`` else ``new``, for (pop, fitness, hall of fame) triples,
+    without a host read."""
+    (op, of, oh), (np_, nf, nh) = old, new
+
+    def pick(a: Population, b: Population) -> Population:
+        return Population(torch.where(frozen, pad_to(a.ops, L), pad_to(b.ops, L)),
+                          torch.where(frozen, pad_to(a.consts, L), pad_to(b.consts, L)),
+                          torch.where(frozen, a.length, b.length))
+
+    return (pick(op, np_), torch.where(frozen, of, nf),
+            HallOfFame(pick(oh.pop, nh.pop), torch.where(frozen, oh.fitness, nh.fitness), nh.size))
 
 
 def _interleave(elite: Population, kids: Population, runs: int, L: int) -> Population:

@@ -30,11 +30,22 @@ and read every tie count and the Spearman sums off that one order, in exact inte
   depends only on the multiset of s, the same for every individual; the target's own sorted
   sequence run through the same passes removes it. A pass is a cumsum and a scatter, in int16.
 
-``auto`` picks numba for CPU tensors when numba imports, else torch.
+* ``triton`` (CUDA; CPU only under ``TRITON_INTERPRET=1``): the torch path with the wavelet
+  passes fused into one launch (``tensorgp.kernels.rank_kernel``): a program keeps a row in
+  registers for all its bit passes, instead of ~8 launches per bit over the whole batch.
+* ``pairs`` (CUDA): Kendall by the tiled all-pairs Triton kernel (``kernels.kendall_kernel``),
+  O(n^2) per program, branch-free and without a sort; only for short tasks (Spearman, when
+  asked for too, takes the torch path).
+
+Every path has a launch count fixed per chunk of programs (chunks bound the memory), none reads
+the device on the host. ``auto`` picks numba for CPU float32 tensors when numba imports; on CUDA
+``pairs`` for Kendall alone when every task has at most ``PAIRS_MAX_ROWS`` rows, else
+``triton`` when triton imports, else torch (``route``).
 """
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -51,7 +62,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     _HAVE_NUMBA = False
 
 AGGREGATIONS = ("mean", "min", "mean-std")
-BACKENDS = ("auto", "numba", "torch")
+BACKENDS = ("auto", "numba", "torch", "triton", "pairs")
+PAIRS_MAX_ROWS = 64  # auto on CUDA: the all-pairs kernel up to this task length (a guess until measured on a GPU)
 TORCH_CHUNK_ELEMENTS = (1 << 21, 1 << 26)  # torch path: P x T x W elements per chunk (cpu, cuda)
 
 
@@ -130,8 +142,27 @@ def prepare_target(target: torch.Tensor, offsets: torch.Tensor) -> RankTarget:
     """The ``RankTarget`` of ``target: float32[N]`` split at ``offsets: int64[T+1]``.
 
     Cached on the bytes of both (hashing ~N floats costs microseconds; the sorts it saves do
-    not), so passing the same target on every generation reuses the work.
+    not), so passing the same target on every generation reuses the work. Passing the same
+    tensor objects again (unmodified: same ``_version``) hits a cache on their identity first,
+    which reads nothing: no device-to-host copy, so a GPU generation does not wait here.
     """
+    if isinstance(target, torch.Tensor) and isinstance(offsets, torch.Tensor):
+        hit = _ID_CACHE.get((id(target), id(offsets)))
+        if hit is not None and hit[0] is target and hit[1] is offsets and hit[2] == (target._version, offsets._version):
+            return hit[3]
+    rt = _prepare_target(target, offsets)
+    if isinstance(target, torch.Tensor) and isinstance(offsets, torch.Tensor):
+        # the entry holds the tensors: their ids cannot be reused by others while it lives
+        _ID_CACHE[(id(target), id(offsets))] = (target, offsets, (target._version, offsets._version), rt)
+        if len(_ID_CACHE) > _CACHE_SIZE:
+            _ID_CACHE.popitem(last=False)
+    return rt
+
+
+_ID_CACHE: OrderedDict[tuple[int, int], tuple] = OrderedDict()
+
+
+def _prepare_target(target: torch.Tensor, offsets: torch.Tensor) -> RankTarget:
     y = np.ascontiguousarray(torch.as_tensor(target).detach().cpu().numpy())
     off = np.ascontiguousarray(torch.as_tensor(offsets).detach().cpu().numpy().astype(np.int64))
     if y.ndim != 1:
@@ -432,6 +463,8 @@ class _TorchTables:
     ytie: torch.Tensor  # int64[T]
     st4: torch.Tensor  # int64[T]
     pad_pairs: torch.Tensor  # int64[T] tied pairs among the pads
+    target: torch.Tensor | None = None  # float32[N] dense target ranks in row order (the pairs kernel)
+    offsets: torch.Tensor | None = None  # int64[T + 1] on the device (the pairs kernel)
 
     @staticmethod
     def build(rt: RankTarget, device: torch.device) -> "_TorchTables":
@@ -521,7 +554,35 @@ def _row_sum(x: torch.Tensor, bound: int) -> torch.Tensor:
     return x.sum(-1, dtype=torch.int32 if bound < 2**31 else torch.float64).long()
 
 
-def _torch_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, do_rho: bool) -> dict:
+def _wavelet_triton(v: torch.Tensor, tab: _TorchTables, pos: torch.Tensor | None = None) -> torch.Tensor:
+    """``_wavelet_sums`` in one Triton launch (``kernels.rank_kernel``)."""
+    from ..kernels.rank_kernel import wavelet_sums_triton
+
+    return wavelet_sums_triton(v, tab.nz_m1, tab.bits)
+
+
+def _pairs_tau(pred: torch.Tensor, rt: RankTarget, tab: _TorchTables) -> torch.Tensor:
+    """``float64[P, T]`` Kendall tau-b by the all-pairs Triton kernel, on the target's exact
+    integer pair counts: the kernel's (C - D, pairs untied in pred) with this module's ytie."""
+    from ..kernels.kendall_kernel import kendall_counts_triton
+
+    if tab.target is None:  # the target in row order, on pred's device (once per table)
+        y = np.zeros(int(rt.offsets[-1]), np.float32)
+        y[rt.perm] = rt.trank  # dense ranks (< 2**24, exact in float32): the target's ties exactly
+        tab.target = torch.from_numpy(y).to(pred.device)
+        tab.offsets = torch.from_numpy(rt.offsets).to(pred.device)
+    # int64[P, T, 3]; ranks float32 values; the longest task from the host-side table: no sync
+    c = kendall_counts_triton(pred.float(), tab.target, tab.offsets, max_rows=tab.W)
+    n = tab.n
+    tot = n * (n - 1) // 2
+    xtie = tot - c[..., 1]
+    num = c[..., 0].double()
+    den = torch.sqrt((tot - xtie).double()) * torch.sqrt((tot - tab.ytie).double())
+    ok = (n >= 2) & (xtie < tot) & (tab.ytie < tot)
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num)).clamp(-1.0, 1.0)
+
+
+def _torch_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, do_rho: bool, wavelet=_wavelet_sums) -> dict:
     tab = rt.tables(pred.device)
     P, T, W = pred.shape[0], rt.n_tasks, tab.W
     x = pred.detach().index_select(1, tab.gidx.view(-1)).view(P, T, W)  # rows in target order
@@ -563,7 +624,7 @@ def _torch_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, do_rho: bool
         out["sp4"] = _row_sum(rc, W**3)
         del c, rc
     if do_tau:
-        out["dis"] = _wavelet_sums(s, tab, idx) - tab.ref
+        out["dis"] = wavelet(s, tab, idx) - tab.ref
     return out
 
 
@@ -571,17 +632,42 @@ def _torch_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, do_rho: bool
 # Public API
 
 
-def _resolve(pred: torch.Tensor, backend: str) -> str:
+def _triton_ok(device: torch.device) -> bool:
+    """Triton kernels can run on ``device``: CUDA with triton installed, or the interpreter."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def route(device: torch.device | str, dtype: torch.dtype, max_rows: int, tau: bool = True, rho: bool = True) -> str:
+    """What ``backend="auto"`` runs for predictions of ``dtype`` on ``device`` over tasks of at
+    most ``max_rows`` rows: numba (CPU float32), else on CUDA the all-pairs kernel for Kendall
+    alone on short tasks, the fused wavelet kernel when triton imports, else torch."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "numba" if _HAVE_NUMBA and dtype == torch.float32 else "torch"
+    if device.type == "cuda" and _triton_ok(device):
+        if tau and not rho and max_rows <= PAIRS_MAX_ROWS and dtype == torch.float32:
+            return "pairs"
+        return "triton"
+    return "torch"
+
+
+def _resolve(pred: torch.Tensor, backend: str, rt: RankTarget | None = None, tau: bool = True, rho: bool = True) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if backend == "auto":  # numba ranks float32 values; other dtypes keep their precision in torch
-        fast = _HAVE_NUMBA and pred.device.type == "cpu" and pred.dtype == torch.float32
-        return "numba" if fast else "torch"
+        max_rows = int(rt.lengths.max()) if rt is not None and rt.n_tasks else 0
+        return route(pred.device, pred.dtype, max_rows, tau, rho)
     if backend == "numba":
         if not _HAVE_NUMBA:
             raise RuntimeError("backend='numba' requested but numba is not installed")
         if pred.device.type != "cpu":
             raise ValueError("backend='numba' needs CPU tensors")
+    if backend in ("triton", "pairs") and not _triton_ok(pred.device):
+        raise ValueError(f"backend={backend!r} needs triton and CUDA tensors (or TRITON_INTERPRET=1 on the CPU)")
     return backend
 
 
@@ -604,7 +690,7 @@ def rank_correlations(pred: torch.Tensor, target: torch.Tensor | RankTarget, off
     """
     rt = target if isinstance(target, RankTarget) else prepare_target(target, offsets)
     _check_pred(pred, rt)
-    be = _resolve(pred, backend)
+    be = _resolve(pred, backend, rt, tau, rho)
     n = torch.from_numpy(rt.lengths)
     if be == "numba":
         c = _numba_counts(pred, rt, tau, rows)
@@ -622,10 +708,17 @@ def rank_correlations(pred: torch.Tensor, target: torch.Tensor | RankTarget, off
             # passes' working set small on the CPU
             budget = TORCH_CHUNK_ELEMENTS[pred.device.type == "cuda"]
             step = max(1, budget // max(1, rt.n_tasks * tab.W))
-            parts = [_torch_counts(pred[a:a + step], rt, tau, rho) for a in range(0, pred.shape[0], step)]
-            c = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-            t = _tau_from_counts(c["dis"], c["xtie"], c["ntie"], tab.ytie, tab.n) if tau else None
-            r = _rho_from_sums(c["num4"], c["sp4"], tab.st4, tab.n) if rho else None
+            t = r = None
+            if tau and be == "pairs":
+                t = _pairs_tau(pred, rt, tab)
+            if rho or t is None and tau:
+                wavelet = _wavelet_triton if be == "triton" else _wavelet_sums
+                parts = [_torch_counts(pred[a:a + step], rt, tau and t is None, rho, wavelet)
+                         for a in range(0, pred.shape[0], step)]
+                c = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+                if tau and t is None:
+                    t = _tau_from_counts(c["dis"], c["xtie"], c["ntie"], tab.ytie, tab.n)
+                r = _rho_from_sums(c["num4"], c["sp4"], tab.st4, tab.n) if rho else None
     dev = pred.device
     return (None if t is None else t.to(dev, torch.float32)), (None if r is None else r.to(dev, torch.float32))
 

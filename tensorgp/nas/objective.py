@@ -32,17 +32,18 @@ def parse_metric(metric: str) -> tuple[str, float]:
     raise ValueError(f"unknown metric {metric!r}; choose from kendall, spearman, kendall-top, kendall-topNN (NN in %)")
 
 
-def correlation(pred: torch.Tensor, batch: Batch, metric: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+def correlation(pred: torch.Tensor, batch: Batch, metric: str, rows: torch.Tensor | None = None,
+                backend: str = "auto") -> torch.Tensor:
     """``pred float32[P, N]`` -> ``float32[P, T]`` rank correlation per task (``[U, T]`` of the
-    rows ``rows: int64[U]`` only, when given)."""
+    rows ``rows: int64[U]`` only, when given); ``backend``: the rank statistics' (``fitness``)."""
     if metric.startswith("kendall-top"):
         frac = parse_metric(metric)[1]
-        k = kendall_tau_b(pred, batch.accuracy, batch.offsets, rows=rows)
-        return 0.5 * (k + top_kendall(pred, batch.accuracy, batch.offsets, frac, rows=rows))
+        k = kendall_tau_b(pred, batch.accuracy, batch.offsets, backend, rows=rows)
+        return 0.5 * (k + top_kendall(pred, batch.accuracy, batch.offsets, frac, backend, rows=rows))
     if metric == "kendall":
-        return kendall_tau_b(pred, batch.accuracy, batch.offsets, rows=rows)
+        return kendall_tau_b(pred, batch.accuracy, batch.offsets, backend, rows=rows)
     if metric == "spearman":
-        return spearman(pred, batch.accuracy, batch.offsets, rows=rows)
+        return spearman(pred, batch.accuracy, batch.offsets, backend, rows=rows)
     raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
 
 
@@ -59,9 +60,16 @@ class RankObjective:
     """
 
     def __init__(self, batch: Batch, metric: str = "kendall", aggregation: str = "mean",
-                 backend: str = "auto", chunk: int = 4096, inner_runs: int = 1, seed: int = 0):
+                 backend: str = "auto", chunk: int = 4096, inner_runs: int = 1, seed: int = 0,
+                 sync_free: bool = False, max_stack: int | None = None, fitness_backend: str = "auto"):
         parse_metric(metric)  # validates the name early
+        if sync_free and (max_stack is None or max_stack < 1):
+            raise ValueError("sync_free needs max_stack >= 1: a bound on the programs' stack depth "
+                             "(max_depth + 1 for trees of depth <= max_depth)")
         self.batch = batch
+        self.sync_free = sync_free
+        self.max_stack = max_stack
+        self.fitness_backend = fitness_backend
         self.metric = metric
         self.aggregation = aggregation
         self.backend = resolve_backend(backend, batch.X.device)
@@ -81,6 +89,13 @@ class RankObjective:
                              f"aggregation ({', '.join(SPACE_AGGREGATIONS)}) and tasks of at least 2 search "
                              f"spaces; got aggregation {aggregation!r}")
 
+    @property
+    def capturable(self) -> bool:
+        """A generation with this objective may be captured in a CUDA graph
+        (``EvolutionConfig.cuda_graph``): no host reads (``sync_free`` with Triton evaluation)
+        and an objective that does not change with the generation."""
+        return self.sync_free and self.backend == "triton" and self.aggregation != "space-sample"
+
     def begin_generation(self, generation: int | None) -> bool:
         """Called by the evolver before each generation's evaluation (None: outside evolution).
         Returns True when the fitness of a program changes with the generation (space-sample),
@@ -94,26 +109,41 @@ class RankObjective:
     def scores(self, pop: Population) -> torch.Tensor:
         """``float32[P, T]`` per-task correlation of every program. Identical programs (elites'
         copies, reproduction, crossovers that swap equal subtrees) are evaluated once, and
-        programs with identical predictions (``fitness.distinct_rows``) are ranked once."""
+        programs with identical predictions (``fitness.distinct_rows``) are ranked once.
+
+        ``sync_free``: every program is evaluated and ranked (both deduplications read their
+        group counts on the host), untrimmed, with the Triton evaluator given ``max_stack``
+        (no stack-depth read) when the backend is triton: a generation on a GPU then never waits
+        for the host here. The scores are the same (both deduplications are exact)."""
+        if self.sync_free:
+            return self._scores(pop, dedup=False)
         if pop.size > 1:
             uniq, inverse = unique_programs(pop)
             if uniq.size < pop.size:
                 return self._scores(uniq)[inverse]
         return self._scores(pop)
 
-    def _scores(self, pop: Population) -> torch.Tensor:
+    def _predict(self, part: Population) -> torch.Tensor:
+        if self.sync_free and self.backend == "triton":
+            from ..kernels.eval_kernel import evaluate_triton
+
+            return evaluate_triton(part.ops, part.consts, part.length, self.batch.X, max_stack=self.max_stack)
+        return evaluate(part, self.batch.X, self.backend)
+
+    def _scores(self, pop: Population, dedup: bool = True) -> torch.Tensor:
         te = tf = 0.0
         outs = []
+        fb = self.fitness_backend
         for lo in range(0, pop.size, self.chunk):
             part = pop[lo:lo + self.chunk]
             t0 = time.perf_counter()
-            pred = evaluate(part, self.batch.X, self.backend)
+            pred = self._predict(part)
             t1 = time.perf_counter()
-            keep, inverse = distinct_rows(pred)
-            if len(keep) < len(pred):
-                outs.append(correlation(pred, self.batch, self.metric, rows=keep)[inverse])
+            keep, inverse = distinct_rows(pred) if dedup else (None, None)
+            if keep is not None and len(keep) < len(pred):
+                outs.append(correlation(pred, self.batch, self.metric, rows=keep, backend=fb)[inverse])
             else:
-                outs.append(correlation(pred, self.batch, self.metric))
+                outs.append(correlation(pred, self.batch, self.metric, backend=fb))
             tf += time.perf_counter() - t1
             te += t1 - t0
         self.last_split = (te, tf)

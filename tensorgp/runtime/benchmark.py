@@ -477,11 +477,14 @@ def bench_fitness(cfg: BenchConfig, pred: torch.Tensor, log: Callable[[str], Non
         fns[f"both/{fb}"] = lambda fb=fb: F.rank_correlations(pred, rt, backend=fb)
     if dev.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         try:
-            from ..kernels.kendall_kernel import kendall_tau_b_triton
+            import triton  # noqa: F401
 
-            fns["kendall/triton"] = lambda: kendall_tau_b_triton(pred, target, off)
-        except Exception as e:  # triton missing: the other backends still report
-            log(f"kendall/triton skipped: {e!r}")
+            # triton: the sort path with the fused wavelet kernel; pairs: the all-pairs kernel
+            fns["kendall/triton"] = lambda: F.kendall_tau_b(pred, target, off, "triton")
+            fns["both/triton"] = lambda: F.rank_correlations(pred, rt, backend="triton")
+            fns["kendall/pairs"] = lambda: F.kendall_tau_b(pred, target, off, "pairs")
+        except ImportError as e:  # triton missing: the other backends still report
+            log(f"fitness triton/pairs skipped: {e!r}")
     log(f"timing fitness {', '.join(fns)}: {P} programs x {N} rows in {len(off) - 1} tasks")
     times = time_interleaved(fns, cfg.repeat, dev)
     res: dict = {"population": P, "rows": N, "tasks": len(off) - 1, "target": "seeded uniform, 3 decimals"}

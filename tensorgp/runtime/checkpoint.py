@@ -37,7 +37,7 @@ FORMAT = "tensorgp-checkpoint"
 VERSION = 1
 # settings a resumed run may change; every other explicitly given flag must equal the saved value
 MUTABLE = frozenset({"spec.config.generations", "spec.config.patience", "spec.config.target", "spec.backend",
-                     "every"})
+                     "every", "spec.config.sync_every"})  # sync_every: when progress is read, not what runs
 
 
 class CheckpointError(ValueError):
@@ -379,7 +379,7 @@ def run_settings(spec, islands: Mapping | None, every: int, world_size: int = 1)
 FLAG_KEYS = {"data": "spec.data", "train": "spec.train", "test": "spec.test", "proxies": "spec.proxies",
              "preprocess": "spec.preprocess", "functions": "spec.functions", "constants": "spec.constants",
              "metric": "spec.metric", "aggregation": "spec.aggregation", "device": "spec.device",
-             "backend": "spec.backend", "pop": "spec.config.population", "gens": "spec.config.generations",
+             "backend": "spec.backend", "sync_every": "spec.config.sync_every", "pop": "spec.config.population", "gens": "spec.config.generations",
              "runs": "spec.config.runs", "islands": "spec.config.runs", "seed": "spec.config.seed",
              "parsimony": "spec.config.parsimony", "tournament": "spec.config.tournament_size",
              "elitism": "spec.config.elitism", "max_depth": "spec.config.max_depth",
@@ -431,7 +431,7 @@ def merge_resume(saved: Mapping, given: Mapping, explicit: Iterable[str]) -> dic
     if conflicts:
         raise CheckpointError("these options contradict the checkpoint: " + "; ".join(conflicts)
                               + ". Drop them to continue the saved run, or start a new run without --resume "
-                              "(on resume only --gens, --patience, --backend and --every may change)")
+                              "(on resume only --gens, --patience, --backend, --every and --sync-every may change)")
     return _unflatten(s)
 
 

@@ -211,7 +211,10 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
 
     Per generation: step -> migrate (every ``migrate_every``) -> checkpoint (every ``every``) ->
     stop check. A checkpoint therefore holds the post-migration population, and a resumed run
-    continues with exactly the steps the uninterrupted run would take."""
+    continues with exactly the steps the uninterrupted run would take. On the device path the
+    generations go in blocks of ``config.sync_every`` (``Evolver.steps``: one host read per
+    block), cut at migration and checkpoint generations, so both happen where they would with
+    single steps; ``should_stop`` is asked once per block."""
     world = world or World(device=evolver.device)
     info = info or LoopInfo()
     c = evolver.config
@@ -223,6 +226,7 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
         if saver:
             saver.maybe_save(evolver, info)
     M = islands.migrate_every if islands else 0
+    K = c.sync_every if evolver.device_path else 1
     collective = world.size > 1
     while True:
         g = evolver.state.generation
@@ -239,7 +243,8 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
             if stop or done:
                 info.interrupted = stop and not done
                 break
-        stats = evolver.step()
+        n = _block(g, K, c.generations, M, saver.every if saver else 0)
+        block = evolver.steps(n, early_stop=not collective) if n > 1 else [evolver.step()]
         st = evolver.state
         if M and st.generation % M == 0:
             tm = time.perf_counter()
@@ -247,7 +252,8 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
             info.migration_s += time.perf_counter() - tm
             info.migrations += 1
         if callback:
-            callback(stats)
+            for stats in block:
+                callback(stats)
         if saver:
             saver.maybe_save(evolver, info)
     info.loop_s += time.perf_counter() - t0
@@ -255,6 +261,16 @@ def run_loop(evolver: Evolver, world: World | None = None, islands: Islands | No
     if saver:
         saver.maybe_save(evolver, info, force=True)
     return info
+
+
+def _block(g: int, k: int, generations: int, migrate_every: int, every: int) -> int:
+    """Generations to step from ``g`` at once: at most ``k``, ending at the last generation or
+    at the next migration or checkpoint generation, whichever comes first."""
+    n = min(k, generations - g)
+    for m in (migrate_every, every):
+        if m > 0:
+            n = min(n, m - g % m)
+    return max(n, 1)
 
 
 # ---------------------------------------------------------------- whole runs

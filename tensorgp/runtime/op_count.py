@@ -5,7 +5,9 @@ by name (``total``). Views (``unsqueeze``, ``slice``, ``view``, ...) only make a
 header; every other operation is at least one kernel launch on a GPU, so ``launches`` is the
 device path's launch count, measured on the CPU without a device. Operations that
 need their result on the host before they can return (``.item()``, ``nonzero``, ``unique``,
-boolean-mask indexing, ...) are counted apart as host synchronisations.
+boolean-mask indexing, ...) are counted apart as host synchronisations, as is a copy to the
+host: from a device, or on the CPU ``x.to("cpu", copy=True)`` (a copy to the host that keeps
+the dtype: how code marks its host reads so that a CPU count sees them).
 """
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ SYNC_OPS = frozenset({
 HEADER_OPS = frozenset({"aten.lift_fresh", "aten.detach", "aten.scalar_tensor"})
 
 
+def _to_host(src, kwargs: dict) -> bool:
+    if str(kwargs.get("device", "")) != "cpu" or not isinstance(src, torch.Tensor):
+        return False
+    return src.device.type != "cpu" or kwargs.get("dtype", src.dtype) == src.dtype
+
+
 class OpCounter(TorchDispatchMode):
     """``with OpCounter() as c: ...`` then ``c.total``, ``c.syncs``, ``c.ops`` (name -> count)."""
 
@@ -42,6 +50,8 @@ class OpCounter(TorchDispatchMode):
         if name in SYNC_OPS or (name == "aten.index" and any(
                 isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in (args[1] if len(args) > 1 else ()))):
             self.sync_ops[name] += 1
+        elif name == "aten._to_copy" and _to_host(args[0], kwargs or {}):
+            self.sync_ops["to_host"] += 1
         return func(*args, **(kwargs or {}))
 
     @property
