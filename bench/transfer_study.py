@@ -38,8 +38,12 @@ SETTINGS = [  # (name, label, settings over quality.DEFAULT and BUDGET)
      {"aggregation": "space-sample", "select": "nested"}),
     ("space-min-monotone", "worst space, nested, monotone formulas (no constants)",
      {"aggregation": "space-min", "select": "nested", "functions": MONOTONE, "constants": False}),
+    ("space-mean-shrink", "mean over spaces, shrunk toward the best single proxy",
+     {"aggregation": "space-mean", "select": "shrink"}),
+    ("space-sample-shrink", "worst of G-1 spaces drawn each generation, shrunk toward the best single proxy",
+     {"aggregation": "space-sample", "select": "shrink"}),
 ]
-PICKS = ("nested", "ensemble", "train", "parsimony")  # selection strategies shown per setting
+PICKS = ("shrink", "nested", "ensemble", "train", "parsimony")  # selection strategies shown per setting
 SHORT = {"nasbench201": "NB201", "nasbench301": "NB301", "transbench101_micro": "TNB-micro",
          "transbench101_macro": "TNB-macro"}
 
@@ -75,7 +79,7 @@ def run_transfer(spec_of, data_root: Path, out: Path, scale: float, seeds: int =
         kw = {**BUDGET, **settings_of(name)}
         spec = spec_of({"name": name, "label": label_of(name), "group": "transfer", "kind": "loso", "seed": seed,
                         "train": "*", **kw}, data_root, scale)
-        r = leave_one_space_out(replace(spec, train="*", test=None))
+        r = leave_one_space_out(replace(spec, train="*", test=None), whole=False)  # folds only: the recipe
         r["study"] = {"name": name, "seed": seed, "scale": scale, "load_before": load,
                       "load_after": os.getloadavg()[0], "wall_s": time.perf_counter() - t0}
         write_json(path, r)
@@ -105,21 +109,24 @@ def run_transfer(spec_of, data_root: Path, out: Path, scale: float, seeds: int =
 
 
 def recipe_choice(res: dict[str, dict]) -> str | None:
-    """The setting with the best inner held-out score (training spaces only) on the seed-0 screen,
-    which every setting has; later seeds do not move the choice."""
-    scored = {n: inner_score([v[0]]) for n, v in res.items() if 0 in v}
+    """The setting with the best inner held-out score (training spaces only) over the seeds every
+    setting has (``SEEDS`` at most: extra seeds of one setting do not move the choice)."""
+    common = set.intersection(*(set(v) for v in res.values())) if res else set()
+    common = {s for s in common if s < SEEDS}
+    scored = {n: inner_score([v[s] for s in sorted(common)]) for n, v in res.items()}
     scored = {n: v for n, v in scored.items() if v is not None}
     return max(scored, key=scored.get) if scored else None
 
 
 def inner_score(results) -> float | None:
-    """Mean over folds (and results) of the nested picks' Kendall on their inner held-out spaces."""
+    """Mean over folds (and results) of the selected predictor's per-run Kendall on the runs'
+    inner held-out spaces (nested: the picks'; shrink: cross-fitted, see ``transfer``)."""
     v = []
     for r in results:
         for f in (r["folds"].values() if "folds" in r else [r]):
-            nest = f.get("selection", {}).get("nested")
+            nest = f.get("selection", {}).get(f.get("selected"))
             if nest:
-                v += [x for x in nest["inner_kendall"] if x is not None]
+                v += [x for x in nest.get("inner_kendall") or [] if x is not None]
     return _mean(v)
 
 
@@ -152,7 +159,10 @@ def compact(r: dict) -> dict:
             "train_fitness": f["fitness"],
             "selected": f["selected"],
             "formulas": sel[f["selected"]].get("expressions") or [sel[f["selected"]].get("expression")],
-            "inner": sel.get("nested", {}).get("inner_kendall"),
+            "inner": sel.get(f["selected"], {}).get("inner_kendall"),
+            "inner_unshrunk": sel.get("shrink", {}).get("inner_unshrunk"),
+            "shrink": {k: sel["shrink"].get(k) for k in ("baseline", "weight_scores", "inner_baselines")}
+            if "shrink" in sel else None,
             "baselines": {"task_mean": {"proxy": by_task, "kendall": held[by_task]},
                           "space_mean": {"proxy": by_space, "kendall": held[by_space]},
                           "hindsight": {"proxy": hindsight, "kendall": held[hindsight]},
