@@ -81,7 +81,8 @@ class Proxy:
     ``preprocess``: per-set column transform applied before the formula (see the module doc);
     ``reference``: ``float32[k, len(variables)]`` raw values of reference architectures, or None;
     ``provenance``: where the proxy came from (run settings, selection, training tasks);
-    ``weights``: an ensemble's weight per formula (None: equal), positive, normalized to sum 1."""
+    ``weights``: an ensemble's weight per formula (None: equal), positive; the score divides by
+    their sum (integer weights keep the weighted rank sums exact, so exact ties stay ties)."""
 
     expressions: list[str]
     variables: list[str]
@@ -103,7 +104,7 @@ class Proxy:
             if len(w) != len(self.expressions) or not all(math.isfinite(x) and x > 0 for x in w):
                 raise ValueError(f"ensemble weights {self.weights!r}: need one positive weight per formula "
                                  f"({len(self.expressions)})")
-            self.weights = [x / sum(w) for x in w]
+            self.weights = w
         if self.reference is not None:
             ref = np.array(self.reference, dtype=np.float32).reshape(-1, len(self.variables))
             with np.errstate(invalid="ignore"):
@@ -128,7 +129,8 @@ class Proxy:
     def __str__(self) -> str:
         body = self.expressions[0] if not self.is_ensemble else \
             "mean per-set rank of " + "; ".join(self.expressions) if self.weights is None else \
-            "weighted mean per-set rank of " + "; ".join(f"{w:.4g} x {e}" for w, e in zip(self.weights, self.expressions))
+            "weighted mean per-set rank of " + "; ".join(f"{w / sum(self.weights):.4g} x {e}"
+                                                         for w, e in zip(self.weights, self.expressions))
         note = (f"; scores depend on the scored set ({self.preprocess} preprocessing"
                 f"{', ensemble' if self.is_ensemble else ''}) unless reference= is given") if self.set_dependent else ""
         return f"Proxy({body}; preprocess {self.preprocess}{note})"
@@ -219,16 +221,17 @@ class Proxy:
         w = torch.tensor(self._weights(), dtype=torch.float64)
         if ref is None:  # (weighted) mean per-set rank quantile, as selection's ensembles rank within a task
             r = (task_ranks(pred, torch.tensor([0, n]), quantile=False) * w[:, None]).sum(0)
-            return (r / max(n - 1, 1)).numpy()
+            return (r / (float(w.sum()) * max(n - 1, 1))).numpy()
         rp = self._predict(self._inputs(ref, ref), backend).double()
         pd = pred.double()
         lowest = lambda p: torch.where(torch.isfinite(p), p, torch.full_like(p, -math.inf)).numpy()
         qs = [_ecdf(np.where(np.isnan(lowest(rp[k])), -np.inf, lowest(rp[k])), lowest(pd[k]))
               for k in range(len(self.nodes))]
-        return np.tensordot(w.numpy(), np.stack(qs), 1)
+        return np.tensordot(w.numpy(), np.stack(qs), 1) / float(w.sum())
 
     def _weights(self) -> list[float]:
-        return self.weights if self.weights is not None else [1.0 / len(self.nodes)] * len(self.nodes)
+        """Each formula's weight (unnormalized; equal when ``weights`` is None)."""
+        return self.weights if self.weights is not None else [1.0] * len(self.nodes)
 
     def score(self, features: Any, names: Sequence[str] | None = None, reference: Any = None,
               backend: str = "torch") -> np.ndarray | dict[str, TaskScores]:
@@ -270,7 +273,8 @@ class Proxy:
         if not self.is_ensemble:
             return parts[0]
         if self.weights is not None:
-            return " + ".join(rf"{w:.4g}\,\operatorname{{rank}}\left({p}\right)" for w, p in zip(self.weights, parts))
+            return " + ".join(rf"{w / sum(self.weights):.4g}\,\operatorname{{rank}}\left({p}\right)"
+                              for w, p in zip(self.weights, parts))
         ranks = " + ".join(rf"\operatorname{{rank}}\left({p}\right)" for p in parts)
         return rf"\frac{{1}}{{{len(parts)}}}\left({ranks}\right)"
 
@@ -300,7 +304,8 @@ class Proxy:
             body.append(f"    return np.array({preds[0]}, dtype=np.float32)")
         else:
             w = self._weights()
-            body.append(f"    return ({' + '.join(f'{w[k]!r} * _rank({p})' for k, p in enumerate(preds))}) / max(n - 1, 1)")
+            body.append(f"    return ({' + '.join(f'{w[k]!r} * _rank({p})' for k, p in enumerate(preds))}) "
+                        f"/ ({sum(w)!r} * max(n - 1, 1))")
         return src + "\n" + "\n".join(body) + "\n"
 
     # ------------------------------------------------------------------ files

@@ -32,8 +32,8 @@ from ..engine.primitives import FIRST_VAR
 from .data import Task, make_batch
 from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
-from .transfer import (NESTED_SELECTIONS, SHRINK_WEIGHTS, best_single, choose_weight, crossfit_score, inner_space,
-                       nested_picks, task_spaces)
+from .transfer import (NESTED_SELECTIONS, SHRINK_STEPS, SHRINK_WEIGHTS, best_single, choose_weight, crossfit_score,
+                       inner_space, nested_picks, shrink_member_weights, task_spaces)
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
 
@@ -351,9 +351,9 @@ def _nested(cands: list[dict], scores: list[dict], entries, preds: dict[str, tup
 
 
 def _weighted_ranks(pred: torch.Tensor, off: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``float64[N]``: sum over rows of ``weights float[K]`` times each row's per-task rank
-    quantile (``pred float[K, N]``)."""
-    return (B.task_ranks(pred, off) * weights.to(torch.float64)[:, None]).sum(0)
+    """``float64[N]``: sum over rows of ``weights[K]`` (integers: exact sums) times each row's
+    0-based per-task rank (``pred float[K, N]``); the order of the weighted mean rank."""
+    return (B.task_ranks(pred, off, quantile=False) * weights.to(torch.float64)[:, None]).sum(0)
 
 
 def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], members: list[int]) -> tuple[dict, dict]:
@@ -369,19 +369,19 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
     tpred = tpreds["train"][0]
     spaces, space = task_spaces(keys)
     single = B.score_predictions(tpred, acc, off)["kendall"].double()  # [J, T]
-    W = torch.tensor(SHRINK_WEIGHTS, dtype=torch.float64)
+    W = torch.tensor([shrink_member_weights(w, 1)[1] for w in SHRINK_WEIGHTS], dtype=torch.float64)  # k
     inner = [inner_space(cands[i]["run"], len(spaces)) for i in members]
     base_r = [best_single(single, space, g) for g in inner]  # chosen on run r's own fitness spaces
     rows = []
     for i, b in zip(members, base_r):  # R x W blends, scored in one batch
-        qf, qb = B.task_ranks(pred[i][None], off)[0], B.task_ranks(tpred[b][None], off)[0]
-        rows.append((1 - W)[:, None] * qf[None] + W[:, None] * qb[None])
+        qf, qb = (B.task_ranks(p[None], off, quantile=False)[0] for p in (pred[i], tpred[b]))
+        rows.append((SHRINK_STEPS - W)[:, None] * qf[None] + W[:, None] * qb[None])  # exact: integer weights
     tau = B.score_predictions(torch.cat(rows), acc, off)["kendall"].double().reshape(len(members), len(W), -1)
     s = torch.stack([tau[r][:, space == g].mean(1) for r, g in enumerate(inner)])  # [R, W] inner held-out
     w = SHRINK_WEIGHTS[choose_weight(s)]
     b = best_single(single, space)
     names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
-    weights = [(1 - w) / len(members)] * len(members) + [w]
+    weights = shrink_member_weights(w, len(members))
     keep = [k for k, x in enumerate(weights) if x > 0]
     exprs = [(names + [prep.proxies[b]])[k] for k in keep]
     wt = torch.tensor([weights[k] for k in keep], dtype=torch.float64)
@@ -392,7 +392,7 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
         ens[split] = e
         scores_out.update(B.metric_dicts(B.score_predictions(e[None], a, o), 0, ks))
     size = sum(cands[members[k]]["size"] for k in keep if k < len(members)) + (1 if w > 0 else 0)
-    entry = {"expressions": exprs, "weights": [float(x) for x in wt] if len(exprs) > 1 else None,
+    entry = {"expressions": exprs, "weights": [int(x) for x in wt] if len(exprs) > 1 else None,
              "baseline": {"proxy": prep.proxies[b], "weight": w},
              "weight_scores": {str(x): float(v) for x, v in zip(SHRINK_WEIGHTS, s.nanmean(0).tolist())},
              "inner_spaces": [spaces[g] for g in inner], "inner_baselines": [prep.proxies[x] for x in base_r],

@@ -54,7 +54,8 @@ AUTO = "auto"
 MULTI_SPACE_MIN = 3
 MULTI_SPACE_DEFAULT = {"aggregation": "space-mean", "select": "nested"}
 NESTED_SELECTIONS = ("nested", "shrink")  # selections whose runs each leave a training space out
-SHRINK_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # share of the best single proxy in the shrunk predictor
+SHRINK_STEPS = 4  # the best single proxy's share of the shrunk predictor is k / SHRINK_STEPS
+SHRINK_WEIGHTS = tuple(k / SHRINK_STEPS for k in range(SHRINK_STEPS + 1))
 SINGLE_SPACE_DEFAULT = {"aggregation": "mean", "select": "compact"}
 
 
@@ -184,6 +185,15 @@ def crossfit_score(s: torch.Tensor, inner: Sequence[int], weights: Sequence[floa
         v = float(s[r, w])
         out.append(v if math.isfinite(v) else None)
     return out
+
+
+def shrink_member_weights(w: float, members: int) -> list[int]:
+    """Integer weights of ``members`` formulas and the baseline (last) for baseline share ``w``
+    (a multiple of 1/``SHRINK_STEPS``): integers keep weighted rank sums exact, so exact ties stay ties."""
+    k = round(w * SHRINK_STEPS)
+    if abs(k - w * SHRINK_STEPS) > 1e-9 or not 0 <= k <= SHRINK_STEPS:
+        raise ValueError(f"baseline share {w} is not a multiple of 1/{SHRINK_STEPS} in [0, 1]")
+    return [SHRINK_STEPS - k] * members + [k * members]
 
 
 def resolve_auto(spec, train_names: Sequence[str]):
