@@ -395,6 +395,7 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
     entry = {"expressions": exprs, "weights": [int(x) for x in wt] if len(exprs) > 1 else None,
              "baseline": {"proxy": prep.proxies[b], "weight": w},
              "weight_scores": {str(x): float(v) for x, v in zip(SHRINK_WEIGHTS, s.nanmean(0).tolist())},
+             "weight_scores_runs": [[float(v) for v in row] for row in s.tolist()],
              "inner_spaces": [spaces[g] for g in inner], "inner_baselines": [prep.proxies[x] for x in base_r],
              "inner_kendall": crossfit_score(s, inner), "inner_unshrunk": [float(x) for x in s[:, 0]],
              "size": size, "tasks": scores_out, "mean": split_means(scores_out, entries)}
