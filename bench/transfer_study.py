@@ -43,6 +43,8 @@ SETTINGS = [  # (name, label, settings over quality.DEFAULT and BUDGET)
      {"aggregation": "space-mean", "select": "shrink"}),
     ("space-sample-shrink", "worst of G-1 spaces drawn each generation, shrunk toward the best single proxy",
      {"aggregation": "space-sample", "select": "shrink"}),
+    ("space-mean-shrink-big", "mean over spaces, shrunk toward the best single proxy, 8 runs x 500 x 30",
+     {"aggregation": "space-mean", "select": "shrink", "runs": 8, "pop": 500, "gens": 30}),
 ]
 PICKS = ("shrink", "nested", "ensemble", "train", "parsimony")  # selection strategies shown per setting
 SHORT = {"nasbench201": "NB201", "nasbench301": "NB301", "transbench101_micro": "TNB-micro",
