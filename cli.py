@@ -344,7 +344,7 @@ def score_cmd(
     if as_json:
         print(dumps(res))
         return
-    formula = res["proxy"] if res["proxy"] is not None else "ensemble: " + "; ".join(res["ensemble"])
+    formula = res["proxy"] if res["proxy"] is not None else _ensemble_text(res["ensemble"], res.get("weights"))
     out.print(f"[bold]proxy[/] [cyan]{formula}[/] (preprocess {res['preprocess']}"
               + (f", against reference {res['reference']})" if res["reference"] else
                  ", scores relative to each task's set)" if res["set_dependent"] else ")"))
