@@ -472,6 +472,30 @@ def findings_lines(sets: dict, chosen: str, base: dict, spaces: list[str]) -> li
         if above:
             out.append(f"- {SHORT.get(sp, sp)} held out: the recipe ({fmt(v)}) still loses to "
                        + ", ".join(f"{p} ({fmt(x)})" for p, x in above) + ".")
+    nest = _med(_seed_means(rec, spaces, "nested"))
+    mine = _med(_seed_means(rec, spaces))
+    if nest is not None and mine is not None and mine < nest:
+        out.append(f"- The inner criterion and the outer figures disagree: the recipe ({fmt(mine)}) is below the "
+                   f"first round's nested pick of the same evolutions ({fmt(nest)}) and below the best single "
+                   f"proxy by space mean ({fmt(sm)}).")
+    ws = [r["folds"][sp]["shrink"]["baseline"]["weight"] for r in rec["seeds"].values() for sp in spaces
+          if (r["folds"][sp].get("shrink") or {}).get("baseline")]
+    if ws:
+        n_ext = sum(w in (0.0, 1.0) for w in ws)
+        odd = [(sp, b) for r in rec["seeds"].values() for sp in spaces
+               for b in ((r["folds"][sp].get("shrink") or {}).get("inner_baselines") or [])
+               if b != r["folds"][sp]["shrink"]["baseline"]["proxy"]]
+        tot = sum(len((r["folds"][sp].get("shrink") or {}).get("inner_baselines") or [])
+                  for r in rec["seeds"].values() for sp in spaces)
+        same = all(len({r["folds"][sp]["shrink"]["baseline"]["weight"] for r in rec["seeds"].values()}) == 1
+                   for sp in spaces)
+        out.append(f"- Why: the inner choice of w is a 3-space estimate. {n_ext} of {len(ws)} fold choices are an "
+                   f"extreme (w = 0 or 1){', the same in every seed for a given fold' if same else ''}, so "
+                   f"{'each fold gets' if n_ext == len(ws) else 'most folds get'} either the "
+                   f"runs' formulas alone or the single proxy alone; and {len(odd)} of {tot} inner baselines "
+                   f"(chosen on two spaces) differ from the fold's own best single proxy "
+                   f"({', '.join(sorted({b for _, b in odd})) or 'none'} instead of it), so the inner blends test "
+                   f"a weaker baseline than the one the fold uses.")
     for n, s in sets.items():
         if n != chosen:
             out.append(f"- Not chosen: `{n}` ({own}), held-out mean {fmt(_med(_seed_means(s, spaces)))} "
