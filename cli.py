@@ -118,7 +118,7 @@ def run(
     fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
     validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),
-    select: str = typer.Option("auto", "--select", help="Formula reported: auto (default: nested for training tasks of 3+ search spaces and 2+ runs, else compact) | compact (the smallest on the size/fitness Pareto front within 0.01 of the best, rank-simplified) | train (best training fitness) | validation | parsimony (smallest hall-of-fame entry within 0.01 of the best) | ensemble (mean rank of every run's best) | nested (run r leaves training space r mod G out of its fitness and picks its formula there; the picks' ensemble; needs a space-* aggregation)."),
+    select: str = typer.Option("auto", "--select", help="Formula reported: auto (default: shrink for training tasks of 3+ search spaces and 2+ runs, else compact) | compact (the smallest on the size/fitness Pareto front within 0.01 of the best, rank-simplified) | train (best training fitness) | validation | parsimony (smallest hall-of-fame entry within 0.01 of the best) | ensemble (mean rank of every run's best) | nested (run r leaves training space r mod G out of its fitness and picks its formula there; the picks' ensemble; needs a space-* aggregation) | shrink (the same runs; their best formulas' ensemble blended with the single proxy of the best mean over training spaces, at the weight the runs' held-out spaces choose)."),
     protocol: str = typer.Option("split", "--protocol", help="split (train/test globs) | leave-one-space-out (one evolution per search space of the --train tasks, that space held out)."),
     parsimony: float = typer.Option(0.001, help="Selection penalty per program node (the default keeps formulas readable; 0 for none)."),
     tournament: int = typer.Option(7, help="Tournament size."),
@@ -255,8 +255,19 @@ def _formula_text(r: dict) -> str:
     """The reported predictor of a result: its formula, or an ensemble's formulas."""
     if r.get("expression") is not None:
         return str(r["expression"])
-    ens = (r.get("ensemble") or {}).get("expressions") or []
-    return f"ensemble (mean per-task rank) of {len(ens)}: " + "; ".join(ens)
+    ens = r.get("ensemble") or {}
+    return _ensemble_text(ens.get("expressions") or [], ens.get("weights"))
+
+
+def _ensemble_text(exprs: list, weights: Optional[list] = None) -> str:
+    """An ensemble's formulas, with each one's share when the ensemble is weighted."""
+    if len(exprs) == 1:
+        return str(exprs[0])
+    if not weights:
+        return f"ensemble (mean per-task rank) of {len(exprs)}: " + "; ".join(exprs)
+    tot = sum(weights)
+    return (f"weighted ensemble (mean per-task rank) of {len(exprs)}: "
+            + "; ".join(f"{w / tot:.3g} x {e}" for w, e in zip(weights, exprs)))
 
 
 def _print_pareto(r: dict) -> None:
@@ -334,7 +345,7 @@ def score_cmd(
     if as_json:
         print(dumps(res))
         return
-    formula = res["proxy"] if res["proxy"] is not None else "ensemble: " + "; ".join(res["ensemble"])
+    formula = res["proxy"] if res["proxy"] is not None else _ensemble_text(res["ensemble"], res.get("weights"))
     out.print(f"[bold]proxy[/] [cyan]{formula}[/] (preprocess {res['preprocess']}"
               + (f", against reference {res['reference']})" if res["reference"] else
                  ", scores relative to each task's set)" if res["set_dependent"] else ")"))
@@ -409,7 +420,11 @@ def _run_protocol(spec, protocol: str, managed: bool, out_dir: Optional[Path], a
         out.print(t)
         for s, r in result["folds"].items():
             sel = r["selection"].get(r.get("selected"), r["selection"]["train"])
-            out.print(f"{s} held out: [cyan]{sel.get('expression') or ' | '.join(sel.get('expressions', []))}[/]")
+            text = sel.get("expression") or _ensemble_text(sel.get("expressions", []), sel.get("weights"))
+            base = sel.get("baseline")
+            note = (f" (best single proxy {base['proxy']} at weight {base['weight']:g}, chosen on the inner "
+                    f"held-out spaces)") if base else ""
+            out.print(f"{s} held out: [cyan]{text}[/]{note}")
         whole = result.get("all_spaces")
         if whole:
             out.print(f"evolved on every space (the formula `score --from` and `search --from` use): "

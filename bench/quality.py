@@ -149,19 +149,21 @@ def spec_of(e: dict, data_root: Path, scale: float, timing_gens: int | None = No
 def run_experiment(e: dict, data_root: Path, scale: float, timing_gens: int | None = None,
                    out: Path = Path("runs/quality")) -> dict:
     if e["kind"] == "transfer":
-        return {**TS.run_transfer(spec_of, data_root, out, scale, until=TRANSFER_UNTIL[0], names=TRANSFER_NAMES[0]),
+        return {**TS.run_transfer(spec_of, data_root, out, scale, seeds=TRANSFER_SEEDS[0], until=TRANSFER_UNTIL[0],
+                                  names=TRANSFER_NAMES[0]),
                 "label": e["label"],
                 "study": {"name": e["name"], "scale": scale}}
     if e["kind"] in ("transfer-split", "recipe"):
         chosen = _transfer_choice(out)
         if e["kind"] == "transfer-split":
-            names = [chosen]  # the former default's split figure is the earlier study's (CPU time)
+            names = ["auto"]  # the default for 2 training spaces (the multi-space recipe does not apply)
             return {**TS.run_split(spec_of, data_root, out, scale, names), "label": e["label"],
                     "study": {"name": e["name"], "scale": scale}}
         spec = spec_of({**e, "kind": "loso", "train": "*", **TS.BUDGET, **TS.settings_of(chosen)}, data_root, scale)
         load = os.getloadavg()[0]
         r = evolve_proxy(replace(spec, train="*", test=None))
         r["label"] = e["label"]
+        r["kind"] = "recipe"  # a study table: a run without --section must not rewrite the whole report from it
         r["study"] = {"name": chosen, "scale": scale, "load_before": load, "load_after": os.getloadavg()[0]}
         return r
     if e["kind"] == "seeds":
@@ -246,6 +248,7 @@ def run_attainable(e: dict, data_root: Path, scale: float) -> dict:
 
 TRANSFER_UNTIL: list[float | None] = [None]  # --until: no new transfer evolution after this time
 TRANSFER_NAMES: list[list[str] | None] = [None]  # --transfer-settings: a subset of transfer_study.SETTINGS
+TRANSFER_SEEDS: list[int] = [TS.SEEDS]  # --transfer-seeds: seeds per setting (the choice uses the first TS.SEEDS)
 
 
 def _transfer_choice(out: Path) -> str:
@@ -514,7 +517,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="rewrite only this section of the existing report (the other sections' results need not exist)")
     ap.add_argument("--transfer-settings", default=None,
                     help="comma-separated settings of the transfer study (default: all of transfer_study.SETTINGS)")
+    ap.add_argument("--transfer-seeds", type=int, default=TS.SEEDS,
+                    help=f"seeds per setting of the transfer study (default {TS.SEEDS}; the recipe is chosen on the "
+                         f"first {TS.SEEDS}, later seeds are reported)")
     a = ap.parse_args(argv)
+    TRANSFER_SEEDS[0] = a.transfer_seeds
     if a.transfer_settings:
         known = [n for n, _, _ in TS.SETTINGS]
         names = [n.strip() for n in a.transfer_settings.split(",") if n.strip()]

@@ -257,6 +257,10 @@ def test_leave_one_space_out_holds_out_each_space(tmp_path):
                                            key=lambda p: -summ["single"][p])
     with pytest.raises(ValueError):
         P.leave_one_space_out(spec_for(data, train="*", test="gamma/*"))
+    assert r["all_spaces"] is not None and r["proxy"] is not None and not r["interrupted"]
+    folds_only = P.leave_one_space_out(spec, whole=False)  # a study of transfer: the folds, no formula to take away
+    assert folds_only["all_spaces"] is None and folds_only["proxy"] is None and not folds_only["interrupted"]
+    assert folds_only["summary"] == r["summary"]  # seeded: the same folds
 
 
 # ----------------------------------------------------------------------------- real data

@@ -5,7 +5,9 @@ import json
 import math
 
 import pytest
+import numpy as np
 import torch
+from scipy import stats
 
 from tensorgp.engine.evolve import EvolutionConfig, Evolver
 from tensorgp.engine.population import Population
@@ -227,3 +229,90 @@ def test_resampled_evolution_with_unfilled_hall_of_fame_slots():
     empty = (ev.state.hof.pop.length == 0).view(2, -1)
     assert bool(empty.any()) and torch.all(torch.isinf(fit[empty]))
     assert torch.all(torch.isfinite(fit[:, 0]))
+
+
+# ----------------------------------------------------------------------------- shrinkage toward the best single proxy
+
+
+def test_best_single_means_over_spaces_and_leaves_the_inner_space_out():
+    # proxy 0 is strong on the one-task space 1; proxy 1 on the two tasks of space 0
+    k = torch.tensor([[0.1, 0.1, 0.9], [0.5, 0.5, 0.3]], dtype=torch.float64)
+    space = torch.tensor([0, 0, 1])
+    assert TR.best_single(k, space) == 0  # space means 0.5 vs 0.4 (the task mean would pick proxy 1)
+    assert TR.best_single(k, space, exclude=0) == 0  # only space 1 counts
+    assert TR.best_single(k, space, exclude=1) == 1
+    absent = torch.tensor([[float("nan"), float("nan"), 0.9], [0.1, 0.1, 0.1]], dtype=torch.float64)
+    assert TR.best_single(absent, space) == 1  # a proxy absent from a whole space loses
+    with pytest.raises(ValueError):
+        TR.best_single(k, torch.tensor([0, 0, 0]), exclude=0)
+
+
+def test_choose_weight_ties_go_to_the_baseline_and_crossfit_never_scores_where_it_chose():
+    W = (0.0, 0.5, 1.0)
+    assert TR.choose_weight(torch.tensor([[0.3, 0.3, 0.3]]), W) == 2  # a tie: the baseline's weight
+    assert TR.shrink_member_weights(0.25, 6) == [3] * 6 + [6]  # 3/24 each, 6/24 = 0.25 for the baseline
+    with pytest.raises(ValueError):
+        TR.shrink_member_weights(0.3, 6)
+    assert TR.choose_weight(torch.tensor([[0.5, 0.4, 0.1], [0.1, 0.3, 0.2]]), W) == 1  # means 0.3, 0.35, 0.15
+    # runs 0, 1 hold out space 0, where the formula wins (w = 0); runs 2, 3 hold out space 1,
+    # where the baseline wins (w = 1): each space's runs get the weight the other space chose
+    s = torch.tensor([[0.6, 0.5, 0.2], [0.6, 0.5, 0.2], [0.1, 0.2, 0.4], [0.1, 0.2, 0.4]])
+    assert TR.crossfit_score(s, [0, 0, 1, 1], W) == pytest.approx([0.2, 0.2, 0.1, 0.1])
+    assert TR.crossfit_score(s, [0, 0, 0, 0], W) == [None] * 4  # no other space to choose on
+
+
+def test_shrink_selection_blends_the_runs_best_formulas_with_the_best_single_proxy(tmp_path):
+    from tensorgp.nas.proxy import Proxy, proxy_from_result
+
+    data = write_suite(tmp_path)
+    r = evolve_proxy(spec_for(data, train="*", runs=3, gens=2, aggregation="space-mean", select="shrink"))
+    assert r["selected"] == "shrink" and "nested" in r["selection"]  # the same runs give both
+    sh = r["selection"]["shrink"]
+    assert sh["inner_spaces"] == ["alpha", "beta", "gamma"]
+    assert list(sh["weight_scores"]) == [str(w) for w in TR.SHRINK_WEIGHTS]
+    w = sh["baseline"]["weight"]
+    assert sh["weight_scores"][str(w)] == max(sh["weight_scores"].values())
+    # the baseline: best mean over training spaces of each single proxy's Kendall
+    single = r["baselines"]["single"]
+    train = [x["key"] for x in r["sets"] if x["split"] == "train"]
+
+    def space_mean(p):
+        per = {}
+        for k in train:
+            per.setdefault(k.split("/")[0], []).append(single[k][p]["kendall"])
+        return sum(sum(v) / len(v) for v in per.values()) / len(per)
+    assert sh["baseline"]["proxy"] == max(r["proxies"], key=space_mean)
+    # the members: every run's best formula by training fitness, weighted (1 - w) / R, plus the baseline at w
+    best = [d["expression"] for d in r["runs_detail"]]
+    if 0 < w < 1:
+        assert sh["expressions"] == best + [sh["baseline"]["proxy"]]
+        assert sh["weights"] == TR.shrink_member_weights(w, 3)  # (1 - w) / 3 each and w, as integers
+        assert [x / sum(sh["weights"]) for x in sh["weights"]] == pytest.approx([(1 - w) / 3] * 3 + [w])
+    elif w == 1:
+        assert sh["expressions"] == [sh["baseline"]["proxy"]] and r["expression"] == sh["baseline"]["proxy"]
+    else:
+        assert sh["expressions"] == best
+    # the proxy a user takes away scores every task as the selection says
+    proxy = proxy_from_result(r)
+    assert isinstance(proxy, Proxy)
+    for k in train:
+        sc = proxy.score(str(data / f"zc_{k.split('/')[0]}.json"))[k]
+        tau = stats.kendalltau(sc.scores, sc.accuracy).statistic
+        assert tau == pytest.approx(sh["tasks"][k]["kendall"], abs=1e-5)
+
+
+def test_weighted_ensemble_proxy_scores_the_weighted_mean_rank():
+    from tensorgp.nas.proxy import Proxy
+
+    x = {"p0": np.array([1.0, 3.0, 2.0, 4.0]), "p1": np.array([4.0, 1.0, 3.0, 2.0])}
+    p = Proxy(["p0", "p1"], ["p0", "p1"], "raw", weights=[3.0, 1.0])
+    q0, q1 = np.array([0, 2, 1, 3]) / 3, np.array([3, 0, 2, 1]) / 3
+    assert p.score(x) == pytest.approx(0.75 * q0 + 0.25 * q1)
+    ns: dict = {}
+    exec(p.to_python(), ns)
+    assert ns["proxy"](**x) == pytest.approx(0.75 * q0 + 0.25 * q1)
+    again = Proxy.from_dict(p.to_dict())
+    assert again.weights == pytest.approx(p.weights)
+    assert Proxy(["p0", "p1"], ["p0", "p1"], "raw").score(x) == pytest.approx((q0 + q1) / 2)
+    with pytest.raises(ValueError, match="weight"):
+        Proxy(["p0", "p1"], ["p0", "p1"], "raw", weights=[1.0, -1.0])

@@ -10,7 +10,7 @@ from .data import Batch
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
 from ..engine.population import Population, unique_programs
-from .transfer import SPACE_AGGREGATIONS, inner_mask, reduce_spaces, sample_mask, space_weights
+from .transfer import NESTED_SELECTIONS, SPACE_AGGREGATIONS, inner_mask, reduce_spaces, sample_mask, space_weights
 
 METRICS = ("kendall", "spearman", "kendall-top")
 
@@ -165,7 +165,7 @@ class RankObjective:
 
 
 def objective_for(spec, batch: Batch) -> RankObjective:
-    """The training objective of a ``RunSpec``: nested selection (``select == "nested"``) gives
+    """The training objective of a ``RunSpec``: nested selection (``select`` in ``NESTED_SELECTIONS``) gives
     each of the ``config.runs`` runs its own inner held-out training space."""
-    inner = spec.config.runs if spec.select == "nested" else 1
+    inner = spec.config.runs if spec.select in NESTED_SELECTIONS else 1
     return RankObjective(batch, spec.metric, spec.aggregation, spec.backend, inner_runs=inner, seed=spec.config.seed)

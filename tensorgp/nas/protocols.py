@@ -16,13 +16,14 @@ from .splits import finite_mean as _mean, space_of, spaces
 
 
 def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Callable[[], bool] | None = None,
-                        on_fold: Callable[[str, int, int], None] | None = None) -> dict:
+                        on_fold: Callable[[str, int, int], None] | None = None, whole: bool = True) -> dict:
     """One evolution per search space among the tasks matching ``spec.train``, each with that
     space held out as the test set (``spec.test`` must be unset). ``on_fold(space, i, k)`` is
     called before fold i of k (``on_fold("all", k, k)`` before the evolution on every space).
     Returns ``{"protocol", "folds": {space: run result}, "summary", "all_spaces", "expression",
     "proxy"}``: besides the folds (which measure transfer), one more evolution on every space
-    gives the formula a user takes away (``expression``/``proxy``, as in a split result)."""
+    gives the formula a user takes away (``expression``/``proxy``, as in a split result);
+    ``whole=False`` skips it (a study that measures transfer only)."""
     if spec.test:
         raise ValueError("leave-one-space-out takes its test sets from --train; do not pass --test")
     if spec.validation:
@@ -41,8 +42,9 @@ def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Cal
         fold = replace(spec, train=",".join(t.name for t in tasks if space_of(t.name) != s),
                        test=",".join(t.name for t in tasks if space_of(t.name) == s))
         folds[s] = evolve_proxy(fold, callback, should_stop)
+    all_run = whole
     whole = None
-    if len(folds) == len(sp) and not (should_stop is not None and should_stop()):
+    if all_run and len(folds) == len(sp) and not (should_stop is not None and should_stop()):
         if on_fold is not None:
             on_fold("all", len(sp), len(sp))
         whole = evolve_proxy(replace(spec, train=",".join(t.name for t in tasks), test=None), callback, should_stop)
@@ -54,7 +56,7 @@ def leave_one_space_out(spec, callback: Callable | None = None, should_stop: Cal
         "folds": folds,
         "summary": {s: fold_summary(r) for s, r in folds.items()},
         "interrupted": len(folds) < len(sp) or any(r.get("interrupted") for r in folds.values())
-                       or whole is None or bool(whole.get("interrupted")),
+                       or (all_run and whole is None) or bool(whole and whole.get("interrupted")),
         "time_s": time.perf_counter() - t0,
         "config": first.get("config"),
         "preprocess": spec.preprocess, "metric": spec.metric, "aggregation": spec.aggregation,

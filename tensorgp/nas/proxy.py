@@ -81,7 +81,9 @@ class Proxy:
     ``expressions``: infix formulas over ``variables`` (the proxies they read, in parameter order);
     ``preprocess``: per-set column transform applied before the formula (see the module doc);
     ``reference``: ``float32[k, len(variables)]`` raw values of reference architectures, or None;
-    ``provenance``: where the proxy came from (run settings, selection, training tasks)."""
+    ``provenance``: where the proxy came from (run settings, selection, training tasks);
+    ``weights``: an ensemble's weight per formula (None: equal), positive; the score divides by
+    their sum (integer weights keep the weighted rank sums exact, so exact ties stay ties)."""
 
     expressions: list[str]
     variables: list[str]
@@ -89,6 +91,7 @@ class Proxy:
     reference: np.ndarray | None = field(default=None, repr=False)
     provenance: dict = field(default_factory=dict, repr=False)
     result: dict | None = field(default=None, repr=False, compare=False)  # the run's result, when just evolved
+    weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         if not self.expressions:
@@ -97,6 +100,12 @@ class Proxy:
             raise ValueError(f"unknown preprocess mode {self.preprocess!r}; modes: {', '.join(PREPROCESS_MODES)}")
         self.variables = list(self.variables)
         self.nodes = [E.parse(e, self.variables) for e in self.expressions]
+        if self.weights is not None:
+            w = [float(x) for x in self.weights]
+            if len(w) != len(self.expressions) or not all(math.isfinite(x) and x > 0 for x in w):
+                raise ValueError(f"ensemble weights {self.weights!r}: need one positive weight per formula "
+                                 f"({len(self.expressions)})")
+            self.weights = w
         if self.reference is not None:
             ref = np.array(self.reference, dtype=np.float32).reshape(-1, len(self.variables))
             with np.errstate(invalid="ignore"):
@@ -120,7 +129,9 @@ class Proxy:
 
     def __str__(self) -> str:
         body = self.expressions[0] if not self.is_ensemble else \
-            "mean per-set rank of " + "; ".join(self.expressions)
+            "mean per-set rank of " + "; ".join(self.expressions) if self.weights is None else \
+            "weighted mean per-set rank of " + "; ".join(f"{w / sum(self.weights):.4g} x {e}"
+                                                         for w, e in zip(self.weights, self.expressions))
         note = (f"; scores depend on the scored set ({self.preprocess} preprocessing"
                 f"{', ensemble' if self.is_ensemble else ''}) unless reference= is given") if self.set_dependent else ""
         return f"Proxy({body}; preprocess {self.preprocess}{note})"
@@ -213,15 +224,20 @@ class Proxy:
         pred = self._predict(self._inputs(x, ref), backend, dtype)
         if not self.is_ensemble:
             return pred[0].numpy()
-        if ref is None:  # mean per-set rank quantile, as selection's ensemble ranks within a task
-            r = task_ranks(pred, torch.tensor([0, n]), quantile=False).sum(0)
-            return (r / (len(self.nodes) * max(n - 1, 1))).numpy()
+        w = torch.tensor(self._weights(), dtype=torch.float64)
+        if ref is None:  # (weighted) mean per-set rank quantile, as selection's ensembles rank within a task
+            r = (task_ranks(pred, torch.tensor([0, n]), quantile=False) * w[:, None]).sum(0)
+            return (r / (float(w.sum()) * max(n - 1, 1))).numpy()
         rp = self._predict(self._inputs(ref, ref), backend, dtype).double()
         pd = pred.double()
         lowest = lambda p: torch.where(torch.isfinite(p), p, torch.full_like(p, -math.inf)).numpy()
         qs = [_ecdf(np.where(np.isnan(lowest(rp[k])), -np.inf, lowest(rp[k])), lowest(pd[k]))
               for k in range(len(self.nodes))]
-        return np.mean(qs, 0)
+        return np.tensordot(w.numpy(), np.stack(qs), 1) / float(w.sum())
+
+    def _weights(self) -> list[float]:
+        """Each formula's weight (unnormalized; equal when ``weights`` is None)."""
+        return self.weights if self.weights is not None else [1.0] * len(self.nodes)
 
     def score(self, features: Any, names: Sequence[str] | None = None, reference: Any = None,
               backend: str = "torch", dtype: str = "float64") -> np.ndarray | dict[str, TaskScores]:
@@ -272,6 +288,9 @@ class Proxy:
         parts = [node_to_latex(n, self.variables) for n in self.nodes]
         if not self.is_ensemble:
             return parts[0]
+        if self.weights is not None:
+            return " + ".join(rf"{w / sum(self.weights):.4g}\,\operatorname{{rank}}\left({p}\right)"
+                              for w, p in zip(self.weights, parts))
         ranks = " + ".join(rf"\operatorname{{rank}}\left({p}\right)" for p in parts)
         return rf"\frac{{1}}{{{len(parts)}}}\left({ranks}\right)"
 
@@ -303,7 +322,9 @@ class Proxy:
         if not self.is_ensemble:
             body.append(f"    return np.array({preds[0]}, dtype=np.float64)")
         else:
-            body.append(f"    return ({' + '.join(f'_rank({p})' for p in preds)}) / ({len(fnames)} * max(n - 1, 1))")
+            w = self._weights()
+            body.append(f"    return ({' + '.join(f'{w[k]!r} * _rank({p})' for k, p in enumerate(preds))}) "
+                        f"/ ({sum(w)!r} * max(n - 1, 1))")
         return src + "\n" + "\n".join(body) + "\n"
 
     # ------------------------------------------------------------------ files
@@ -313,7 +334,8 @@ class Proxy:
         return {"format": PROXY_FORMAT, "kind": "ensemble" if self.is_ensemble else "formula",
                 "expressions": list(self.expressions), "variables": list(self.variables),
                 "preprocess": self.preprocess, "set_dependent": self.set_dependent,
-                "reference": ref, "provenance": dict(self.provenance)}
+                "reference": ref, "provenance": dict(self.provenance),
+                **({"weights": list(self.weights)} if self.weights is not None else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str = "proxy") -> "Proxy":
@@ -324,7 +346,7 @@ class Proxy:
                 arr = np.array([[math.nan if x is None else x for x in ref[v]] for v in d["variables"]],
                                dtype=np.float32).T
             return cls(list(d["expressions"]), list(d["variables"]), d.get("preprocess", "rank"), arr,
-                       dict(d.get("provenance") or {}))
+                       dict(d.get("provenance") or {}), weights=d.get("weights"))
         except (KeyError, TypeError) as e:
             raise DataError(f"{where}: not a proxy block ({e})") from None
 
@@ -346,11 +368,13 @@ def proxy_block(result: Mapping, train_tasks: Sequence[Task]) -> dict:
     """The ``proxy`` block of a run result: the selected predictor, the proxies it reads (in the
     run's terminal order), its preprocessing, the training architectures as reference, provenance."""
     exprs = list(result["ensemble"]["expressions"]) if result.get("expression") is None else [result["expression"]]
+    weights = result["ensemble"].get("weights") if result.get("expression") is None else None
     names = set().union(*(E.names_in(e) for e in exprs))
     variables = [p for p in result["proxies"] if p in names] or list(result["proxies"][:1])
     prov = {k: result.get(k) for k in ("version", "selected", "metric", "aggregation", "seed", "population",
                                          "generations", "runs", "train_tasks", "fitness", "size")}
-    return Proxy(exprs, variables, result["preprocess"], reference_rows(train_tasks, variables), prov).to_dict()
+    return Proxy(exprs, variables, result["preprocess"], reference_rows(train_tasks, variables), prov,
+                 weights=weights).to_dict()
 
 
 def proxy_from_result(r: Mapping, where: str = "result") -> Proxy:
@@ -364,9 +388,11 @@ def proxy_from_result(r: Mapping, where: str = "result") -> Proxy:
     if r.get("expression") is None and not r.get("ensemble"):
         raise DataError(f"{where}: holds no 'expression', 'ensemble' or 'proxy' block; is it a tensorgp result?")
     exprs = list(r["ensemble"]["expressions"]) if r.get("expression") is None else [str(r["expression"])]
+    weights = r["ensemble"].get("weights") if r.get("expression") is None else None
     names = set().union(*(E.names_in(e) for e in exprs))
     variables = [p for p in r.get("proxies", sorted(names)) if p in names] or sorted(names)
-    return Proxy(exprs, variables, str(r.get("preprocess", "rank")), None, {"selected": r.get("selected")})
+    return Proxy(exprs, variables, str(r.get("preprocess", "rank")), None, {"selected": r.get("selected")},
+                 weights=weights)
 
 
 def load_proxy(path: str | Path) -> Proxy:

@@ -22,6 +22,9 @@ STRATEGY_NAMES = {
     "validation": "evolved, best on validation",
     "parsimony": "evolved, smallest within 0.01 of the best fitness",
     "ensemble": "evolved, mean-rank ensemble of every run's best",
+    "compact": "evolved, compact (Pareto front of size against fitness)",
+    "nested": "evolved, each run's pick on its inner held-out space (ensemble)",
+    "shrink": "evolved, runs' best shrunk toward the best single proxy (weight chosen on inner held-out spaces)",
 }
 METRIC_NAMES = {"kendall": "Kendall", "spearman": "Spearman", "top_kendall": "Kendall top 10%",
                 "precision5": "precision@5%", "top10_pct": "best of top-10 (pct)"}

@@ -69,6 +69,7 @@ def score_file(result: str | Path | Proxy, data: str | Path | Sequence[str | Pat
     rows = score_rows(scored)
     meta = {"proxy": proxy.expressions[0] if not proxy.is_ensemble else None,
             "ensemble": proxy.expressions if proxy.is_ensemble else None,
+            "weights": proxy.weights if proxy.is_ensemble else None,
             "preprocess": proxy.preprocess, "set_dependent": proxy.set_dependent and reference is None,
             "reference": None if reference is None else str(reference)}
     if out is not None:

@@ -11,6 +11,9 @@ strategies (``SELECTIONS``), all applied to the hall of fame of every run:
   fitness on the Pareto front of size against fitness (``pareto``), rank-simplified.
 * ``nested``: each run leaves one training space out of its fitness and picks its formula on
   that space; the picks' mean-rank ensemble (``transfer``).
+* ``shrink``: the same runs; the mean-rank ensemble of every run's best formula, blended with the
+  single proxy of the best mean over training spaces at the weight the inner held-out spaces
+  choose (``transfer``, "Shrinkage").
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from ..engine.primitives import FIRST_VAR
 from .data import Task, make_batch
 from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
-from .transfer import inner_space, nested_picks, task_spaces
+from .transfer import (NESTED_SELECTIONS, SHRINK_STEPS, SHRINK_WEIGHTS, best_single, choose_weight, crossfit_score,
+                       inner_space, nested_picks, shrink_member_weights, task_spaces)
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
 
@@ -259,15 +263,17 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     selection["ensemble"] = {"expressions": [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members],
                              "size": sum(cands[i]["size"] for i in members), "tasks": ens_scores,
                              "mean": split_means(ens_scores, entries)}
-    if spec.select == "nested":
-        selection["nested"], nested_pred = _nested(cands, scores, entries, preds, prep, R)
+    ens_preds = {"ensemble": ens_pred}
+    if spec.select in NESTED_SELECTIONS and len(run_best) > 1:  # both, from the same runs: the study compares them
+        selection["nested"], ens_preds["nested"] = _nested(cands, scores, entries, preds, prep, R)
+        selection["shrink"], ens_preds["shrink"] = _shrink(spec, prep, entries, preds, cands,
+                                                           [run_best[r] for r in sorted(run_best)])
     chosen = spec.select if spec.select in selection else "train"
     out["selection"] = {k: {kk: vv for kk, vv in v.items() if kk != "index"} for k, v in selection.items()}
     out["selected"] = chosen
-    ens = nested_pred if chosen == "nested" else ens_pred
+    many = chosen in ens_preds
     out["scatter"] = _scatter(fpreds if chosen == "compact" else preds, entries,
-                              None if chosen in ("ensemble", "nested") else selection[chosen]["index"],
-                              ens if chosen in ("ensemble", "nested") else None)
+                              None if many else selection[chosen]["index"], ens_preds[chosen] if many else None)
     adopt_selection(out, prep.pset.variables)
     out["proxy"] = proxy_block(out, prep.train)
     return out
@@ -302,9 +308,13 @@ def adopt_selection(out: dict, variables) -> dict:
     if sel is None:
         return out
     out["expression_train"] = out["expression"]
-    if chosen in ("ensemble", "nested"):
+    if "expressions" in sel and len(sel["expressions"]) == 1:  # a shrunk predictor that is its baseline alone
+        sel = {**sel, "expression": sel["expressions"][0]}
+    if "expression" not in sel:
         out["expression"] = None
         out["ensemble"] = {"expressions": sel["expressions"], "combine": "mean per-task rank"}
+        if sel.get("weights"):
+            out["ensemble"].update({"weights": sel["weights"], "combine": "weighted mean per-task rank"})
     else:
         out["expression"] = sel["expression"]
         node = E.parse(sel["expression"], list(variables))
@@ -338,3 +348,57 @@ def _nested(cands: list[dict], scores: list[dict], entries, preds: dict[str, tup
             "mean": split_means(ens_scores, entries)}, ens_pred
 
 
+
+
+def _weighted_ranks(pred: torch.Tensor, off: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``float64[N]``: sum over rows of ``weights[K]`` (integers: exact sums) times each row's
+    0-based per-task rank (``pred float[K, N]``); the order of the weighted mean rank."""
+    return (B.task_ranks(pred, off, quantile=False) * weights.to(torch.float64)[:, None]).sum(0)
+
+
+def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], members: list[int]) -> tuple[dict, dict]:
+    """Shrinkage toward the best single proxy (``transfer``): ``(selection entry, {split: pred[N]})``.
+
+    ``members``: index into ``cands`` of each run's best formula by training fitness (run r never
+    fitted its inner held-out space ``r mod G``)."""
+    J = len(prep.proxies)
+    term = Population((torch.arange(J, dtype=torch.int32) + FIRST_VAR)[:, None].to(spec.device),
+                      torch.zeros(J, 1, device=spec.device), torch.ones(J, dtype=torch.int32, device=spec.device))
+    tpreds = _predict(term, entries, prep.proxies, spec.preprocess, spec.device, spec.backend)
+    pred, acc, off, keys = preds["train"]
+    tpred = tpreds["train"][0]
+    spaces, space = task_spaces(keys)
+    single = B.score_predictions(tpred, acc, off)["kendall"].double()  # [J, T]
+    W = torch.tensor([shrink_member_weights(w, 1)[1] for w in SHRINK_WEIGHTS], dtype=torch.float64)  # k
+    inner = [inner_space(cands[i]["run"], len(spaces)) for i in members]
+    base_r = [best_single(single, space, g) for g in inner]  # chosen on run r's own fitness spaces
+    rows = []
+    for i, b in zip(members, base_r):  # R x W blends, scored in one batch
+        qf, qb = (B.task_ranks(p[None], off, quantile=False)[0] for p in (pred[i], tpred[b]))
+        rows.append((SHRINK_STEPS - W)[:, None] * qf[None] + W[:, None] * qb[None])  # exact: integer weights
+    tau = B.score_predictions(torch.cat(rows), acc, off)["kendall"].double().reshape(len(members), len(W), -1)
+    s = torch.stack([tau[r][:, space == g].mean(1) for r, g in enumerate(inner)])  # [R, W] inner held-out
+    w = SHRINK_WEIGHTS[choose_weight(s)]
+    b = best_single(single, space)
+    names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
+    weights = shrink_member_weights(w, len(members))
+    keep = [k for k, x in enumerate(weights) if x > 0]
+    exprs = [(names + [prep.proxies[b]])[k] for k in keep]
+    wt = torch.tensor([weights[k] for k in keep], dtype=torch.float64)
+    scores_out, ens = {}, {}
+    for split, (p, a, o, ks) in preds.items():
+        both = torch.cat([p[members], tpreds[split][0][b][None]])[keep]
+        e = _weighted_ranks(both, o, wt)
+        ens[split] = e
+        scores_out.update(B.metric_dicts(B.score_predictions(e[None], a, o), 0, ks))
+    size = sum(cands[members[k]]["size"] for k in keep if k < len(members)) + (1 if w > 0 else 0)
+    entry = {"expressions": exprs, "weights": [int(x) for x in wt] if len(exprs) > 1 else None,
+             "baseline": {"proxy": prep.proxies[b], "weight": w},
+             "weight_scores": {str(x): float(v) for x, v in zip(SHRINK_WEIGHTS, s.nanmean(0).tolist())},
+             "weight_scores_runs": [[float(v) for v in row] for row in s.tolist()],
+             "inner_spaces": [spaces[g] for g in inner], "inner_baselines": [prep.proxies[x] for x in base_r],
+             "inner_kendall": crossfit_score(s, inner), "inner_unshrunk": [float(x) for x in s[:, 0]],
+             "size": size, "tasks": scores_out, "mean": split_means(scores_out, entries)}
+    if len(exprs) == 1:
+        entry["fitness"] = _proxy_fitness(spec, prep)[prep.proxies[b]] if w == 1 else cands[members[0]]["fitness"]
+    return entry, ens
