@@ -292,11 +292,12 @@ def test_shrink_selection_blends_the_runs_best_formulas_with_the_best_single_pro
         assert sh["expressions"] == [sh["baseline"]["proxy"]] and r["expression"] == sh["baseline"]["proxy"]
     else:
         assert sh["expressions"] == best
-    # the proxy a user takes away scores every task as the selection says
+    # the proxy a user takes away scores every task as the selection says (in evolution's float32
+    # arithmetic; the float64 default may reorder values that float32 rounding merged)
     proxy = proxy_from_result(r)
     assert isinstance(proxy, Proxy)
     for k in train:
-        sc = proxy.score(str(data / f"zc_{k.split('/')[0]}.json"))[k]
+        sc = proxy.score(str(data / f"zc_{k.split('/')[0]}.json"), dtype="float32")[k]
         tau = stats.kendalltau(sc.scores, sc.accuracy).statistic
         assert tau == pytest.approx(sh["tasks"][k]["kendall"], abs=1e-5)
 
