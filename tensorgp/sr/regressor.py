@@ -51,6 +51,7 @@ from ..engine import expression as E
 from ..engine.device import resolve_device
 from ..engine.export import node_to_sympy
 from .constants import optimize_constants
+from .leaf_weights import add_weights, drop_unit_weights
 from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
@@ -58,7 +59,7 @@ from ..engine.evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
 from .pareto import SELECTIONS, FittedProgram, ParetoFront, select
 from .streaming import as_source, fit_source
-from ..engine.population import Population, pad_to, program_keys
+from ..engine.population import Population, pad_to, program_depth, program_keys
 from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from ..engine.variation import VariationRates
 
@@ -261,7 +262,9 @@ class SymbolicRegressor(*EstimatorBase):
                  p_subtree_mutation: float = 0.05, p_hoist_mutation: float = 0.05, p_point_mutation: float = 0.05,
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
-                 const_opt_steps: int = 10, const_opt_rows: int = 1024, selection_tolerance: float = 0.01,
+                 const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
+                 front_elitism: bool = True,
+                 selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
@@ -287,6 +290,8 @@ class SymbolicRegressor(*EstimatorBase):
         self.const_opt_elites = const_opt_elites
         self.const_opt_steps = const_opt_steps
         self.const_opt_rows = const_opt_rows
+        self.weighted_leaves = weighted_leaves
+        self.front_elitism = front_elitism
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -372,7 +377,8 @@ class SymbolicRegressor(*EstimatorBase):
         N = Xt.shape[0]
         unit = y_unit(yt)
         yt, yv = yt / unit, (None if yv is None else yv / unit)
-        pset = PrimitiveSet(tuple(self.variable_names_), PrimitiveSet.parse_functions(self.function_set),
+        self._functions = PrimitiveSet.parse_functions(self.function_set)
+        pset = PrimitiveSet(tuple(self.variable_names_), self._functions,
                             constants=self.const_prob > 0, const_range=tuple(float(v) for v in self.const_range))
         g = torch.Generator().manual_seed(seed + 1)
         obj = RegressionObjective(Xt, yt, self.loss, self.linear_scaling, self._backend, dev, self.chunk_rows, generator=g)
@@ -420,6 +426,8 @@ class SymbolicRegressor(*EstimatorBase):
             last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
             if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
                 break
+            if self.front_elitism:
+                self._reinsert_front(evolver, archive)
             evolver.step()
         self.n_generations_ = st.generation
         out_of_time = self.max_time is not None and time.perf_counter() - t_start >= self.max_time
@@ -448,7 +456,8 @@ class SymbolicRegressor(*EstimatorBase):
         st = evolver.state
         k = int(self.const_opt_elites)
         fit = torch.nan_to_num(st.fitness, nan=-math.inf)
-        has_c = (st.pop.ops == CONST).any(1) & torch.isfinite(fit)
+        tunable = (st.pop.ops == CONST) | ((st.pop.ops >= FIRST_VAR) if self._weights_on() else False)
+        has_c = tunable.any(1) & torch.isfinite(fit)
         cand = torch.nonzero(has_c)[:, 0]
         if len(cand) == 0:
             return
@@ -466,27 +475,83 @@ class SymbolicRegressor(*EstimatorBase):
         if not pick:
             return
         idx = torch.tensor(pick, device=st.pop.device)
-        new, sse0, sse1 = optimize_constants(st.pop[idx], Xo, yo, obj.linear_scaling, int(self.const_opt_steps))
-        improved = (sse1 < sse0 * (1 - 1e-7)).to(idx.device)
+        new, improved = self._tune(st.pop[idx], Xo, yo, obj.linear_scaling, int(self.const_opt_steps))
+        improved = improved.to(idx.device)
         if not bool(improved.any()):
             return
         rows, new = idx[improved], new.to(st.pop.device)[improved]
         new_fit = obj(new).to(st.fitness.device)
-        better = torch.nan_to_num(new_fit, nan=-math.inf) > fit[rows]
+        # kept where the selection fitness (loss and parsimony) improves: a weight must pay for its nodes
+        pc = float(self.parsimony_coefficient)
+        better = (torch.nan_to_num(new_fit, nan=-math.inf) - pc * new.length.to(new_fit)
+                  > fit[rows] - pc * st.pop.length[rows].to(new_fit))
         if not bool(better.any()):
             return
         rows, new, new_fit = rows[better], new[better], new_fit[better]
         evolver.replace(rows, new, new_fit)
         done_keys.update(program_keys(st.pop[rows]).tolist())
 
+    def _reinsert_front(self, evolver: Evolver, archive: _Archive) -> None:
+        """The archive's Pareto front (best loss per complexity) back into the population, over its
+        worst programs, where a front member is missing: small accurate programs stay available as
+        parents after the population has drifted to larger ones."""
+        st = evolver.state
+        pop, loss, front = archive.entries()
+        fp, fl = pop[front.nonzero()[:, 0]], loss[front]
+        dev = st.pop.device
+        fp = fp.to(dev)
+        have = set(program_keys(st.pop).tolist())
+        new = [i for i, k in enumerate(program_keys(Population(pad_to(fp.ops, st.pop.max_len), pad_to(fp.consts, st.pop.max_len),
+                                                                fp.length)).tolist()) if k not in have]
+        if not new:
+            return
+        new = new[: max(1, st.pop.size // 10)]
+        fit = torch.nan_to_num(st.fitness, nan=-math.inf)
+        rows = torch.argsort(fit, stable=True)[: len(new)]
+        take = torch.tensor(new, device=dev)
+        evolver.replace(rows, fp[take], (-fl[take.to(fl.device)]).to(st.fitness))
+
+    def _weights_on(self) -> bool:
+        """Weighted leaves need ``mul`` in the function set (the weight is ``mul(w, x)``)."""
+        return bool(self.weighted_leaves) and "mul" in self._functions
+
+    def _tune(self, pop: Population, Xo, yo, linear_scaling: bool, steps: int) -> tuple[Population, torch.Tensor]:
+        """LM on the constants of ``pop`` (K programs), with ``weighted_leaves`` also on a weight
+        per variable leaf (weights left at 1 dropped again; a program whose weighted form breaks
+        ``max_length`` / ``max_depth`` is tuned without weights). Returns ``(tuned, improved bool[K])``."""
+        if not self._weights_on():
+            new, sse0, sse1 = optimize_constants(pop, Xo, yo, linear_scaling, steps)
+            return new, sse1 < sse0 * (1 - 1e-7)
+        wpop, is_w = add_weights(pop.to(Xo.device).trimmed())
+        new, sse0, sse1 = optimize_constants(wpop, Xo, yo, linear_scaling, steps)
+        new = drop_unit_weights(new, is_w)
+        L = int(self.max_length)
+        fits = (new.length <= L) & (program_depth(new.ops, new.length) <= int(self.max_depth))
+        improved = sse1.to(fits.device) < sse0.to(fits.device) * (1 - 1e-7)
+        if new.max_len > L:
+            new = Population(new.ops[:, :L], new.consts[:, :L], torch.where(fits, new.length, 1))
+        if not bool(fits.all()):  # too big with weights: plain LM for those
+            bad = (~fits).nonzero()[:, 0]
+            plain, p0, p1 = optimize_constants(pop[bad.to(pop.device)], Xo, yo, linear_scaling, steps)
+            plain = plain.to(new.device)
+            ops, consts, length = pad_to(new.ops, max(new.max_len, plain.max_len)), pad_to(new.consts, max(new.max_len, plain.max_len)), new.length.clone()
+            ops[bad] = pad_to(plain.ops, ops.shape[1])
+            consts[bad] = pad_to(plain.consts, ops.shape[1])
+            length[bad] = plain.length
+            new = Population(ops, consts, length)
+            improved[bad] = (p1 < p0 * (1 - 1e-7)).to(improved.device)
+        return new.trimmed(), improved
+
     def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, polish: bool = True,
                 val: RegressionObjective | None = None, unit: float = 1.0) -> None:
         pop, loss, front = archive.entries()
         if polish and self.const_optimization and self.const_opt_steps > 0:
             fp = pop[front.nonzero()[:, 0]]
-            if (fp.ops == CONST).any():
-                new, sse0, sse1 = optimize_constants(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps))
-                archive.update(new, obj.normalized(obj.losses(new)))
+            if (fp.ops == CONST).any() or self._weights_on():
+                new, _ = self._tune(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps))
+                new = new.to(archive.loss.device)
+                archive.update(Population(pad_to(new.ops, archive.L), pad_to(new.consts, archive.L), new.length),
+                               obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
         a, b = obj.scaling(pop)
         val_loss = val.losses_at(pop, a, b).cpu().tolist() if val is not None else [None] * pop.size
