@@ -263,7 +263,7 @@ class SymbolicRegressor(*EstimatorBase):
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
-                 front_elitism: bool = True,
+                 restart_generations: int = 30, restart_opt_elites: int = 100,
                  selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
@@ -291,7 +291,8 @@ class SymbolicRegressor(*EstimatorBase):
         self.const_opt_steps = const_opt_steps
         self.const_opt_rows = const_opt_rows
         self.weighted_leaves = weighted_leaves
-        self.front_elitism = front_elitism
+        self.restart_generations = restart_generations
+        self.restart_opt_elites = restart_opt_elites
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -327,7 +328,7 @@ class SymbolicRegressor(*EstimatorBase):
         if int(self.generations) < 0:
             raise ValueError("generations must be >= 0")
         check_loss(self.loss)
-        for name in ("const_opt_elites", "const_opt_steps"):
+        for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_opt_elites"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if int(self.const_opt_rows) < 1 or int(self.chunk_rows) < 1:
@@ -393,43 +394,55 @@ class SymbolicRegressor(*EstimatorBase):
 
         Xo, yo = rows(int(self.const_opt_rows))
         L = int(self.max_length)
-        cfg = EvolutionConfig(
-            population=int(self.population_size), generations=int(self.generations), tournament_size=int(self.tournament_size),
-            elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
-                                                            self.p_point_mutation),
-            max_len=L, max_depth=int(self.max_depth), init_depth=tuple(self.init_depth), const_prob=float(self.const_prob),
-            parsimony=float(self.parsimony_coefficient), hall_of_fame=1, seed=seed)
-        evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
         archive = _Archive(L, dev)
-        done_keys: set[int] = set()
         self.history_ = []
         t0 = time.perf_counter()
-        st = evolver.initialize()
-        while True:
-            t_opt = time.perf_counter()
-            if self.const_optimization and self.const_opt_elites > 0 and self.const_opt_steps > 0:
-                self._optimize_elites(evolver, obj, Xo, yo, done_keys)
-            archive.update(st.pop, -st.fitness.to(torch.float64))
-            best = archive.best
-            gs = st.history[-1]
-            rec = {"generation": st.generation, "best_loss": best * obj.scale * _loss_unit(self.loss, unit), "best_normalized_loss": best,
-                   "mean_length": gs.mean_size, "eval_s": gs.eval_s, "variation_s": gs.variation_s,
-                   "const_opt_s": time.perf_counter() - t_opt, "elapsed_s": time.perf_counter() - t0}
-            self.history_.append(rec)
-            if self.verbose:
-                print(f"gen {st.generation:4d}  best normalised loss {best:.4g}  mean length {gs.mean_size:.1f}  "
-                      f"{rec['elapsed_s']:.2f}s", flush=True)
-            if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
+        # phase 1: the plain run (LM on a few elites); phase 2, only when phase 1 ends without
+        # reaching tol: a memetic restart (fresh population, LM with weighted leaves on many programs)
+        phases = [(int(self.generations), int(self.const_opt_elites), int(self.const_opt_steps), Xo, yo, False)]
+        if int(self.restart_generations) > 0:
+            Xr, yr = rows(max(1, int(self.const_opt_rows) // 4))
+            phases.append((int(self.restart_generations), int(self.restart_opt_elites),
+                           max(1, int(self.const_opt_steps) // 2), Xr, yr, self._weights_on()))
+        gen_total = 0
+        for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
+            if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
                 break
-            # no generation that would end past 80% of max_time (the last one's duration as the
-            # estimate): the rest is for the final polish
-            last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
-            if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
-                break
-            if self.front_elitism:
-                self._reinsert_front(evolver, archive)
-            evolver.step()
-        self.n_generations_ = st.generation
+            cfg = EvolutionConfig(
+                population=int(self.population_size), generations=gens, tournament_size=int(self.tournament_size),
+                elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation,
+                                                                self.p_hoist_mutation, self.p_point_mutation),
+                max_len=L, max_depth=int(self.max_depth), init_depth=tuple(self.init_depth),
+                const_prob=float(self.const_prob), parsimony=float(self.parsimony_coefficient), hall_of_fame=1,
+                seed=seed + 7919 * k)
+            evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
+            done_keys: set[int] = set()
+            st = evolver.initialize()
+            while True:
+                t_opt = time.perf_counter()
+                if self.const_optimization and elites > 0 and steps > 0:
+                    self._optimize_elites(evolver, obj, Xp, yp, done_keys, elites, steps, weights)
+                archive.update(st.pop, -st.fitness.to(torch.float64))
+                best = archive.best
+                gs = st.history[-1]
+                rec = {"generation": gen_total + st.generation, "phase": k, "best_loss": best * obj.scale * _loss_unit(self.loss, unit),
+                       "best_normalized_loss": best, "mean_length": gs.mean_size, "eval_s": gs.eval_s,
+                       "variation_s": gs.variation_s, "const_opt_s": time.perf_counter() - t_opt,
+                       "elapsed_s": time.perf_counter() - t0}
+                self.history_.append(rec)
+                if self.verbose:
+                    print(f"gen {rec['generation']:4d}  phase {k}  best normalised loss {best:.4g}  mean length "
+                          f"{gs.mean_size:.1f}  {rec['elapsed_s']:.2f}s", flush=True)
+                if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
+                    break
+                # no generation that would end past 80% of max_time (the last one's duration as the
+                # estimate): the rest is for the final polish
+                last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
+                if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
+                    break
+                evolver.step()
+            gen_total += st.generation
+        self.n_generations_ = gen_total
         out_of_time = self.max_time is not None and time.perf_counter() - t_start >= self.max_time
         val = None if Xv is None else RegressionObjective(Xv, yv, self.loss, self.linear_scaling, self._backend, dev,
                                                           self.chunk_rows, generator=g)
@@ -451,12 +464,16 @@ class SymbolicRegressor(*EstimatorBase):
         val, fit = perm[:k].sort().values, perm[k:].sort().values
         return X[fit.to(X.device)], y[fit], X[val.to(X.device)], y[val]
 
-    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set) -> None:
-        """LM on the best not-yet-optimised programs with constants; improved ones written back."""
+    def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
+        return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
+
+    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set, k: int,
+                         steps: int, weights: bool) -> None:
+        """LM on the k best not-yet-optimised programs with constants (with ``weights``: with
+        variables too, each leaf getting a weight); improved ones written back."""
         st = evolver.state
-        k = int(self.const_opt_elites)
         fit = torch.nan_to_num(st.fitness, nan=-math.inf)
-        tunable = (st.pop.ops == CONST) | ((st.pop.ops >= FIRST_VAR) if self._weights_on() else False)
+        tunable = (st.pop.ops == CONST) | ((st.pop.ops >= FIRST_VAR) if weights else False)
         has_c = tunable.any(1) & torch.isfinite(fit)
         cand = torch.nonzero(has_c)[:, 0]
         if len(cand) == 0:
@@ -475,7 +492,7 @@ class SymbolicRegressor(*EstimatorBase):
         if not pick:
             return
         idx = torch.tensor(pick, device=st.pop.device)
-        new, improved = self._tune(st.pop[idx], Xo, yo, obj.linear_scaling, int(self.const_opt_steps))
+        new, improved = self._tune(st.pop[idx], Xo, yo, obj.linear_scaling, steps, weights)
         improved = improved.to(idx.device)
         if not bool(improved.any()):
             return
@@ -491,35 +508,16 @@ class SymbolicRegressor(*EstimatorBase):
         evolver.replace(rows, new, new_fit)
         done_keys.update(program_keys(st.pop[rows]).tolist())
 
-    def _reinsert_front(self, evolver: Evolver, archive: _Archive) -> None:
-        """The archive's Pareto front (best loss per complexity) back into the population, over its
-        worst programs, where a front member is missing: small accurate programs stay available as
-        parents after the population has drifted to larger ones."""
-        st = evolver.state
-        pop, loss, front = archive.entries()
-        fp, fl = pop[front.nonzero()[:, 0]], loss[front]
-        dev = st.pop.device
-        fp = fp.to(dev)
-        have = set(program_keys(st.pop).tolist())
-        new = [i for i, k in enumerate(program_keys(Population(pad_to(fp.ops, st.pop.max_len), pad_to(fp.consts, st.pop.max_len),
-                                                                fp.length)).tolist()) if k not in have]
-        if not new:
-            return
-        new = new[: max(1, st.pop.size // 10)]
-        fit = torch.nan_to_num(st.fitness, nan=-math.inf)
-        rows = torch.argsort(fit, stable=True)[: len(new)]
-        take = torch.tensor(new, device=dev)
-        evolver.replace(rows, fp[take], (-fl[take.to(fl.device)]).to(st.fitness))
-
     def _weights_on(self) -> bool:
         """Weighted leaves need ``mul`` in the function set (the weight is ``mul(w, x)``)."""
         return bool(self.weighted_leaves) and "mul" in self._functions
 
-    def _tune(self, pop: Population, Xo, yo, linear_scaling: bool, steps: int) -> tuple[Population, torch.Tensor]:
-        """LM on the constants of ``pop`` (K programs), with ``weighted_leaves`` also on a weight
-        per variable leaf (weights left at 1 dropped again; a program whose weighted form breaks
+    def _tune(self, pop: Population, Xo, yo, linear_scaling: bool, steps: int,
+              weights: bool) -> tuple[Population, torch.Tensor]:
+        """LM on the constants of ``pop`` (K programs), with ``weights`` also on a weight per
+        variable leaf (weights left at 1 dropped again; a program whose weighted form breaks
         ``max_length`` / ``max_depth`` is tuned without weights). Returns ``(tuned, improved bool[K])``."""
-        if not self._weights_on():
+        if not weights:
             new, sse0, sse1 = optimize_constants(pop, Xo, yo, linear_scaling, steps)
             return new, sse1 < sse0 * (1 - 1e-7)
         wpop, is_w = add_weights(pop.to(Xo.device).trimmed())
@@ -548,7 +546,7 @@ class SymbolicRegressor(*EstimatorBase):
         if polish and self.const_optimization and self.const_opt_steps > 0:
             fp = pop[front.nonzero()[:, 0]]
             if (fp.ops == CONST).any() or self._weights_on():
-                new, _ = self._tune(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps))
+                new, _ = self._tune(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps), self._weights_on())
                 new = new.to(archive.loss.device)
                 archive.update(Population(pad_to(new.ops, archive.L), pad_to(new.consts, archive.L), new.length),
                                obj.normalized(obj.losses(new)))
