@@ -70,3 +70,19 @@ def test_regressor_finds_a_coefficient_without_ephemeral_constants():
     off = SymbolicRegressor(weighted_leaves=False, **kw).fit(X, y)
     assert on.score(X, y) > 1 - 1e-8
     assert off.score(X, y) < on.score(X, y)
+
+
+def test_restart_runs_only_when_the_plain_run_falls_short():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(1, 3, (300, 2))
+    kw = dict(population_size=200, generations=6, restart_generations=4, random_state=0, n_jobs=1)
+    easy = SymbolicRegressor(**kw).fit(X, X[:, 0] * X[:, 1])  # exact in the plain run: no restart
+    assert easy.score(X, X[:, 0] * X[:, 1]) > 1 - 1e-9
+    assert {h["phase"] for h in easy.history_} == {0}
+    y = np.sin(X[:, 0]) + 0.3 * X[:, 1]
+    off = SymbolicRegressor(function_set=("add", "mul", "sin"), const_prob=0.0, restart_generations=0,
+                            **{k: v for k, v in kw.items() if k != "restart_generations"}).fit(X, y)
+    assert {h["phase"] for h in off.history_} == {0} and off.n_generations_ <= 6
+    on = SymbolicRegressor(function_set=("add", "mul", "sin"), const_prob=0.0, **kw).fit(X, y)
+    assert {h["phase"] for h in on.history_} == {0, 1} or on.score(X, y) > 1 - 1e-9
+    assert on.n_generations_ <= 11 and [h["generation"] for h in on.history_] == list(range(len(on.history_)))

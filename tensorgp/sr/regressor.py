@@ -29,6 +29,18 @@ How a fit runs:
   are written back into the population (Lamarckian) when the real loss on all rows improves.
   At the end every program of the Pareto front gets a longer polish (3x the steps, on up to
   16x the rows) the same way.
+* Memetic restart (``restart_generations`` > 0, default 30): when the run above ends without
+  reaching ``tol`` (and time is left), a second phase starts from a fresh random population and
+  runs ``restart_generations`` more generations in which LM tunes the ``restart_opt_elites``
+  (default 100) best not-yet-tuned programs per generation (half the steps, a quarter of the
+  rows). With ``weighted_leaves`` (default; needs ``mul``) every variable leaf there also gets a
+  coefficient for LM to tune (``tensorgp.sr.leaf_weights``); a weight is kept only where LM moved
+  it from 1 and the program's selection fitness (loss plus parsimony) improves. This is what
+  finds structures that are only good once an inner coefficient is right (``-0.05 x^2 - sin y``:
+  ``sin(y) + square(x)`` is poor until x is weighted), which the plain run, tuning 4 elites,
+  rarely sees; the plain run is kept first because cheap unweighted search finds constant-free
+  formulas (Nguyen-5) that the weighted phase buries under weighted approximations. Both phases
+  share the hall of fame; the final polish also weights leaves.
 * Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
   values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
   streamed to the device chunk by chunk.
@@ -231,6 +243,9 @@ class SymbolicRegressor(*EstimatorBase):
     linear_scaling : score and report ``a + b * f`` with least-squares a, b (default True).
     const_optimization, const_opt_elites, const_opt_steps, const_opt_rows : Levenberg-Marquardt
         on the constants of the best programs after each generation (see module docstring).
+    weighted_leaves : in the restart phase and the final polish, LM also tunes a weight per
+        variable leaf (kept only where it pays; see module docstring). Needs ``mul``.
+    restart_generations, restart_opt_elites : the memetic restart phase (0 generations disables).
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
         ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
         selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
@@ -404,7 +419,6 @@ class SymbolicRegressor(*EstimatorBase):
             Xr, yr = rows(max(1, int(self.const_opt_rows) // 4))
             phases.append((int(self.restart_generations), int(self.restart_opt_elites),
                            max(1, int(self.const_opt_steps) // 2), Xr, yr, self._weights_on()))
-        gen_total = 0
         for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
             if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
                 break
@@ -417,6 +431,7 @@ class SymbolicRegressor(*EstimatorBase):
                 seed=seed + 7919 * k)
             evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
             done_keys: set[int] = set()
+            offset = len(self.history_)  # a phase's first population counts as a generation of its own
             st = evolver.initialize()
             while True:
                 t_opt = time.perf_counter()
@@ -425,7 +440,7 @@ class SymbolicRegressor(*EstimatorBase):
                 archive.update(st.pop, -st.fitness.to(torch.float64))
                 best = archive.best
                 gs = st.history[-1]
-                rec = {"generation": gen_total + st.generation, "phase": k, "best_loss": best * obj.scale * _loss_unit(self.loss, unit),
+                rec = {"generation": offset + st.generation, "phase": k, "best_loss": best * obj.scale * _loss_unit(self.loss, unit),
                        "best_normalized_loss": best, "mean_length": gs.mean_size, "eval_s": gs.eval_s,
                        "variation_s": gs.variation_s, "const_opt_s": time.perf_counter() - t_opt,
                        "elapsed_s": time.perf_counter() - t0}
@@ -441,8 +456,7 @@ class SymbolicRegressor(*EstimatorBase):
                 if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
                     break
                 evolver.step()
-            gen_total += st.generation
-        self.n_generations_ = gen_total
+        self.n_generations_ = self.history_[-1]["generation"]
         out_of_time = self.max_time is not None and time.perf_counter() - t_start >= self.max_time
         val = None if Xv is None else RegressionObjective(Xv, yv, self.loss, self.linear_scaling, self._backend, dev,
                                                           self.chunk_rows, generator=g)
