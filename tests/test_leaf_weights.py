@@ -86,3 +86,17 @@ def test_restart_runs_only_when_the_plain_run_falls_short():
     on = SymbolicRegressor(function_set=("add", "mul", "sin"), const_prob=0.0, **kw).fit(X, y)
     assert {h["phase"] for h in on.history_} == {0, 1} or on.score(X, y) > 1 - 1e-9
     assert on.n_generations_ <= 11 and [h["generation"] for h in on.history_] == list(range(len(on.history_)))
+
+
+def test_weighted_programs_respect_length_and_depth_limits():
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-2, 2, (300, 3))
+    y = np.exp(0.3 * X[:, 0]) * np.sin(1.7 * X[:, 1]) + 0.2 * X[:, 2] ** 3
+    est = SymbolicRegressor(population_size=120, generations=3, restart_generations=4, max_length=12, max_depth=4, init_depth=(2, 4),
+                            random_state=0, n_jobs=1).fit(X, y)
+    assert {h["phase"] for h in est.history_} == {0, 1}
+    from tensorgp.engine.population import program_depth
+
+    for e in est.hall_of_fame_:
+        p = e.program
+        assert int(p.length[0]) <= 12 and int(program_depth(p.ops, p.length)[0]) <= 4

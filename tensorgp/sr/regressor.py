@@ -31,9 +31,9 @@ How a fit runs:
   16x the rows) the same way.
 * Memetic restart (``restart_generations`` > 0, default 30): when the run above ends without
   reaching ``tol`` (and time is left), a second phase starts from a fresh random population and
-  runs ``restart_generations`` more generations in which LM tunes the ``restart_opt_elites``
-  (default 100) best not-yet-tuned programs per generation (half the steps, a quarter of the
-  rows). With ``weighted_leaves`` (default; needs ``mul``) every variable leaf there also gets a
+  runs ``restart_generations`` more generations in which LM tunes the best not-yet-tuned
+  ``restart_opt_share`` (default 0.3) of the population every generation (half the steps, a
+  quarter of the rows). With ``weighted_leaves`` (default; needs ``mul``) every variable leaf there also gets a
   coefficient for LM to tune (``tensorgp.sr.leaf_weights``); a weight is kept only where LM moved
   it from 1 and the program's selection fitness (loss plus parsimony) improves. This is what
   finds structures that are only good once an inner coefficient is right (``-0.05 x^2 - sin y``:
@@ -245,7 +245,8 @@ class SymbolicRegressor(*EstimatorBase):
         on the constants of the best programs after each generation (see module docstring).
     weighted_leaves : in the restart phase and the final polish, LM also tunes a weight per
         variable leaf (kept only where it pays; see module docstring). Needs ``mul``.
-    restart_generations, restart_opt_elites : the memetic restart phase (0 generations disables).
+    restart_generations, restart_opt_share : the memetic restart phase (0 generations disables):
+        its length, and the share of the population tuned by LM per generation.
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
         ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
         selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
@@ -278,7 +279,7 @@ class SymbolicRegressor(*EstimatorBase):
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
-                 restart_generations: int = 30, restart_opt_elites: int = 100,
+                 restart_generations: int = 30, restart_opt_share: float = 0.3,
                  selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
@@ -307,7 +308,7 @@ class SymbolicRegressor(*EstimatorBase):
         self.const_opt_rows = const_opt_rows
         self.weighted_leaves = weighted_leaves
         self.restart_generations = restart_generations
-        self.restart_opt_elites = restart_opt_elites
+        self.restart_opt_share = restart_opt_share
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -343,7 +344,9 @@ class SymbolicRegressor(*EstimatorBase):
         if int(self.generations) < 0:
             raise ValueError("generations must be >= 0")
         check_loss(self.loss)
-        for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_opt_elites"):
+        if not 0 <= self.restart_opt_share <= 1:
+            raise ValueError(f"restart_opt_share={self.restart_opt_share!r} must be in [0, 1]")
+        for name in ("const_opt_elites", "const_opt_steps", "restart_generations"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if int(self.const_opt_rows) < 1 or int(self.chunk_rows) < 1:
@@ -417,7 +420,7 @@ class SymbolicRegressor(*EstimatorBase):
         phases = [(int(self.generations), int(self.const_opt_elites), int(self.const_opt_steps), Xo, yo, False)]
         if int(self.restart_generations) > 0:
             Xr, yr = rows(max(1, int(self.const_opt_rows) // 4))
-            phases.append((int(self.restart_generations), int(self.restart_opt_elites),
+            phases.append((int(self.restart_generations), max(1, round(self.restart_opt_share * int(self.population_size))),
                            max(1, int(self.const_opt_steps) // 2), Xr, yr, self._weights_on()))
         for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
             if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
