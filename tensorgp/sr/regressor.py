@@ -33,9 +33,11 @@ How a fit runs:
   reaching ``tol`` (and time is left), a second phase starts from a fresh random population and
   runs ``restart_generations`` more generations in which LM tunes the best not-yet-tuned
   ``restart_opt_share`` (default 0.3) of the population every generation (half the steps, a
-  quarter of the rows). With ``weighted_leaves`` (default; needs ``mul``) every variable leaf there also gets a
-  coefficient for LM to tune (``tensorgp.sr.leaf_weights``); a weight is kept only where LM moved
-  it from 1 and the program's selection fitness (loss plus parsimony) improves. This is what
+  quarter of the rows); it ends early once its last ``restart_patience`` (default 10)
+  generations lowered the best loss (of both phases) by less than 1%. With ``weighted_leaves``
+  (default; needs ``mul``) every variable leaf there also gets a coefficient for LM to tune
+  (``tensorgp.sr.leaf_weights``); a weight is kept only where LM moved it from 1 and the
+  program's selection fitness (loss plus parsimony) improves. This is what
   finds structures that are only good once an inner coefficient is right (``-0.05 x^2 - sin y``:
   ``sin(y) + square(x)`` is poor until x is weighted), which the plain run, tuning 4 elites,
   rarely sees; the plain run is kept first because cheap unweighted search finds constant-free
@@ -245,8 +247,10 @@ class SymbolicRegressor(*EstimatorBase):
         on the constants of the best programs after each generation (see module docstring).
     weighted_leaves : in the restart phase and the final polish, LM also tunes a weight per
         variable leaf (kept only where it pays; see module docstring). Needs ``mul``.
-    restart_generations, restart_opt_share : the memetic restart phase (0 generations disables):
-        its length, and the share of the population tuned by LM per generation.
+    restart_generations, restart_opt_share, restart_patience : the memetic restart phase (0
+        generations disables): its length, the share of the population tuned by LM per
+        generation, and how many generations without a 1% gain in the best loss end it early
+        (0: never).
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
         ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
         selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
@@ -280,6 +284,7 @@ class SymbolicRegressor(*EstimatorBase):
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
                  restart_generations: int = 30, restart_opt_share: float = 0.3,
+                 restart_patience: int = 10,
                  selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
@@ -309,6 +314,7 @@ class SymbolicRegressor(*EstimatorBase):
         self.weighted_leaves = weighted_leaves
         self.restart_generations = restart_generations
         self.restart_opt_share = restart_opt_share
+        self.restart_patience = restart_patience
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -346,7 +352,7 @@ class SymbolicRegressor(*EstimatorBase):
         check_loss(self.loss)
         if not 0 <= self.restart_opt_share <= 1:
             raise ValueError(f"restart_opt_share={self.restart_opt_share!r} must be in [0, 1]")
-        for name in ("const_opt_elites", "const_opt_steps", "restart_generations"):
+        for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if int(self.const_opt_rows) < 1 or int(self.chunk_rows) < 1:
@@ -453,6 +459,8 @@ class SymbolicRegressor(*EstimatorBase):
                           f"{gs.mean_size:.1f}  {rec['elapsed_s']:.2f}s", flush=True)
                 if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
                     break
+                if k and self._stalled(k, int(self.restart_patience)):
+                    break
                 # no generation that would end past 80% of max_time (the last one's duration as the
                 # estimate): the rest is for the final polish
                 last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
@@ -480,6 +488,13 @@ class SymbolicRegressor(*EstimatorBase):
         perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 2))
         val, fit = perm[:k].sort().values, perm[k:].sort().values
         return X[fit.to(X.device)], y[fit], X[val.to(X.device)], y[val]
+
+    def _stalled(self, phase: int, patience: int) -> bool:
+        """The last ``patience`` generations of ``phase`` lowered the best loss by less than 1% (0: never)."""
+        h = [r for r in self.history_ if r["phase"] == phase]
+        if patience <= 0 or len(h) <= patience:
+            return False
+        return h[-1]["best_normalized_loss"] > 0.99 * h[-1 - patience]["best_normalized_loss"]
 
     def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
         return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
