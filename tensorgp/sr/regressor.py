@@ -283,8 +283,7 @@ class SymbolicRegressor(*EstimatorBase):
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
-                 restart_generations: int = 30, restart_opt_share: float = 0.3,
-                 restart_patience: int = 10,
+                 restart_generations: int = 30, restart_opt_share: float = 0.3, restart_patience: int = 10,
                  selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
@@ -564,10 +563,9 @@ class SymbolicRegressor(*EstimatorBase):
             bad = (~fits).nonzero()[:, 0]
             plain, p0, p1 = optimize_constants(pop[bad.to(pop.device)], Xo, yo, linear_scaling, steps)
             plain = plain.to(new.device)
-            ops, consts, length = pad_to(new.ops, max(new.max_len, plain.max_len)), pad_to(new.consts, max(new.max_len, plain.max_len)), new.length.clone()
-            ops[bad] = pad_to(plain.ops, ops.shape[1])
-            consts[bad] = pad_to(plain.consts, ops.shape[1])
-            length[bad] = plain.length
+            W = max(new.max_len, plain.max_len)
+            ops, consts, length = pad_to(new.ops, W), pad_to(new.consts, W), new.length.clone()
+            ops[bad], consts[bad], length[bad] = pad_to(plain.ops, W), pad_to(plain.consts, W), plain.length
             new = Population(ops, consts, length)
             improved[bad] = (p1 < p0 * (1 - 1e-7)).to(improved.device)
         return new.trimmed(), improved
