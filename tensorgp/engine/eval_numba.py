@@ -690,7 +690,8 @@ def evaluate_numba(
         if not has_numba_forms(np.unique(o[user]).tolist()):
             raise ValueError("a user function without a numba form cannot run on the numba backend "
                              "(register it with numba=...; evaluate() falls back to torch)")
-        run = user_kernel()
+        run = user_kernel({"_exec": _exec, "_fetch_add": _fetch_add, "_load_features": _load_features,
+                           "_copy_out": _copy_out, "_fence": _fence})
         dedup = False
     if dedup is None or dedup:
         code, cval, out_at, out_reg, out_ptr, n_regs, n_nodes, err = _dedup_compile(o, c, ln, m)

@@ -52,10 +52,12 @@ def _source(ops: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def user_kernel() -> Callable | None:
+def user_kernel(parts: dict[str, Callable]) -> Callable | None:
     """The run kernel (``eval_numba._run_items``'s signature) for the user functions of the
-    current table that have a numba form (None when none has). Opcodes of user functions
-    without one must not reach it (``evaluate_numba`` checks, see ``has_numba_forms``)."""
+    current table that have a numba form (None when none has). ``parts``: ``eval_numba``'s
+    compiled ``_exec``, ``_fetch_add``, ``_load_features``, ``_copy_out`` and ``_fence`` (passed
+    in, so that this module does not import its caller). Opcodes of user functions without a
+    numba form must not reach the kernel (``evaluate_numba`` checks, see ``has_numba_forms``)."""
     v = table_version()
     if v in _CACHE:
         return _CACHE[v]
@@ -66,10 +68,7 @@ def user_kernel() -> Callable | None:
     import numpy as np
     from numba import njit
 
-    from . import eval_numba as EN
-
-    ns = {"np": np, "_exec": EN._exec, "_fetch_add": EN._fetch_add, "_load_features": EN._load_features,
-          "_copy_out": EN._copy_out, "_fence": EN._fence}
+    ns = {"np": np, **{k: parts[k] for k in ("_exec", "_fetch_add", "_load_features", "_copy_out", "_fence")}}
     for op in ops:
         ns[f"_u{op}"] = njit(inline="always", nogil=True, error_model="numpy")(function(op).scalar)
     exec(compile(_source(ops), f"<tensorgp user kernel v{v}>", "exec"), ns)
