@@ -78,7 +78,9 @@ def test_extreme_target_scales(factor):
     big = SymbolicRegressor(**TINY).fit(X, y * factor)
     assert "inf" not in big.expression_ and "nan" not in big.expression_
     assert big.score(X, y * factor) == pytest.approx(est.score(X, y), abs=1e-9)
-    np.testing.assert_allclose(big.predict(X) / factor, est.predict(X), rtol=1e-9)
+    # y * factor / unit differs from y by a factor that is not a power of two, so LM's float32
+    # constants (leaf weights in the restart and the polish) may round differently: float32 tolerance
+    np.testing.assert_allclose(big.predict(X) / factor, est.predict(X), rtol=1e-6)
     assert all(np.isfinite(e.intercept) and np.isfinite(e.slope) for e in big.pareto_front_)
 
 

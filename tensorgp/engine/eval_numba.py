@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, PAD, POW_MAX, arity_table
+from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, FUNCTIONS, N_BUILTIN, PAD, POW_MAX, arity_table
 
 try:  # numba is optional: callers check available() and fall back to the torch interpreter
     from llvmlite import ir as _ir
@@ -66,7 +66,8 @@ _PMAX = _F(POW_MAX)
 _ARITY = arity_table().numpy()  # int32[FIRST_VAR]
 # _exec hard-codes the built-in opcodes 1..17 in this order; a changed primitive set must change
 # this file (which also invalidates numba's on-disk cache, keyed on this file). User functions
-# have no code here: ``evaluate`` sends populations using them to the torch interpreter.
+# have no code here: ``eval_numba_user`` generates a run kernel for those with a numba form
+# (plain path, no DAG); ``evaluate`` sends populations using others to the torch interpreter.
 _IMPLEMENTED = ("add", "sub", "mul", "div", "neg", "log", "sqrt", "abs", "square", "inv", "exp", "tanh", "min", "max",
                 "pow", "sin", "cos")
 assert tuple(f.name for f in FUNCTIONS) == _IMPLEMENTED, "eval_numba is out of date with primitives.FUNCTIONS"
@@ -247,8 +248,8 @@ if _HAVE_NUMBA:
         return small if z <= _TANH_SMALL else (big if z == z else x)
 
     @njit(**_JIT)
-    def _compile(ops, consts, length, m, code, cval, res):
-        """Postfix rows -> register code.
+    def _compile(ops, consts, length, m, code, cval, res, arity):
+        """Postfix rows -> register code (``arity: int32[FIRST_VAR]``, the current function table's).
 
         ops: int32[P, L], consts: float32[P, L], length: int32[P]. Writes code: int32[P, L, 4]
         ((op, dst, a, b); a FILL's constant is in cval: float32[P, L]) and res: int32[P, 2]
@@ -277,8 +278,8 @@ if _HAVE_NUMBA:
                     continue
                 if op < 0:
                     return n_regs, p + 1
-                ar = _ARITY[op]
-                if sp < ar:
+                ar = arity[op]
+                if sp < ar or (ar == 0 and op != CONST):  # an opcode no function holds
                     return n_regs, p + 1
                 if nfree > 0:  # allocate dst before releasing the operands: dst != a, b
                     nfree -= 1
@@ -681,6 +682,17 @@ def evaluate_numba(
         return out
     res_np = out.numpy()
     nt = _threads(n_threads)
+    run = _run_items
+    user = (o > N_BUILTIN) & (o < CONST)
+    if user.any():  # user functions: generated code, plain path only
+        from .eval_numba_user import has_numba_forms, user_kernel
+
+        if not has_numba_forms(np.unique(o[user]).tolist()):
+            raise ValueError("a user function without a numba form cannot run on the numba backend "
+                             "(register it with numba=...; evaluate() falls back to torch)")
+        run = user_kernel({"_exec": _exec, "_fetch_add": _fetch_add, "_load_features": _load_features,
+                           "_copy_out": _copy_out, "_fence": _fence})
+        dedup = False
     if dedup is None or dedup:
         code, cval, out_at, out_reg, out_ptr, n_regs, n_nodes, err = _dedup_compile(o, c, ln, m)
         if err:
@@ -701,9 +713,9 @@ def evaluate_numba(
     code = np.empty((P, max(L, 1), 4), np.int32)
     cval = np.empty((P, max(L, 1)), np.float32)
     res = np.empty((P, 2), np.int32)
-    n_regs, err = _compile(o, c, ln, m, code, cval, res)
+    n_regs, err = _compile(o, c, ln, m, code, cval, res, arity_table().numpy())
     if err:
         raise ValueError(f"program {err - 1} is not a valid postfix program over {m} features")
     n_items = -(-N // block) * -(-P // chunk)
-    _parallel(_run_items, (code, cval, res, Xt, res_np, max(n_regs, 1), block, chunk), n_items, nt)
+    _parallel(run, (code, cval, res, Xt, res_np, max(n_regs, 1), block, chunk), n_items, nt)
     return out

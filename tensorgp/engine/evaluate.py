@@ -137,18 +137,24 @@ def _eval_chunk(ops: torch.Tensor, consts: torch.Tensor, length: torch.Tensor, X
     return stack[0]
 
 
-def uses_user_functions(ops: torch.Tensor, warn: bool = True) -> bool:
-    """True when ``ops`` holds a user-registered function (one reduction; skipped when none is
-    registered). Those have no numba or Triton code: callers fall back to the torch interpreter,
-    and ``warn`` issues a UserWarning naming the functions."""
+def uses_user_functions(ops: torch.Tensor, warn: bool = True, backend: str = "triton") -> bool:
+    """True when ``ops`` holds a user-registered function that ``backend`` has no code for (one
+    reduction; skipped when none is registered): Triton has none, numba has those registered
+    with a ``numba`` form. Callers fall back to the torch interpreter, and ``warn`` issues a
+    UserWarning naming the functions."""
     if not user_opcodes() or ops.numel() == 0:
         return False
     mask = (ops >= FIRST_USER) & (ops < CONST)
     if not bool(mask.any()):
         return False
+    used = torch.unique(ops[mask]).tolist()
+    if backend == "numba":
+        used = [o for o in used if function(o).scalar is None]
+        if not used:
+            return False
     if warn:
-        names = sorted({function(o).name for o in torch.unique(ops[mask]).tolist()})
-        warnings.warn(f"user-defined function(s) {names} have no numba/Triton code: this population is "
+        names = sorted({function(o).name for o in used})
+        warnings.warn(f"user-defined function(s) {names} have no {backend} code: this population is "
                       "evaluated with the torch interpreter (slower; see primitives.register_function)",
                       UserWarning, stacklevel=3)
     return True
@@ -163,7 +169,7 @@ def evaluate(
     pop = pop.trimmed()
     if X.dtype == torch.float64:
         return evaluate_torch(pop.ops, pop.consts, pop.length, X)
-    if name != "torch" and uses_user_functions(pop.ops):
+    if name != "torch" and uses_user_functions(pop.ops, backend=name):
         name = "torch"
     if name == "numba":
         from .eval_numba import evaluate_numba

@@ -24,7 +24,8 @@ The protected forms follow gplearn's conventions with a smaller threshold.
 ``0^b`` for b < 0 and overflows give 1e30, so the result is finite for every non-NaN input, and
 a product of two such values is still at most 1e60, an infinity as with ``exp``.
 All backends (torch reference, numba CPU, Triton) implement exactly these; user-registered
-functions run on the torch interpreter (see ``register_function``).
+functions run on the torch interpreter, and on numba when registered with a scalar form (see
+``register_function``).
 """
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class Function:
     doc: str
     sympy: Callable[..., Any] | None = None  # user functions: sympy args -> sympy expression
     builtin: bool = True
+    scalar: Callable[..., Any] | None = None  # user functions: numba-compilable scalar form (eval_numba_user)
 
 
 FUNCTIONS: tuple[Function, ...] = (
@@ -111,7 +113,8 @@ LAYOUT_V1: dict = {"version": 1, "functions": {n: i + 1 for i, n in enumerate(DE
 
 
 def register_function(name: str, arity: int, fn: Callable[..., torch.Tensor], infix: str | None = None,
-                      sympy: Callable[..., Any] | None = None, doc: str = "") -> int:
+                      sympy: Callable[..., Any] | None = None, doc: str = "",
+                      numba: Callable[..., Any] | None = None) -> int:
     """Add a user function to the global table and return its opcode (18..63, in order of registration).
 
     ``fn``: elementwise torch function of ``arity`` (1 or 2) float32 tensors of one shape, total
@@ -121,10 +124,17 @@ def register_function(name: str, arity: int, fn: Callable[..., torch.Tensor], in
     ``sympy``: ``(*sympy_args) -> sympy expression`` for export (``None``: an undefined sympy
     Function of that name). Names are unique; registering the same name again raises.
 
-    Backends: user functions run on the torch interpreter on any device. A population that uses
-    one is evaluated with the torch interpreter when the numba or Triton backend was asked for,
-    with a ``UserWarning`` naming the functions (no code is generated for them); the constant
-    optimiser differentiates them with torch autograd.
+    ``numba``: the same function on float32 scalars, in Python that numba's nopython mode
+    compiles (arithmetic, comparisons, ``math``/``np`` scalar functions), e.g.
+    ``lambda a: math.log1p(math.exp(-abs(a))) + max(a, 0.0)`` for softplus. With it the numba
+    backend runs the function in generated code (``eval_numba_user``); it must agree with ``fn``
+    (the tests of such a function should compare the two on edge inputs).
+
+    Backends: user functions run on the torch interpreter on any device, and on the numba
+    backend when they have a ``numba`` form. A population that uses one without it is evaluated
+    with the torch interpreter when the numba backend was asked for, and every population using
+    a user function is when Triton was asked for, with a ``UserWarning`` naming the functions
+    (no Triton code is generated); the constant optimiser differentiates them with torch autograd.
     """
     import re
 
@@ -142,9 +152,11 @@ def register_function(name: str, arity: int, fn: Callable[..., torch.Tensor], in
     probe = fn(*[torch.tensor([0.5, -2.0], dtype=torch.float32) for _ in range(arity)])
     if not isinstance(probe, torch.Tensor) or probe.shape != (2,):
         raise ValueError(f"fn of {name!r} must map float32[n] argument(s) to float32[n] elementwise")
+    if numba is not None and not callable(numba):
+        raise TypeError(f"numba form of {name!r} must be callable, got {type(numba).__name__}")
     if infix is None:
         infix = f"{name}({{0}})" if arity == 1 else f"{name}({{0}}, {{1}})"
-    _TABLE[op] = Function(name, arity, fn, infix, doc or f"user function {name}", sympy, builtin=False)
+    _TABLE[op] = Function(name, arity, fn, infix, doc or f"user function {name}", sympy, builtin=False, scalar=numba)
     OPCODE[name] = op
     _VERSION[0] += 1
     return op

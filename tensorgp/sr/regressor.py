@@ -29,6 +29,20 @@ How a fit runs:
   are written back into the population (Lamarckian) when the real loss on all rows improves.
   At the end every program of the Pareto front gets a longer polish (3x the steps, on up to
   16x the rows) the same way.
+* Memetic restart (``restart_generations`` > 0, default 30): when the run above ends without
+  reaching ``tol`` (and time is left), a second phase starts from a fresh random population and
+  runs ``restart_generations`` more generations in which LM tunes the best not-yet-tuned
+  ``restart_opt_share`` (default 0.3) of the population every generation (half the steps, a
+  quarter of the rows); it ends early once its last ``restart_patience`` (default 10)
+  generations lowered the best loss (of both phases) by less than 1%. With ``weighted_leaves``
+  (default; needs ``mul``) every variable leaf there also gets a coefficient for LM to tune
+  (``tensorgp.sr.leaf_weights``); a weight is kept only where LM moved it from 1 and the
+  program's selection fitness (loss plus parsimony) improves. This is what
+  finds structures that are only good once an inner coefficient is right (``-0.05 x^2 - sin y``:
+  ``sin(y) + square(x)`` is poor until x is weighted), which the plain run, tuning 4 elites,
+  rarely sees; the plain run is kept first because cheap unweighted search finds constant-free
+  formulas (Nguyen-5) that the weighted phase buries under weighted approximations. Both phases
+  share the hall of fame; the final polish also weights leaves.
 * Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
   values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
   streamed to the device chunk by chunk.
@@ -51,6 +65,7 @@ from ..engine import expression as E
 from ..engine.device import resolve_device
 from ..engine.export import node_to_sympy
 from .constants import optimize_constants
+from .leaf_weights import add_weights, drop_unit_weights
 from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
@@ -58,7 +73,7 @@ from ..engine.evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
 from .pareto import SELECTIONS, FittedProgram, ParetoFront, select
 from .streaming import as_source, fit_source
-from ..engine.population import Population, pad_to, program_keys
+from ..engine.population import Population, pad_to, program_depth, program_keys
 from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from ..engine.variation import VariationRates
 
@@ -230,6 +245,12 @@ class SymbolicRegressor(*EstimatorBase):
     linear_scaling : score and report ``a + b * f`` with least-squares a, b (default True).
     const_optimization, const_opt_elites, const_opt_steps, const_opt_rows : Levenberg-Marquardt
         on the constants of the best programs after each generation (see module docstring).
+    weighted_leaves : in the restart phase and the final polish, LM also tunes a weight per
+        variable leaf (kept only where it pays; see module docstring). Needs ``mul``.
+    restart_generations, restart_opt_share, restart_patience : the memetic restart phase (0
+        generations disables): its length, the share of the population tuned by LM per
+        generation, and how many generations without a 1% gain in the best loss end it early
+        (0: never).
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
         ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
         selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
@@ -261,7 +282,9 @@ class SymbolicRegressor(*EstimatorBase):
                  p_subtree_mutation: float = 0.05, p_hoist_mutation: float = 0.05, p_point_mutation: float = 0.05,
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
-                 const_opt_steps: int = 10, const_opt_rows: int = 1024, selection_tolerance: float = 0.01,
+                 const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
+                 restart_generations: int = 30, restart_opt_share: float = 0.3, restart_patience: int = 10,
+                 selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
@@ -287,6 +310,10 @@ class SymbolicRegressor(*EstimatorBase):
         self.const_opt_elites = const_opt_elites
         self.const_opt_steps = const_opt_steps
         self.const_opt_rows = const_opt_rows
+        self.weighted_leaves = weighted_leaves
+        self.restart_generations = restart_generations
+        self.restart_opt_share = restart_opt_share
+        self.restart_patience = restart_patience
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -322,7 +349,9 @@ class SymbolicRegressor(*EstimatorBase):
         if int(self.generations) < 0:
             raise ValueError("generations must be >= 0")
         check_loss(self.loss)
-        for name in ("const_opt_elites", "const_opt_steps"):
+        if not 0 <= self.restart_opt_share <= 1:
+            raise ValueError(f"restart_opt_share={self.restart_opt_share!r} must be in [0, 1]")
+        for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if int(self.const_opt_rows) < 1 or int(self.chunk_rows) < 1:
@@ -372,7 +401,8 @@ class SymbolicRegressor(*EstimatorBase):
         N = Xt.shape[0]
         unit = y_unit(yt)
         yt, yv = yt / unit, (None if yv is None else yv / unit)
-        pset = PrimitiveSet(tuple(self.variable_names_), PrimitiveSet.parse_functions(self.function_set),
+        self._functions = PrimitiveSet.parse_functions(self.function_set)
+        pset = PrimitiveSet(tuple(self.variable_names_), self._functions,
                             constants=self.const_prob > 0, const_range=tuple(float(v) for v in self.const_range))
         g = torch.Generator().manual_seed(seed + 1)
         obj = RegressionObjective(Xt, yt, self.loss, self.linear_scaling, self._backend, dev, self.chunk_rows, generator=g)
@@ -387,41 +417,56 @@ class SymbolicRegressor(*EstimatorBase):
 
         Xo, yo = rows(int(self.const_opt_rows))
         L = int(self.max_length)
-        cfg = EvolutionConfig(
-            population=int(self.population_size), generations=int(self.generations), tournament_size=int(self.tournament_size),
-            elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
-                                                            self.p_point_mutation),
-            max_len=L, max_depth=int(self.max_depth), init_depth=tuple(self.init_depth), const_prob=float(self.const_prob),
-            parsimony=float(self.parsimony_coefficient), hall_of_fame=1, seed=seed)
-        evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
         archive = _Archive(L, dev)
-        done_keys: set[int] = set()
         self.history_ = []
         t0 = time.perf_counter()
-        st = evolver.initialize()
-        while True:
-            t_opt = time.perf_counter()
-            if self.const_optimization and self.const_opt_elites > 0 and self.const_opt_steps > 0:
-                self._optimize_elites(evolver, obj, Xo, yo, done_keys)
-            archive.update(st.pop, -st.fitness.to(torch.float64))
-            best = archive.best
-            gs = st.history[-1]
-            rec = {"generation": st.generation, "best_loss": best * obj.scale * _loss_unit(self.loss, unit), "best_normalized_loss": best,
-                   "mean_length": gs.mean_size, "eval_s": gs.eval_s, "variation_s": gs.variation_s,
-                   "const_opt_s": time.perf_counter() - t_opt, "elapsed_s": time.perf_counter() - t0}
-            self.history_.append(rec)
-            if self.verbose:
-                print(f"gen {st.generation:4d}  best normalised loss {best:.4g}  mean length {gs.mean_size:.1f}  "
-                      f"{rec['elapsed_s']:.2f}s", flush=True)
-            if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
+        # phase 1: the plain run (LM on a few elites); phase 2, only when phase 1 ends without
+        # reaching tol: a memetic restart (fresh population, LM with weighted leaves on many programs)
+        phases = [(int(self.generations), int(self.const_opt_elites), int(self.const_opt_steps), Xo, yo, False)]
+        if int(self.restart_generations) > 0:
+            Xr, yr = rows(max(1, int(self.const_opt_rows) // 4))
+            phases.append((int(self.restart_generations), max(1, round(self.restart_opt_share * int(self.population_size))),
+                           max(1, int(self.const_opt_steps) // 2), Xr, yr, self._weights_on()))
+        for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
+            if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
                 break
-            # no generation that would end past 80% of max_time (the last one's duration as the
-            # estimate): the rest is for the final polish
-            last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
-            if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
-                break
-            evolver.step()
-        self.n_generations_ = st.generation
+            cfg = EvolutionConfig(
+                population=int(self.population_size), generations=gens, tournament_size=int(self.tournament_size),
+                elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation,
+                                                                self.p_hoist_mutation, self.p_point_mutation),
+                max_len=L, max_depth=int(self.max_depth), init_depth=tuple(self.init_depth),
+                const_prob=float(self.const_prob), parsimony=float(self.parsimony_coefficient), hall_of_fame=1,
+                seed=seed + 7919 * k)
+            evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
+            done_keys: set[int] = set()
+            offset = len(self.history_)  # a phase's first population counts as a generation of its own
+            st = evolver.initialize()
+            while True:
+                t_opt = time.perf_counter()
+                if self.const_optimization and elites > 0 and steps > 0:
+                    self._optimize_elites(evolver, obj, Xp, yp, done_keys, elites, steps, weights)
+                archive.update(st.pop, -st.fitness.to(torch.float64))
+                best = archive.best
+                gs = st.history[-1]
+                rec = {"generation": offset + st.generation, "phase": k, "best_loss": best * obj.scale * _loss_unit(self.loss, unit),
+                       "best_normalized_loss": best, "mean_length": gs.mean_size, "eval_s": gs.eval_s,
+                       "variation_s": gs.variation_s, "const_opt_s": time.perf_counter() - t_opt,
+                       "elapsed_s": time.perf_counter() - t0}
+                self.history_.append(rec)
+                if self.verbose:
+                    print(f"gen {rec['generation']:4d}  phase {k}  best normalised loss {best:.4g}  mean length "
+                          f"{gs.mean_size:.1f}  {rec['elapsed_s']:.2f}s", flush=True)
+                if st.generation >= cfg.generations or (isinstance(self.loss, str) and best <= self.tol):
+                    break
+                if k and self._stalled(k, int(self.restart_patience)):
+                    break
+                # no generation that would end past 80% of max_time (the last one's duration as the
+                # estimate): the rest is for the final polish
+                last = rec["elapsed_s"] - (self.history_[-2]["elapsed_s"] if len(self.history_) > 1 else 0.0)
+                if self.max_time is not None and time.perf_counter() - t_start + last >= 0.8 * self.max_time:
+                    break
+                evolver.step()
+        self.n_generations_ = self.history_[-1]["generation"]
         out_of_time = self.max_time is not None and time.perf_counter() - t_start >= self.max_time
         val = None if Xv is None else RegressionObjective(Xv, yv, self.loss, self.linear_scaling, self._backend, dev,
                                                           self.chunk_rows, generator=g)
@@ -443,12 +488,24 @@ class SymbolicRegressor(*EstimatorBase):
         val, fit = perm[:k].sort().values, perm[k:].sort().values
         return X[fit.to(X.device)], y[fit], X[val.to(X.device)], y[val]
 
-    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set) -> None:
-        """LM on the best not-yet-optimised programs with constants; improved ones written back."""
+    def _stalled(self, phase: int, patience: int) -> bool:
+        """The last ``patience`` generations of ``phase`` lowered the best loss by less than 1% (0: never)."""
+        h = [r for r in self.history_ if r["phase"] == phase]
+        if patience <= 0 or len(h) <= patience:
+            return False
+        return h[-1]["best_normalized_loss"] > 0.99 * h[-1 - patience]["best_normalized_loss"]
+
+    def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
+        return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
+
+    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set, k: int,
+                         steps: int, weights: bool) -> None:
+        """LM on the k best not-yet-optimised programs with constants (with ``weights``: with
+        variables too, each leaf getting a weight); improved ones written back."""
         st = evolver.state
-        k = int(self.const_opt_elites)
         fit = torch.nan_to_num(st.fitness, nan=-math.inf)
-        has_c = (st.pop.ops == CONST).any(1) & torch.isfinite(fit)
+        tunable = (st.pop.ops == CONST) | ((st.pop.ops >= FIRST_VAR) if weights else False)
+        has_c = tunable.any(1) & torch.isfinite(fit)
         cand = torch.nonzero(has_c)[:, 0]
         if len(cand) == 0:
             return
@@ -466,27 +523,63 @@ class SymbolicRegressor(*EstimatorBase):
         if not pick:
             return
         idx = torch.tensor(pick, device=st.pop.device)
-        new, sse0, sse1 = optimize_constants(st.pop[idx], Xo, yo, obj.linear_scaling, int(self.const_opt_steps))
-        improved = (sse1 < sse0 * (1 - 1e-7)).to(idx.device)
+        new, improved = self._tune(st.pop[idx], Xo, yo, obj.linear_scaling, steps, weights)
+        improved = improved.to(idx.device)
         if not bool(improved.any()):
             return
         rows, new = idx[improved], new.to(st.pop.device)[improved]
         new_fit = obj(new).to(st.fitness.device)
-        better = torch.nan_to_num(new_fit, nan=-math.inf) > fit[rows]
+        # kept where the selection fitness (loss and parsimony) improves: a weight must pay for its nodes
+        pc = float(self.parsimony_coefficient)
+        better = (torch.nan_to_num(new_fit, nan=-math.inf) - pc * new.length.to(new_fit)
+                  > fit[rows] - pc * st.pop.length[rows].to(new_fit))
         if not bool(better.any()):
             return
         rows, new, new_fit = rows[better], new[better], new_fit[better]
         evolver.replace(rows, new, new_fit)
         done_keys.update(program_keys(st.pop[rows]).tolist())
 
+    def _weights_on(self) -> bool:
+        """Weighted leaves need ``mul`` in the function set (the weight is ``mul(w, x)``)."""
+        return bool(self.weighted_leaves) and "mul" in self._functions
+
+    def _tune(self, pop: Population, Xo, yo, linear_scaling: bool, steps: int,
+              weights: bool) -> tuple[Population, torch.Tensor]:
+        """LM on the constants of ``pop`` (K programs), with ``weights`` also on a weight per
+        variable leaf (weights left at 1 dropped again; a program whose weighted form breaks
+        ``max_length`` / ``max_depth`` is tuned without weights). Returns ``(tuned, improved bool[K])``."""
+        if not weights:
+            new, sse0, sse1 = optimize_constants(pop, Xo, yo, linear_scaling, steps)
+            return new, sse1 < sse0 * (1 - 1e-7)
+        wpop, is_w = add_weights(pop.to(Xo.device).trimmed())
+        new, sse0, sse1 = optimize_constants(wpop, Xo, yo, linear_scaling, steps)
+        new = drop_unit_weights(new, is_w)
+        L = int(self.max_length)
+        fits = (new.length <= L) & (program_depth(new.ops, new.length) <= int(self.max_depth))
+        improved = sse1.to(fits.device) < sse0.to(fits.device) * (1 - 1e-7)
+        if new.max_len > L:
+            new = Population(new.ops[:, :L], new.consts[:, :L], torch.where(fits, new.length, 1))
+        if not bool(fits.all()):  # too big with weights: plain LM for those
+            bad = (~fits).nonzero()[:, 0]
+            plain, p0, p1 = optimize_constants(pop[bad.to(pop.device)], Xo, yo, linear_scaling, steps)
+            plain = plain.to(new.device)
+            W = max(new.max_len, plain.max_len)
+            ops, consts, length = pad_to(new.ops, W), pad_to(new.consts, W), new.length.clone()
+            ops[bad], consts[bad], length[bad] = pad_to(plain.ops, W), pad_to(plain.consts, W), plain.length
+            new = Population(ops, consts, length)
+            improved[bad] = (p1 < p0 * (1 - 1e-7)).to(improved.device)
+        return new.trimmed(), improved
+
     def _finish(self, archive: _Archive, obj: RegressionObjective, Xo, yo, polish: bool = True,
                 val: RegressionObjective | None = None, unit: float = 1.0) -> None:
         pop, loss, front = archive.entries()
         if polish and self.const_optimization and self.const_opt_steps > 0:
             fp = pop[front.nonzero()[:, 0]]
-            if (fp.ops == CONST).any():
-                new, sse0, sse1 = optimize_constants(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps))
-                archive.update(new, obj.normalized(obj.losses(new)))
+            if (fp.ops == CONST).any() or self._weights_on():
+                new, _ = self._tune(fp, Xo, yo, obj.linear_scaling, 3 * int(self.const_opt_steps), self._weights_on())
+                new = new.to(archive.loss.device)
+                archive.update(Population(pad_to(new.ops, archive.L), pad_to(new.consts, archive.L), new.length),
+                               obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
         a, b = obj.scaling(pop)
         val_loss = val.losses_at(pop, a, b).cpu().tolist() if val is not None else [None] * pop.size

@@ -1,0 +1,102 @@
+"""Weighted leaves: the rewrite keeps outputs, unit weights drop back out, LM tunes the weights."""
+import numpy as np
+import torch
+
+from tensorgp import SymbolicRegressor
+from tensorgp.engine.evaluate import evaluate
+from tensorgp.engine.expression import parse, to_postfix
+from tensorgp.engine.population import Population, init_population
+from tensorgp.engine.primitives import CONST, DEFAULT_FUNCTIONS, FIRST_VAR, PrimitiveSet
+from tensorgp.sr.constants import optimize_constants
+from tensorgp.sr.leaf_weights import add_weights, drop_unit_weights
+
+
+def programs(texts, variables):
+    rows = [to_postfix(parse(t, variables)) for t in texts]
+    L = max(len(o) for o, _ in rows)
+    ops = torch.zeros(len(rows), L, dtype=torch.int32)
+    consts = torch.zeros(len(rows), L)
+    for i, (o, c) in enumerate(rows):
+        ops[i, : len(o)] = torch.tensor(o)
+        consts[i, : len(c)] = torch.tensor(c)
+    return Population(ops, consts, torch.tensor([len(o) for o, _ in rows], dtype=torch.int32))
+
+
+def test_weights_keep_outputs_and_drop_back_out():
+    g = torch.Generator().manual_seed(0)
+    pop = init_population(200, PrimitiveSet(("a", "b", "c"), DEFAULT_FUNCTIONS), g, max_len=32,
+                          depth_range=(1, 5), const_prob=0.3)
+    X = torch.rand(64, 3, generator=g) * 4 - 2
+    w, is_w = add_weights(pop)
+    assert torch.equal(w.length, pop.length + 2 * is_w.sum(1).int())
+    assert (w.ops[is_w] == CONST).all() and (w.consts[is_w] == 1).all()
+    a, b = evaluate(pop, X, "torch"), evaluate(w, X, "torch")
+    ok = torch.isfinite(a)
+    torch.testing.assert_close(a[ok], b[ok])
+    back = drop_unit_weights(w, is_w).trimmed()
+    p = pop.trimmed()
+    assert torch.equal(back.ops, p.ops) and torch.equal(back.consts, p.consts) and torch.equal(back.length, p.length)
+
+
+def test_weighted_leaf_gets_no_second_weight():
+    pop = programs(["(0.5 * x0) + (x1 * -2.0)", "x0 + x1"], ["x0", "x1"])
+    _, is_w = add_weights(pop)
+    assert is_w.sum(1).tolist() == [0, 2]
+
+
+def test_lm_tunes_leaf_weights_and_keeps_only_moved_ones():
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.uniform(-3, 3, (500, 2)).astype(np.float32))
+    y = torch.sin(X[:, 0].double()) + 0.05 * X[:, 1].double() ** 2
+    pop = programs(["sin(x0) + square(x1)"], ["x0", "x1"])
+    w, is_w = add_weights(pop)
+    new, sse0, sse1 = optimize_constants(w, X, y, linear_scaling=True, steps=30)
+    assert sse1[0] < 1e-9 * sse0[0]
+    out = drop_unit_weights(new, is_w)
+    # sin's weight stays at 1 and is dropped; square's becomes +-sqrt(0.05)
+    c = out.consts[0][out.ops[0] == CONST]
+    assert len(c) == 1 and abs(abs(float(c[0])) - 0.05 ** 0.5) < 1e-4
+    assert int((out.ops[0] >= FIRST_VAR).sum()) == 2
+
+
+def test_regressor_finds_a_coefficient_without_ephemeral_constants():
+    # no ephemeral constants: only a leaf weight can give x1 its 0.3 next to sin(x0)
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-3, 3, (400, 2))
+    y = np.sin(X[:, 0]) + 0.3 * X[:, 1]
+    kw = dict(function_set=("add", "mul", "sin"), const_prob=0.0, population_size=300, generations=10,
+              random_state=0, n_jobs=1)
+    on = SymbolicRegressor(weighted_leaves=True, **kw).fit(X, y)
+    off = SymbolicRegressor(weighted_leaves=False, **kw).fit(X, y)
+    assert on.score(X, y) > 1 - 1e-8
+    assert off.score(X, y) < on.score(X, y)
+
+
+def test_restart_runs_only_when_the_plain_run_falls_short():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(1, 3, (300, 2))
+    kw = dict(population_size=200, generations=6, restart_generations=4, random_state=0, n_jobs=1)
+    easy = SymbolicRegressor(**kw).fit(X, X[:, 0] * X[:, 1])  # exact in the plain run: no restart
+    assert easy.score(X, X[:, 0] * X[:, 1]) > 1 - 1e-9
+    assert {h["phase"] for h in easy.history_} == {0}
+    y = np.sin(X[:, 0]) + 0.3 * X[:, 1]
+    off = SymbolicRegressor(function_set=("add", "mul", "sin"), const_prob=0.0, restart_generations=0,
+                            **{k: v for k, v in kw.items() if k != "restart_generations"}).fit(X, y)
+    assert {h["phase"] for h in off.history_} == {0} and off.n_generations_ <= 6
+    on = SymbolicRegressor(function_set=("add", "mul", "sin"), const_prob=0.0, **kw).fit(X, y)
+    assert {h["phase"] for h in on.history_} == {0, 1} or on.score(X, y) > 1 - 1e-9
+    assert on.n_generations_ <= 11 and [h["generation"] for h in on.history_] == list(range(len(on.history_)))
+
+
+def test_weighted_programs_respect_length_and_depth_limits():
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-2, 2, (300, 3))
+    y = np.exp(0.3 * X[:, 0]) * np.sin(1.7 * X[:, 1]) + 0.2 * X[:, 2] ** 3
+    est = SymbolicRegressor(population_size=120, generations=3, restart_generations=4, max_length=12, max_depth=4, init_depth=(2, 4),
+                            random_state=0, n_jobs=1).fit(X, y)
+    assert {h["phase"] for h in est.history_} == {0, 1}
+    from tensorgp.engine.population import program_depth
+
+    for e in est.hall_of_fame_:
+        p = e.program
+        assert int(p.length[0]) <= 12 and int(program_depth(p.ops, p.length)[0]) <= 4
