@@ -66,6 +66,7 @@ from ..engine.device import resolve_device
 from ..engine.export import node_to_sympy
 from .constants import optimize_constants
 from .leaf_weights import add_weights, drop_unit_weights
+from .noise_floor import residual_whiteness_z
 from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
@@ -284,7 +285,7 @@ class SymbolicRegressor(*EstimatorBase):
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
                  restart_generations: int = 30, restart_opt_share: float = 0.3, restart_patience: int = 10,
-                 selection_tolerance: float = 0.01,
+                 restart_noise_z: float | None = 3.0, selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
@@ -314,6 +315,7 @@ class SymbolicRegressor(*EstimatorBase):
         self.restart_generations = restart_generations
         self.restart_opt_share = restart_opt_share
         self.restart_patience = restart_patience
+        self.restart_noise_z = restart_noise_z
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -419,6 +421,7 @@ class SymbolicRegressor(*EstimatorBase):
         L = int(self.max_length)
         archive = _Archive(L, dev)
         self.history_ = []
+        self.restart_z_ = None
         t0 = time.perf_counter()
         # phase 1: the plain run (LM on a few elites); phase 2, only when phase 1 ends without
         # reaching tol: a memetic restart (fresh population, LM with weighted leaves on many programs)
@@ -430,6 +433,10 @@ class SymbolicRegressor(*EstimatorBase):
         for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
             if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
                 break
+            if k and self.restart_noise_z is not None:
+                self.restart_z_ = self._residual_z(archive, obj, *rows(4096))
+                if self.restart_z_ <= float(self.restart_noise_z):
+                    break  # the plain run's best already fits everything but noise
             cfg = EvolutionConfig(
                 population=int(self.population_size), generations=gens, tournament_size=int(self.tournament_size),
                 elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation,
@@ -495,6 +502,15 @@ class SymbolicRegressor(*EstimatorBase):
             return False
         return h[-1]["best_normalized_loss"] > 0.99 * h[-1 - patience]["best_normalized_loss"]
 
+    def _residual_z(self, archive: _Archive, obj: RegressionObjective, Xs: torch.Tensor, ys: torch.Tensor) -> float:
+        """Nearest-neighbour whiteness z of the best archived model's residual on ``Xs, ys``
+        (``tensorgp.sr.noise_floor``): ~N(0, 1) at the noise floor, large while signal is left."""
+        i = int(torch.argmin(archive.loss))
+        prog = Population(archive.ops[i:i + 1], archive.consts[i:i + 1], archive.length[i:i + 1]).trimmed()
+        a, b = obj.scaling(prog)
+        f = evaluate(prog, Xs, self._backend)[0].to(torch.float64)
+        return residual_whiteness_z(Xs, ys.to(torch.float64) - (float(a[0]) + float(b[0]) * f))
+
     def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
         return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
 
@@ -510,7 +526,7 @@ class SymbolicRegressor(*EstimatorBase):
         if len(cand) == 0:
             return
         cand = cand[torch.argsort(fit[cand], descending=True, stable=True)][: 8 * k]
-        keys = program_keys(st.pop[cand]).tolist()
+        keys = self._keys(st.pop[cand], weights)
         pick, seen = [], set()
         for i, key in zip(cand.tolist(), keys):
             if key in done_keys or key in seen:
@@ -537,7 +553,15 @@ class SymbolicRegressor(*EstimatorBase):
             return
         rows, new, new_fit = rows[better], new[better], new_fit[better]
         evolver.replace(rows, new, new_fit)
-        done_keys.update(program_keys(st.pop[rows]).tolist())
+        done_keys.update(self._keys(st.pop[rows], weights))
+
+    @staticmethod
+    def _keys(pop: Population, by_structure: bool) -> list[int]:
+        """Program keys; ``by_structure``: of the opcodes only (constants ignored), so LM with
+        weighted leaves, which re-fits every constant anyway, tunes each structure once."""
+        if by_structure:
+            pop = Population(pop.ops, torch.zeros_like(pop.consts), pop.length)
+        return program_keys(pop).tolist()
 
     def _weights_on(self) -> bool:
         """Weighted leaves need ``mul`` in the function set (the weight is ``mul(w, x)``)."""
