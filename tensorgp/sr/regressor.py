@@ -67,6 +67,7 @@ from ..engine.export import node_to_sympy
 from .constants import optimize_constants
 from .leaf_weights import add_weights, drop_unit_weights
 from .noise_floor import residual_whiteness_z
+from . import prune as P
 from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
@@ -285,7 +286,7 @@ class SymbolicRegressor(*EstimatorBase):
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
                  restart_generations: int = 30, restart_opt_share: float = 0.3, restart_patience: int = 10,
-                 restart_noise_z: float | None = 3.0, selection_tolerance: float = 0.01,
+                 restart_noise_z: float | None = 3.0, prune_tolerance: float | None = 1e-3, selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
@@ -316,6 +317,7 @@ class SymbolicRegressor(*EstimatorBase):
         self.restart_opt_share = restart_opt_share
         self.restart_patience = restart_patience
         self.restart_noise_z = restart_noise_z
+        self.prune_tolerance = prune_tolerance
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -605,6 +607,12 @@ class SymbolicRegressor(*EstimatorBase):
                 archive.update(Population(pad_to(new.ops, archive.L), pad_to(new.consts, archive.L), new.length),
                                obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
+        if polish and self.const_optimization and self.prune_tolerance is not None:
+            pruned, pl = self._prune(pop[front.nonzero()[:, 0]], loss[front], obj, Xo, yo)
+            if pruned is not None:
+                archive.update(Population(pad_to(pruned.ops, archive.L), pad_to(pruned.consts, archive.L),
+                                          pruned.length), pl)
+                pop, loss, front = archive.entries()
         a, b = obj.scaling(pop)
         val_loss = val.losses_at(pop, a, b).cpu().tolist() if val is not None else [None] * pop.size
         a, b = (a * unit).cpu().tolist(), (b * unit).cpu().tolist()
@@ -625,6 +633,41 @@ class SymbolicRegressor(*EstimatorBase):
         pick = select(judged, [e.complexity for e in front_entries], self.model_selection, float(self.selection_tolerance))
         self.pareto_front_ = ParetoFront(front_entries, pick, self.model_selection)
         self._set_model(front_entries[pick])
+
+    def _prune(self, fp: Population, loss: torch.Tensor, obj: RegressionObjective, Xo, yo,
+               atol: float = 1e-9) -> tuple[Population | None, torch.Tensor | None]:
+        """Each program of ``fp`` (normalised ``loss float64[K]``) pruned greedily of coefficient
+        terms (``tensorgp.sr.prune``): the best one-edit candidate, constants re-fitted by LM, is
+        taken while its normalised loss stays within ``prune_tolerance`` (relative, plus ``atol``)
+        of the program's own. Returns the pruned programs that changed and their losses."""
+        rtol, steps = float(self.prune_tolerance), 3 * int(self.const_opt_steps)
+        L, D = int(self.max_length), int(self.max_depth)
+        out, out_loss = [], []
+        for i in range(fp.size):
+            ref = float(loss[i])
+            node, changed = E.row(fp.ops, fp.consts, fp.length, i), False
+            for _ in range(L):  # each accepted edit shortens the program
+                cands = [c for c in P.candidates(node) if E.size(c) <= L and E.depth(c) <= D]
+                if not cands:
+                    break
+                # each candidate as it is and with its constants re-fitted; the unfitted one is preferred
+                # when acceptable (the re-fit drifts along redundant directions, e.g. a common scale)
+                raw = P.to_population(cands, Xo.device)
+                fitted = optimize_constants(raw, Xo, yo, obj.linear_scaling, steps)[0] if bool((raw.ops == CONST).any()) else raw
+                both = [(raw, 0), (fitted, 1)]
+                losses = [obj.normalized(obj.losses(c.to(obj.device))).cpu() for c, _ in both]
+                opts = [(int(c.length[t]), r, float(cl[t]), t, c) for (c, r), cl in zip(both, losses)
+                        for t in P.accept(cl, ref, rtol, atol).nonzero()[:, 0].tolist()]
+                if not opts:
+                    break
+                n_, _, last, j, cp = min(opts, key=lambda o: o[:3])  # shortest, then unfitted, then loss
+                node, changed = E.row(cp.ops, cp.consts, cp.length, j), True
+            if changed:
+                out.append(node)
+                out_loss.append(last)
+        if not out:
+            return None, None
+        return P.to_population(out, fp.device), torch.tensor(out_loss, dtype=torch.float64, device=fp.device)
 
     def _set_model(self, e: FittedProgram) -> None:
         self.program_ = e.program
