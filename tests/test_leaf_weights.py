@@ -175,8 +175,8 @@ def test_regressor_prunes_a_negligible_term():
     obj = RegressionObjective(X, y, "mse", True, "torch", "cpu", 1 << 17, generator=torch.Generator().manual_seed(0))
     pop = programs(["((x0 * x1) + (0.3 * x0)) + (1e-06 * x1)", "(x0 * x1) + (0.3 * x0)"], ["x0", "x1"])
     loss = obj.normalized(obj.losses(pop))
-    out, out_loss = est._prune(pop, loss, obj, X, y)
-    assert out.size == 1  # only the negligible term goes; 0.3 x0 is part of the fit
+    out, out_loss, src = est._prune(pop, loss, obj, X, y)
+    assert out.size == 1 and src.tolist() == [0]  # only the negligible term goes; 0.3 x0 is part of the fit
     node = row(out.ops, out.consts, out.length, 0)
     assert size(node) == 7 and float(out_loss[0]) <= float(loss[0]) * (1 + 1e-3) + 1e-9
     none = SymbolicRegressor(prune_tolerance=None, population_size=100, generations=2, random_state=0).fit(X.numpy(), y.numpy())

@@ -32,7 +32,7 @@ How a fit runs:
 * Memetic restart (``restart_generations`` > 0, default 30): when the run above ends without
   reaching ``tol`` (and time is left), a second phase starts from a fresh random population and
   runs ``restart_generations`` more generations in which LM tunes the best not-yet-tuned
-  ``restart_opt_share`` (default 0.3) of the population every generation (half the steps, a
+  ``restart_opt_share`` (default 0.6) of the population every generation (half the steps, a
   quarter of the rows); it ends early once its last ``restart_patience`` (default 10)
   generations lowered the best loss (of both phases) by less than 1%. With ``weighted_leaves``
   (default; needs ``mul``) every variable leaf there also gets a coefficient for LM to tune
@@ -285,7 +285,7 @@ class SymbolicRegressor(*EstimatorBase):
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
-                 restart_generations: int = 30, restart_opt_share: float = 0.3, restart_patience: int = 10,
+                 restart_generations: int = 30, restart_opt_share: float = 0.6, restart_patience: int = 10,
                  restart_noise_z: float | None = 3.0, prune_tolerance: float | None = 1e-3, selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
@@ -608,8 +608,11 @@ class SymbolicRegressor(*EstimatorBase):
                                obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
         if polish and self.const_optimization and self.prune_tolerance is not None:
-            pruned, pl = self._prune(pop[front.nonzero()[:, 0]], loss[front], obj, Xo, yo)
+            pruned, pl, src = self._prune(pop[front.nonzero()[:, 0]], loss[front], obj, Xo, yo)
             if pruned is not None:
+                # a pruned program replaces its original: at losses near float32 resolution the
+                # selection's relative tolerance could otherwise prefer the unpruned one by noise
+                archive.loss[pop.length[front.nonzero()[:, 0][src.to(pop.device)]].long()] = math.inf
                 archive.update(Population(pad_to(pruned.ops, archive.L), pad_to(pruned.consts, archive.L),
                                           pruned.length), pl)
                 pop, loss, front = archive.entries()
@@ -635,14 +638,15 @@ class SymbolicRegressor(*EstimatorBase):
         self._set_model(front_entries[pick])
 
     def _prune(self, fp: Population, loss: torch.Tensor, obj: RegressionObjective, Xo, yo,
-               atol: float = 1e-9) -> tuple[Population | None, torch.Tensor | None]:
+               atol: float = 1e-9) -> tuple[Population | None, torch.Tensor | None, torch.Tensor | None]:
         """Each program of ``fp`` (normalised ``loss float64[K]``) pruned greedily of coefficient
         terms (``tensorgp.sr.prune``): the best one-edit candidate, constants re-fitted by LM, is
         taken while its normalised loss stays within ``prune_tolerance`` (relative, plus ``atol``)
-        of the program's own. Returns the pruned programs that changed and their losses."""
+        of the program's own. Returns the pruned programs that changed, their losses and their
+        indices in ``fp`` (None, None, None when none changed)."""
         rtol, steps = float(self.prune_tolerance), 3 * int(self.const_opt_steps)
         L, D = int(self.max_length), int(self.max_depth)
-        out, out_loss = [], []
+        out, out_loss, src = [], [], []
         for i in range(fp.size):
             ref = float(loss[i])
             node, changed = E.row(fp.ops, fp.consts, fp.length, i), False
@@ -665,9 +669,11 @@ class SymbolicRegressor(*EstimatorBase):
             if changed:
                 out.append(node)
                 out_loss.append(last)
+                src.append(i)
         if not out:
-            return None, None
-        return P.to_population(out, fp.device), torch.tensor(out_loss, dtype=torch.float64, device=fp.device)
+            return None, None, None
+        return (P.to_population(out, fp.device), torch.tensor(out_loss, dtype=torch.float64, device=fp.device),
+                torch.tensor(src, dtype=torch.long))
 
     def _set_model(self, e: FittedProgram) -> None:
         self.program_ = e.program
