@@ -181,3 +181,11 @@ def test_regressor_prunes_a_negligible_term():
     assert size(node) == 7 and float(out_loss[0]) <= float(loss[0]) * (1 + 1e-3) + 1e-9
     none = SymbolicRegressor(prune_tolerance=None, population_size=100, generations=2, random_state=0).fit(X.numpy(), y.numpy())
     assert none.score(X.numpy(), y.numpy()) > 0.99
+
+
+@pytest.mark.parametrize("kw, match", [(dict(prune_tolerance=-1.0), "prune_tolerance"),
+                                       (dict(restart_noise_z="3"), "restart_noise_z")])
+def test_bad_prune_and_noise_parameters(kw, match):
+    X = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+    with pytest.raises(ValueError, match=match):
+        SymbolicRegressor(population_size=20, generations=1, **kw).fit(X, X[:, 0])

@@ -42,7 +42,21 @@ How a fit runs:
   ``sin(y) + square(x)`` is poor until x is weighted), which the plain run, tuning 4 elites,
   rarely sees; the plain run is kept first because cheap unweighted search finds constant-free
   formulas (Nguyen-5) that the weighted phase buries under weighted approximations. Both phases
-  share the hall of fame; the final polish also weights leaves.
+  share the hall of fame; the final polish also weights leaves. In the restart, LM tunes each
+  program *structure* (opcodes, constants ignored) once, so its budget goes to distinct
+  structures rather than to copies that differ only in constants.
+* Noise-floor test (``restart_noise_z``, default 3): before the restart, the residual of the best
+  model so far is checked for structure left to fit (``tensorgp.sr.noise_floor``: correlation
+  of each row's residual with its nearest neighbour's, as a z score). A white residual (z at
+  most ``restart_noise_z``) means the model already fits everything but noise, so the restart
+  is skipped; with noisy targets ``tol`` is never reached and this is what keeps those fits
+  from paying for a restart that cannot help. None always runs the restart.
+* Pruning (``prune_tolerance``, default 1e-3): after the final polish, every front program is
+  pruned greedily of coefficient terms (``tensorgp.sr.prune``): a term ``c * t`` dropped, or a
+  weight within 0.1 of 1 removed, constants re-fitted, kept while the normalised loss stays
+  within ``prune_tolerance`` (relative, plus 1e-9) of the program's own; the pruned program
+  replaces its original. This removes leftovers such as ``1e-7 * x0`` and weights like
+  ``0.988`` fitted to noise. None disables it.
 * Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
   values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
   streamed to the device chunk by chunk.
@@ -253,6 +267,11 @@ class SymbolicRegressor(*EstimatorBase):
         generations disables): its length, the share of the population tuned by LM per
         generation, and how many generations without a 1% gain in the best loss end it early
         (0: never).
+    restart_noise_z : skip the restart when the best model's residual is white, i.e. its
+        nearest-neighbour correlation z score is at most this (``tensorgp.sr.noise_floor``);
+        None: never skip.
+    prune_tolerance : relative loss tolerance for pruning coefficient terms from the final
+        front (``tensorgp.sr.prune``); None: no pruning.
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
         ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
         selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
@@ -355,6 +374,11 @@ class SymbolicRegressor(*EstimatorBase):
         check_loss(self.loss)
         if not 0 <= self.restart_opt_share <= 1:
             raise ValueError(f"restart_opt_share={self.restart_opt_share!r} must be in [0, 1]")
+        if self.prune_tolerance is not None and not (isinstance(self.prune_tolerance, (int, float))
+                                                     and self.prune_tolerance >= 0):
+            raise ValueError(f"prune_tolerance={self.prune_tolerance!r} must be None or >= 0")
+        if self.restart_noise_z is not None and not isinstance(self.restart_noise_z, (int, float)):
+            raise ValueError(f"restart_noise_z={self.restart_noise_z!r} must be None or a number")
         for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
