@@ -161,6 +161,8 @@ def test_prune_candidates():
     sub = [to_infix(c, names) for c in candidates(parse("(2 * x0) - (3 * x1)", names))]
     assert any("-3" in s and "x0" not in s for s in sub)
     assert candidates(parse("x0 * x1", names)) == []
+    off = {to_infix(c, names).strip("()") for c in candidates(parse("(2e-06 + x0) * x1", names))}
+    assert "x0 * x1" in off  # an offset set to 0
 
 
 def test_regressor_prunes_a_negligible_term():

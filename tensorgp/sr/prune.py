@@ -4,7 +4,9 @@ LM with weighted leaves (``leaf_weights``) leaves coefficients it could not driv
 or 1: ``1e-7 * x0`` (a term that does nothing) or ``0.988 * x1`` fitted to the noise where the
 truth has ``x1``. Both cost readability and exact recovery. For every coefficient term
 ``mul(c, t)`` / ``mul(t, c)`` of a program, ``candidates`` proposes two edits: drop the term
-(``t`` becomes 0, propagated through ``+ - * /``) and unweight it (``c * t`` becomes ``t``).
+(``t`` becomes 0, propagated through ``+ - * /``) and unweight it (``c * t`` becomes ``t``);
+every other constant may be set to 0 as well (offsets such as ``2e-6 + x``, or the pair
+``2.5 + ... - 2.5`` that linear scaling makes redundant).
 The regressor re-fits the remaining constants of every candidate with LM and keeps, greedily,
 the best edit whose loss is within a small relative tolerance of the original program's loss
 (``accept``), until no edit is acceptable.
@@ -72,8 +74,9 @@ def _replace(node: E.Node, path: tuple[int, ...], new: E.Node) -> E.Node:
 
 
 def candidates(node: E.Node, unit_band: float = 0.1) -> list[E.Node]:
-    """Every one-edit simplification of ``node``: for each ``mul`` with a constant child c,
-    the program without that term (0 propagated; skipped when nothing is left) and, when c is
+    """Every one-edit simplification of ``node``: each constant set to 0 (an offset removed; 0
+    propagated); for each ``mul`` with a constant child c, the program without that term (0
+    propagated; skipped when nothing is left) and, when c is
     within ``unit_band`` of 1, the program with the bare term (c removed). A weight far from 1
     is not a candidate for removal: the others would have to absorb its scale, which a local
     re-fit rarely finds and which leaves large, arbitrary constants where it does. Each
@@ -82,13 +85,16 @@ def candidates(node: E.Node, unit_band: float = 0.1) -> list[E.Node]:
     out: list[E.Node] = []
     seen = {node}
     for path, n in _paths(node):
-        if n.op != mul or not any(c.op == CONST for c in n.children):
-            continue
-        k = 0 if n.children[0].op == CONST else 1
-        term, c0 = n.children[1 - k], n.children[k].value
-        dropped = _drop_zeros(_replace(node, path, _ZERO))
-        unweighted = _replace(node, path, term) if abs(c0 - 1.0) <= unit_band else None
-        for c in (dropped, unweighted):
+        edits = []
+        if n.op == CONST and path:  # an offset (or any other constant) set to 0
+            edits.append(_drop_zeros(_replace(node, path, _ZERO)))
+        if n.op == mul and any(c.op == CONST for c in n.children):
+            k = 0 if n.children[0].op == CONST else 1
+            term, c0 = n.children[1 - k], n.children[k].value
+            edits.append(_drop_zeros(_replace(node, path, _ZERO)))
+            if abs(c0 - 1.0) <= unit_band:
+                edits.append(_replace(node, path, term))
+        for c in edits:
             if c is None:
                 continue
             c = E.simplify(c)
