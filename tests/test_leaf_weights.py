@@ -107,7 +107,7 @@ def test_weighted_programs_respect_length_and_depth_limits():
 
 
 def test_nearest_neighbours_and_whiteness():
-    from tensorgp.sr.noise_floor import nearest_neighbours, residual_whiteness_z
+    from tensorgp.sr.noise_floor import nearest_neighbours, neighbour_correlation, residual_whiteness_z
 
     X = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.0, 5.2]], dtype=torch.float64)
     assert nearest_neighbours(X, block=3).tolist() == [1, 0, 3, 2]
@@ -118,6 +118,8 @@ def test_nearest_neighbours_and_whiteness():
     smooth = torch.sin(3 * X[:, 0]) * X[:, 1]
     assert residual_whiteness_z(X, smooth + 0.5 * noise) > 10  # structure left: large
     assert residual_whiteness_z(X, torch.zeros(3000, dtype=torch.float64)) == 0.0
+    assert neighbour_correlation(X, smooth) > 0.8  # all structure
+    assert abs(neighbour_correlation(X, noise)) < 0.1
     with pytest.raises(ValueError, match="r must be"):
         residual_whiteness_z(X, noise[:10])
     with pytest.raises(ValueError, match="X must be"):
@@ -132,14 +134,14 @@ def test_restart_skipped_at_the_noise_floor_only():
     kw = dict(population_size=200, generations=8, restart_generations=3, random_state=0, n_jobs=1)
     est = SymbolicRegressor(**kw).fit(X, y)
     assert est.score(X, y0) > 0.9999
-    assert est.restart_z_ is not None and est.restart_z_ <= 3.0
+    assert est.restart_structure_ is not None and est.restart_structure_ <= 0.25
     assert {h["phase"] for h in est.history_} == {0}  # the plain run already fits all but noise
-    forced = SymbolicRegressor(restart_noise_z=None, **kw).fit(X, y)
-    assert forced.restart_z_ is None and {h["phase"] for h in forced.history_} == {0, 1}
+    forced = SymbolicRegressor(restart_noise_share=None, **kw).fit(X, y)
+    assert forced.restart_structure_ is None and {h["phase"] for h in forced.history_} == {0, 1}
     # noiseless but short of the formula (no sin): a smooth residual, so the restart runs
     ys = np.sin(X[:, 0]) * X[:, 1]
     short = SymbolicRegressor(function_set=("add", "mul"), **kw).fit(X, ys)
-    assert short.restart_z_ > 3.0 and {h["phase"] for h in short.history_} == {0, 1}
+    assert short.restart_structure_ > 0.5 and {h["phase"] for h in short.history_} == {0, 1}
 
 
 # ------------------------------------------------------------------ pruning weighted terms
@@ -186,7 +188,7 @@ def test_regressor_prunes_a_negligible_term():
 
 
 @pytest.mark.parametrize("kw, match", [(dict(prune_tolerance=-1.0), "prune_tolerance"),
-                                       (dict(restart_noise_z="3"), "restart_noise_z")])
+                                       (dict(restart_noise_share=2.0), "restart_noise_share")])
 def test_bad_prune_and_noise_parameters(kw, match):
     X = np.random.default_rng(0).uniform(-1, 1, (50, 2))
     with pytest.raises(ValueError, match=match):

@@ -7,10 +7,14 @@ residual and that of its nearest neighbour (in standardised X) is ~0 at the floo
 otherwise; under independence it is about normal with standard deviation ``1/sqrt(n)``, so
 ``z = corr * sqrt(n)`` above a few standard deviations says "there is structure left to fit".
 
-The regressor uses it to skip the (expensive) memetic restart when the plain run's best model
-already fits everything but noise (``z <= restart_noise_z``): no search can lower the test
-error there. Without noise a model short of ``tol`` leaves a smooth residual (large z) and the
-restart runs; a model whose residual is float32 rounding is also "white", correctly.
+The correlation itself is an effect size: it estimates the share of the residual's variance
+that is structure (and so the most a better model could still remove). The regressor uses it
+to skip the (expensive) memetic restart when that share is at most ``restart_noise_share``
+(default 0.25): the best model already fits everything but noise, up to a part the restart
+could only shave a little off. Without noise a model short of ``tol`` leaves a smooth residual
+(correlation near 1) and the restart runs; a residual of float32 rounding is white, correctly.
+On the Feynman problems at noise 0.01 the plain run's best model leaves 0.07 to 0.13 where it
+is at the floor and 0.56 to 0.96 where it is not; at noise 0, 0.86 to 1.
 
 Shapes: ``X: float[n, m]``, ``r: float[n]``.
 """
@@ -39,19 +43,24 @@ def nearest_neighbours(X: torch.Tensor, block: int = 1024) -> torch.Tensor:
     return out
 
 
-def residual_whiteness_z(X: torch.Tensor, r: torch.Tensor) -> float:
-    """``corr(r, r[nn]) * sqrt(n)``: about N(0, 1) when the residual ``r float[n]`` is independent
-    noise, large and positive when it still depends smoothly on ``X float[n, m]``. A residual
-    that is exactly constant (nothing left at all) gives 0; non-finite residuals give inf."""
+def neighbour_correlation(X: torch.Tensor, r: torch.Tensor) -> float:
+    """``corr(r, r[nn])`` of the residual ``r float[n]`` with its nearest neighbour's in
+    ``X float[n, m]``: ~0 (within ``1/sqrt(n)``) for independent noise; for a residual
+    ``s(X) + noise`` about ``var(s) / var(r)`` times the neighbours' similarity in s, i.e.
+    the share of the residual that a better model could still remove. A constant residual gives
+    0 (nothing left); a non-finite one gives 1."""
     if r.ndim != 1 or r.shape[0] != X.shape[0]:
         raise ValueError(f"r must be [n] with n = X.shape[0] = {X.shape[0]}, got {tuple(r.shape)}")
     r = r.to(torch.float64)
     if not bool(torch.isfinite(r).all()):
-        return math.inf
+        return 1.0
     nn = nearest_neighbours(X)
     a = r - r.mean()
     b = a[nn]
     den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    if den == 0:
-        return 0.0
-    return float((a * b).sum()) / den * math.sqrt(r.shape[0])
+    return 0.0 if den == 0 else float((a * b).sum()) / den
+
+
+def residual_whiteness_z(X: torch.Tensor, r: torch.Tensor) -> float:
+    """``neighbour_correlation * sqrt(n)``: about N(0, 1) when ``r`` is independent noise."""
+    return neighbour_correlation(X, r) * math.sqrt(r.shape[0])

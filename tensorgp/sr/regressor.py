@@ -45,12 +45,13 @@ How a fit runs:
   share the hall of fame; the final polish also weights leaves. In the restart, LM tunes each
   program *structure* (opcodes, constants ignored) once, so its budget goes to distinct
   structures rather than to copies that differ only in constants.
-* Noise-floor test (``restart_noise_z``, default 3): before the restart, the residual of the best
-  model so far is checked for structure left to fit (``tensorgp.sr.noise_floor``: correlation
-  of each row's residual with its nearest neighbour's, as a z score). A white residual (z at
-  most ``restart_noise_z``) means the model already fits everything but noise, so the restart
-  is skipped; with noisy targets ``tol`` is never reached and this is what keeps those fits
-  from paying for a restart that cannot help. None always runs the restart.
+* Noise-floor test (``restart_noise_share``, default 0.25): before the restart, the residual of
+  the best model so far is checked for structure left to fit (``tensorgp.sr.noise_floor``: the
+  correlation of each row's residual with its nearest neighbour's, which estimates the share of
+  the residual that is structure rather than noise). At most ``restart_noise_share`` means the
+  model already fits everything but noise, up to a part the restart could only shave a little
+  off, so the restart is skipped; with noisy targets ``tol`` is never reached and this is what
+  keeps those fits from paying for a restart that cannot help. None always runs the restart.
 * Pruning (``prune_tolerance``, default 1e-3): after the final polish, every front program is
   pruned greedily of coefficient terms (``tensorgp.sr.prune``): a term ``c * t`` dropped, or a
   weight within 0.1 of 1 removed, constants re-fitted, kept while the normalised loss stays
@@ -80,7 +81,7 @@ from ..engine.device import resolve_device
 from ..engine.export import node_to_sympy
 from .constants import optimize_constants
 from .leaf_weights import add_weights, drop_unit_weights
-from .noise_floor import residual_whiteness_z
+from .noise_floor import neighbour_correlation
 from . import prune as P
 from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
@@ -267,9 +268,8 @@ class SymbolicRegressor(*EstimatorBase):
         generations disables): its length, the share of the population tuned by LM per
         generation, and how many generations without a 1% gain in the best loss end it early
         (0: never).
-    restart_noise_z : skip the restart when the best model's residual is white, i.e. its
-        nearest-neighbour correlation z score is at most this (``tensorgp.sr.noise_floor``);
-        None: never skip.
+    restart_noise_share : skip the restart when the best model's residual is at most this share
+        structure (its nearest-neighbour correlation; ``tensorgp.sr.noise_floor``); None: never skip.
     prune_tolerance : relative loss tolerance for pruning coefficient terms from the final
         front (``tensorgp.sr.prune``); None: no pruning.
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
@@ -305,7 +305,7 @@ class SymbolicRegressor(*EstimatorBase):
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
                  restart_generations: int = 30, restart_opt_share: float = 0.6, restart_patience: int = 10,
-                 restart_noise_z: float | None = 3.0, prune_tolerance: float | None = 1e-3, selection_tolerance: float = 0.01,
+                 restart_noise_share: float | None = 0.25, prune_tolerance: float | None = 1e-3, selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
@@ -335,7 +335,7 @@ class SymbolicRegressor(*EstimatorBase):
         self.restart_generations = restart_generations
         self.restart_opt_share = restart_opt_share
         self.restart_patience = restart_patience
-        self.restart_noise_z = restart_noise_z
+        self.restart_noise_share = restart_noise_share
         self.prune_tolerance = prune_tolerance
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
@@ -377,8 +377,9 @@ class SymbolicRegressor(*EstimatorBase):
         if self.prune_tolerance is not None and not (isinstance(self.prune_tolerance, (int, float))
                                                      and self.prune_tolerance >= 0):
             raise ValueError(f"prune_tolerance={self.prune_tolerance!r} must be None or >= 0")
-        if self.restart_noise_z is not None and not isinstance(self.restart_noise_z, (int, float)):
-            raise ValueError(f"restart_noise_z={self.restart_noise_z!r} must be None or a number")
+        if self.restart_noise_share is not None and not (isinstance(self.restart_noise_share, (int, float))
+                                                         and 0 <= self.restart_noise_share <= 1):
+            raise ValueError(f"restart_noise_share={self.restart_noise_share!r} must be None or in [0, 1]")
         for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -447,7 +448,7 @@ class SymbolicRegressor(*EstimatorBase):
         L = int(self.max_length)
         archive = _Archive(L, dev)
         self.history_ = []
-        self.restart_z_ = None
+        self.restart_structure_ = None
         t0 = time.perf_counter()
         # phase 1: the plain run (LM on a few elites); phase 2, only when phase 1 ends without
         # reaching tol: a memetic restart (fresh population, LM with weighted leaves on many programs)
@@ -459,10 +460,10 @@ class SymbolicRegressor(*EstimatorBase):
         for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
             if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
                 break
-            if k and self.restart_noise_z is not None:
-                self.restart_z_ = self._residual_z(archive, obj, *rows(4096))
-                if self.restart_z_ <= float(self.restart_noise_z):
-                    break  # the plain run's best already fits everything but noise
+            if k and self.restart_noise_share is not None:
+                self.restart_structure_ = self._residual_structure(archive, obj, *rows(4096))
+                if self.restart_structure_ <= float(self.restart_noise_share):
+                    break  # the plain run's best already fits everything but noise (up to that share)
             cfg = EvolutionConfig(
                 population=int(self.population_size), generations=gens, tournament_size=int(self.tournament_size),
                 elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation,
@@ -528,14 +529,15 @@ class SymbolicRegressor(*EstimatorBase):
             return False
         return h[-1]["best_normalized_loss"] > 0.99 * h[-1 - patience]["best_normalized_loss"]
 
-    def _residual_z(self, archive: _Archive, obj: RegressionObjective, Xs: torch.Tensor, ys: torch.Tensor) -> float:
-        """Nearest-neighbour whiteness z of the best archived model's residual on ``Xs, ys``
-        (``tensorgp.sr.noise_floor``): ~N(0, 1) at the noise floor, large while signal is left."""
+    def _residual_structure(self, archive: _Archive, obj: RegressionObjective, Xs: torch.Tensor,
+                            ys: torch.Tensor) -> float:
+        """Nearest-neighbour correlation of the best archived model's residual on ``Xs, ys``
+        (``tensorgp.sr.noise_floor``): ~0 at the noise floor, the share of structure left otherwise."""
         i = int(torch.argmin(archive.loss))
         prog = Population(archive.ops[i:i + 1], archive.consts[i:i + 1], archive.length[i:i + 1]).trimmed()
         a, b = obj.scaling(prog)
         f = evaluate(prog, Xs, self._backend)[0].to(torch.float64)
-        return residual_whiteness_z(Xs, ys.to(torch.float64) - (float(a[0]) + float(b[0]) * f))
+        return neighbour_correlation(Xs, ys.to(torch.float64) - (float(a[0]) + float(b[0]) * f))
 
     def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
         return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
