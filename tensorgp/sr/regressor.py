@@ -52,12 +52,14 @@ How a fit runs:
   model already fits everything but noise, up to a part the restart could only shave a little
   off, so the restart is skipped; with noisy targets ``tol`` is never reached and this is what
   keeps those fits from paying for a restart that cannot help. None always runs the restart.
-* Pruning (``prune_tolerance``, default 1e-3): after the final polish, every front program is
-  pruned greedily of coefficient terms (``tensorgp.sr.prune``): a term ``c * t`` dropped, or a
-  weight within 0.1 of 1 removed, constants re-fitted, kept while the normalised loss stays
-  within ``prune_tolerance`` (relative, plus 1e-9) of the program's own; the pruned program
-  replaces its original. This removes leftovers such as ``1e-7 * x0`` and weights like
-  ``0.988`` fitted to noise. None disables it.
+* Pruning (``prune_tolerance``, default 1e-3): after the final polish, the front programs the
+  model selection could pick (loss within ``selection_tolerance`` of the best) are pruned
+  greedily of coefficient terms (``tensorgp.sr.prune``): a term ``c * t`` or an offset dropped,
+  or a weight within 0.1 of 1 removed, constants re-fitted (``const_opt_steps`` LM steps on
+  ``const_opt_rows`` rows), kept while the normalised loss stays within ``prune_tolerance``
+  (relative, plus 1e-9) of the program's own; the pruned program replaces its original. This
+  removes leftovers such as ``1e-7 * x0`` and weights like ``0.988`` fitted to noise. None
+  disables it.
 * Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
   values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
   streamed to the device chunk by chunk.
@@ -634,11 +636,16 @@ class SymbolicRegressor(*EstimatorBase):
                                obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
         if polish and self.const_optimization and self.prune_tolerance is not None:
-            pruned, pl, src = self._prune(pop[front.nonzero()[:, 0]], loss[front], obj, Xo, yo)
+            # only the front entries the model selection could pick (within selection_tolerance of the
+            # best, as "accuracy" judges them), on every 16th polish row: pruning is then cheap
+            near = front & (loss <= float(loss.min()) * (1 + float(self.selection_tolerance)) + 1e-9)
+            idx = near.nonzero()[:, 0]
+            step = max(1, Xo.shape[0] // int(self.const_opt_rows))
+            pruned, pl, src = self._prune(pop[idx], loss[idx], obj, Xo[::step], yo[::step])
             if pruned is not None:
                 # a pruned program replaces its original: at losses near float32 resolution the
                 # selection's relative tolerance could otherwise prefer the unpruned one by noise
-                archive.loss[pop.length[front.nonzero()[:, 0][src.to(pop.device)]].long()] = math.inf
+                archive.loss[pop.length[idx[src.to(pop.device)]].long()] = math.inf
                 archive.update(Population(pad_to(pruned.ops, archive.L), pad_to(pruned.consts, archive.L),
                                           pruned.length), pl)
                 pop, loss, front = archive.entries()
@@ -670,7 +677,7 @@ class SymbolicRegressor(*EstimatorBase):
         taken while its normalised loss stays within ``prune_tolerance`` (relative, plus ``atol``)
         of the program's own. Returns the pruned programs that changed, their losses and their
         indices in ``fp`` (None, None, None when none changed)."""
-        rtol, steps = float(self.prune_tolerance), 3 * int(self.const_opt_steps)
+        rtol, steps = float(self.prune_tolerance), int(self.const_opt_steps)
         L, D = int(self.max_length), int(self.max_depth)
         out, out_loss, src = [], [], []
         for i in range(fp.size):
