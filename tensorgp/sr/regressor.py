@@ -32,7 +32,7 @@ How a fit runs:
 * Memetic restart (``restart_generations`` > 0, default 30): when the run above ends without
   reaching ``tol`` (and time is left), a second phase starts from a fresh random population and
   runs ``restart_generations`` more generations in which LM tunes the best not-yet-tuned
-  ``restart_opt_share`` (default 0.3) of the population every generation (half the steps, a
+  ``restart_opt_share`` (default 0.6) of the population every generation (half the steps, a
   quarter of the rows); it ends early once its last ``restart_patience`` (default 10)
   generations lowered the best loss (of both phases) by less than 1%. With ``weighted_leaves``
   (default; needs ``mul``) every variable leaf there also gets a coefficient for LM to tune
@@ -42,7 +42,24 @@ How a fit runs:
   ``sin(y) + square(x)`` is poor until x is weighted), which the plain run, tuning 4 elites,
   rarely sees; the plain run is kept first because cheap unweighted search finds constant-free
   formulas (Nguyen-5) that the weighted phase buries under weighted approximations. Both phases
-  share the hall of fame; the final polish also weights leaves.
+  share the hall of fame; the final polish also weights leaves. In the restart, LM tunes each
+  program *structure* (opcodes, constants ignored) once, so its budget goes to distinct
+  structures rather than to copies that differ only in constants.
+* Noise-floor test (``restart_noise_share``, default 0.25): before the restart, the residual of
+  the best model so far is checked for structure left to fit (``tensorgp.sr.noise_floor``: the
+  correlation of each row's residual with its nearest neighbour's, which estimates the share of
+  the residual that is structure rather than noise). At most ``restart_noise_share`` means the
+  model already fits everything but noise, up to a part the restart could only shave a little
+  off, so the restart is skipped; with noisy targets ``tol`` is never reached and this is what
+  keeps those fits from paying for a restart that cannot help. None always runs the restart.
+* Pruning (``prune_tolerance``, default 1e-3): after the final polish, the front programs the
+  model selection could pick (loss within ``selection_tolerance`` of the best) are pruned
+  greedily of coefficient terms (``tensorgp.sr.prune``): a term ``c * t`` or an offset dropped,
+  or a weight within 0.1 of 1 removed, constants re-fitted (``const_opt_steps`` LM steps on
+  ``const_opt_rows`` rows), kept while the normalised loss stays within ``prune_tolerance``
+  (relative, plus 1e-9) of the program's own; the pruned program replaces its original. This
+  removes leftovers such as ``1e-7 * x0`` and weights like ``0.988`` fitted to noise. None
+  disables it.
 * Rows are evaluated in chunks of ``chunk_rows`` (and program blocks of a bounded number of
   values), so memory stays bounded for tens of millions of rows; on CUDA, data over 1 GiB is
   streamed to the device chunk by chunk.
@@ -66,6 +83,8 @@ from ..engine.device import resolve_device
 from ..engine.export import node_to_sympy
 from .constants import optimize_constants
 from .leaf_weights import add_weights, drop_unit_weights
+from .noise_floor import neighbour_correlation
+from . import prune as P
 from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
@@ -251,6 +270,10 @@ class SymbolicRegressor(*EstimatorBase):
         generations disables): its length, the share of the population tuned by LM per
         generation, and how many generations without a 1% gain in the best loss end it early
         (0: never).
+    restart_noise_share : skip the restart when the best model's residual is at most this share
+        structure (its nearest-neighbour correlation; ``tensorgp.sr.noise_floor``); None: never skip.
+    prune_tolerance : relative loss tolerance for pruning coefficient terms from the final
+        front (``tensorgp.sr.prune``); None: no pruning.
     model_selection, selection_tolerance : which Pareto-front entry is the model (see
         ``tensorgp.sr.pareto``): "accuracy" (default) the simplest entry with loss <= best +
         selection_tolerance * |best|; "knee" the steepest log-loss drop per unit of complexity
@@ -283,8 +306,8 @@ class SymbolicRegressor(*EstimatorBase):
                  elitism: int = 2, parsimony_coefficient: float = 1e-4, loss: Any = "mse",
                  linear_scaling: bool = True, const_optimization: bool = True, const_opt_elites: int = 4,
                  const_opt_steps: int = 10, const_opt_rows: int = 1024, weighted_leaves: bool = True,
-                 restart_generations: int = 30, restart_opt_share: float = 0.3, restart_patience: int = 10,
-                 selection_tolerance: float = 0.01,
+                 restart_generations: int = 30, restart_opt_share: float = 0.6, restart_patience: int = 10,
+                 restart_noise_share: float | None = 0.25, prune_tolerance: float | None = 1e-3, selection_tolerance: float = 0.01,
                  model_selection: str = "accuracy", validation_fraction: float | None = None,
                  tol: float = 1e-10, max_time: float | None = None, chunk_rows: int = 1 << 17,
                  device: str = "cpu", backend: str = "auto", n_jobs: int | None = None,
@@ -314,6 +337,8 @@ class SymbolicRegressor(*EstimatorBase):
         self.restart_generations = restart_generations
         self.restart_opt_share = restart_opt_share
         self.restart_patience = restart_patience
+        self.restart_noise_share = restart_noise_share
+        self.prune_tolerance = prune_tolerance
         self.selection_tolerance = selection_tolerance
         self.model_selection = model_selection
         self.validation_fraction = validation_fraction
@@ -351,6 +376,12 @@ class SymbolicRegressor(*EstimatorBase):
         check_loss(self.loss)
         if not 0 <= self.restart_opt_share <= 1:
             raise ValueError(f"restart_opt_share={self.restart_opt_share!r} must be in [0, 1]")
+        if self.prune_tolerance is not None and not (isinstance(self.prune_tolerance, (int, float))
+                                                     and self.prune_tolerance >= 0):
+            raise ValueError(f"prune_tolerance={self.prune_tolerance!r} must be None or >= 0")
+        if self.restart_noise_share is not None and not (isinstance(self.restart_noise_share, (int, float))
+                                                         and 0 <= self.restart_noise_share <= 1):
+            raise ValueError(f"restart_noise_share={self.restart_noise_share!r} must be None or in [0, 1]")
         for name in ("const_opt_elites", "const_opt_steps", "restart_generations", "restart_patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -419,6 +450,7 @@ class SymbolicRegressor(*EstimatorBase):
         L = int(self.max_length)
         archive = _Archive(L, dev)
         self.history_ = []
+        self.restart_structure_ = None
         t0 = time.perf_counter()
         # phase 1: the plain run (LM on a few elites); phase 2, only when phase 1 ends without
         # reaching tol: a memetic restart (fresh population, LM with weighted leaves on many programs)
@@ -430,6 +462,10 @@ class SymbolicRegressor(*EstimatorBase):
         for k, (gens, elites, steps, Xp, yp, weights) in enumerate(phases):
             if k and ((isinstance(self.loss, str) and archive.best <= self.tol) or self._out_of_time(t_start, 0.8)):
                 break
+            if k and self.restart_noise_share is not None:
+                self.restart_structure_ = self._residual_structure(archive, obj, *rows(4096))
+                if self.restart_structure_ <= float(self.restart_noise_share):
+                    break  # the plain run's best already fits everything but noise (up to that share)
             cfg = EvolutionConfig(
                 population=int(self.population_size), generations=gens, tournament_size=int(self.tournament_size),
                 elitism=int(self.elitism), rates=VariationRates(self.p_crossover, self.p_subtree_mutation,
@@ -495,6 +531,16 @@ class SymbolicRegressor(*EstimatorBase):
             return False
         return h[-1]["best_normalized_loss"] > 0.99 * h[-1 - patience]["best_normalized_loss"]
 
+    def _residual_structure(self, archive: _Archive, obj: RegressionObjective, Xs: torch.Tensor,
+                            ys: torch.Tensor) -> float:
+        """Nearest-neighbour correlation of the best archived model's residual on ``Xs, ys``
+        (``tensorgp.sr.noise_floor``): ~0 at the noise floor, the share of structure left otherwise."""
+        i = int(torch.argmin(archive.loss))
+        prog = Population(archive.ops[i:i + 1], archive.consts[i:i + 1], archive.length[i:i + 1]).trimmed()
+        a, b = obj.scaling(prog)
+        f = evaluate(prog, Xs, self._backend)[0].to(torch.float64)
+        return neighbour_correlation(Xs, ys.to(torch.float64) - (float(a[0]) + float(b[0]) * f))
+
     def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
         return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
 
@@ -510,7 +556,7 @@ class SymbolicRegressor(*EstimatorBase):
         if len(cand) == 0:
             return
         cand = cand[torch.argsort(fit[cand], descending=True, stable=True)][: 8 * k]
-        keys = program_keys(st.pop[cand]).tolist()
+        keys = self._keys(st.pop[cand], weights)
         pick, seen = [], set()
         for i, key in zip(cand.tolist(), keys):
             if key in done_keys or key in seen:
@@ -537,7 +583,15 @@ class SymbolicRegressor(*EstimatorBase):
             return
         rows, new, new_fit = rows[better], new[better], new_fit[better]
         evolver.replace(rows, new, new_fit)
-        done_keys.update(program_keys(st.pop[rows]).tolist())
+        done_keys.update(self._keys(st.pop[rows], weights))
+
+    @staticmethod
+    def _keys(pop: Population, by_structure: bool) -> list[int]:
+        """Program keys; ``by_structure``: of the opcodes only (constants ignored), so LM with
+        weighted leaves, which re-fits every constant anyway, tunes each structure once."""
+        if by_structure:
+            pop = Population(pop.ops, torch.zeros_like(pop.consts), pop.length)
+        return program_keys(pop).tolist()
 
     def _weights_on(self) -> bool:
         """Weighted leaves need ``mul`` in the function set (the weight is ``mul(w, x)``)."""
@@ -581,6 +635,20 @@ class SymbolicRegressor(*EstimatorBase):
                 archive.update(Population(pad_to(new.ops, archive.L), pad_to(new.consts, archive.L), new.length),
                                obj.normalized(obj.losses(new)))
                 pop, loss, front = archive.entries()
+        if polish and self.const_optimization and self.prune_tolerance is not None:
+            # only the front entries the model selection could pick (within selection_tolerance of the
+            # best, as "accuracy" judges them), on every 16th polish row: pruning is then cheap
+            near = front & (loss <= float(loss.min()) * (1 + float(self.selection_tolerance)) + 1e-9)
+            idx = near.nonzero()[:, 0]
+            step = max(1, Xo.shape[0] // int(self.const_opt_rows))
+            pruned, pl, src = self._prune(pop[idx], loss[idx], obj, Xo[::step], yo[::step])
+            if pruned is not None:
+                # a pruned program replaces its original: at losses near float32 resolution the
+                # selection's relative tolerance could otherwise prefer the unpruned one by noise
+                archive.loss[pop.length[idx[src.to(pop.device)]].long()] = math.inf
+                archive.update(Population(pad_to(pruned.ops, archive.L), pad_to(pruned.consts, archive.L),
+                                          pruned.length), pl)
+                pop, loss, front = archive.entries()
         a, b = obj.scaling(pop)
         val_loss = val.losses_at(pop, a, b).cpu().tolist() if val is not None else [None] * pop.size
         a, b = (a * unit).cpu().tolist(), (b * unit).cpu().tolist()
@@ -601,6 +669,44 @@ class SymbolicRegressor(*EstimatorBase):
         pick = select(judged, [e.complexity for e in front_entries], self.model_selection, float(self.selection_tolerance))
         self.pareto_front_ = ParetoFront(front_entries, pick, self.model_selection)
         self._set_model(front_entries[pick])
+
+    def _prune(self, fp: Population, loss: torch.Tensor, obj: RegressionObjective, Xo, yo,
+               atol: float = 1e-9) -> tuple[Population | None, torch.Tensor | None, torch.Tensor | None]:
+        """Each program of ``fp`` (normalised ``loss float64[K]``) pruned greedily of coefficient
+        terms (``tensorgp.sr.prune``): the best one-edit candidate, constants re-fitted by LM, is
+        taken while its normalised loss stays within ``prune_tolerance`` (relative, plus ``atol``)
+        of the program's own. Returns the pruned programs that changed, their losses and their
+        indices in ``fp`` (None, None, None when none changed)."""
+        rtol, steps = float(self.prune_tolerance), int(self.const_opt_steps)
+        L, D = int(self.max_length), int(self.max_depth)
+        out, out_loss, src = [], [], []
+        for i in range(fp.size):
+            ref = float(loss[i])
+            node, changed = E.row(fp.ops, fp.consts, fp.length, i), False
+            for _ in range(L):  # each accepted edit shortens the program
+                cands = [c for c in P.candidates(node) if E.size(c) <= L and E.depth(c) <= D]
+                if not cands:
+                    break
+                # each candidate as it is and with its constants re-fitted; the unfitted one is preferred
+                # when acceptable (the re-fit drifts along redundant directions, e.g. a common scale)
+                raw = P.to_population(cands, Xo.device)
+                fitted = optimize_constants(raw, Xo, yo, obj.linear_scaling, steps)[0] if bool((raw.ops == CONST).any()) else raw
+                both = [(raw, 0), (fitted, 1)]
+                losses = [obj.normalized(obj.losses(c.to(obj.device))).cpu() for c, _ in both]
+                opts = [(int(c.length[t]), r, float(cl[t]), t, c) for (c, r), cl in zip(both, losses)
+                        for t in P.accept(cl, ref, rtol, atol).nonzero()[:, 0].tolist()]
+                if not opts:
+                    break
+                n_, _, last, j, cp = min(opts, key=lambda o: o[:3])  # shortest, then unfitted, then loss
+                node, changed = E.row(cp.ops, cp.consts, cp.length, j), True
+            if changed:
+                out.append(node)
+                out_loss.append(last)
+                src.append(i)
+        if not out:
+            return None, None, None
+        return (P.to_population(out, fp.device), torch.tensor(out_loss, dtype=torch.float64, device=fp.device),
+                torch.tensor(src, dtype=torch.long))
 
     def _set_model(self, e: FittedProgram) -> None:
         self.program_ = e.program
