@@ -13,14 +13,7 @@ from tensorgp.sr.leaf_weights import add_weights, drop_unit_weights
 
 
 def programs(texts, variables):
-    rows = [to_postfix(parse(t, variables)) for t in texts]
-    L = max(len(o) for o, _ in rows)
-    ops = torch.zeros(len(rows), L, dtype=torch.int32)
-    consts = torch.zeros(len(rows), L)
-    for i, (o, c) in enumerate(rows):
-        ops[i, : len(o)] = torch.tensor(o)
-        consts[i, : len(c)] = torch.tensor(c)
-    return Population(ops, consts, torch.tensor([len(o) for o, _ in rows], dtype=torch.int32))
+    return Population.from_rows([to_postfix(parse(t, variables)) for t in texts])
 
 
 def test_weights_keep_outputs_and_drop_back_out():

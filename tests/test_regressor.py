@@ -24,15 +24,7 @@ def data(n=600, seed=0, m=3):
 
 
 def programs(texts, variables):
-    nodes = [parse(t, variables) for t in texts]
-    rows = [to_postfix(n) for n in nodes]
-    L = max(len(o) for o, _ in rows)
-    ops = torch.zeros(len(rows), L, dtype=torch.int32)
-    consts = torch.zeros(len(rows), L)
-    for i, (o, c) in enumerate(rows):
-        ops[i, : len(o)] = torch.tensor(o)
-        consts[i, : len(c)] = torch.tensor(c)
-    return Population(ops, consts, torch.tensor([len(o) for o, _ in rows], dtype=torch.int32))
+    return Population.from_rows([to_postfix(parse(t, variables)) for t in texts])
 
 
 # ------------------------------------------------------------------ scikit-learn conventions
