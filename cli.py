@@ -210,6 +210,18 @@ def _save(result: dict, path: Path) -> Path:
         _fail(f"cannot write {path} ({e.strerror or e}); the result JSON is on stdout", 1)
 
 
+def _deliver(result: dict, out_file: Optional[Path], as_json: bool) -> bool:
+    """Write ``result`` to ``out_file`` (if given) and print it as JSON when asked; True when
+    it went out as JSON (the caller then shows nothing else)."""
+    from tensorgp.runtime.results import dumps
+
+    if out_file is not None:
+        _save(result, out_file)
+    if as_json:
+        print(dumps(result))
+    return as_json
+
+
 def _emit(result: dict, out_dir: Optional[Path], as_json: bool, quiet: bool, show) -> None:
     """Write OUT/result.json (atomically), print JSON or the tables, exit 130 if interrupted."""
     from tensorgp.runtime.results import dumps
@@ -555,7 +567,6 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
     from tensorgp.nas.live_search import run_live_search
     from tensorgp.nas.search import read_result
     from tensorgp.nas.spaces import get_space
-    from tensorgp.runtime.results import dumps
 
     if space is None:
         _fail("--live needs --space (nb201)")
@@ -579,10 +590,7 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
                                   progress=lambda k: bar.update(job, completed=k), **kw)
     except (DataError, ValueError) as e:
         _fail(str(e))
-    if out_file is not None:
-        _save(res, out_file)
-    if as_json:
-        print(dumps(res))
+    if _deliver(res, out_file, as_json):
         return
     out.print(f"[bold]live search[/] {res['space']} ({res['candidates']} candidates"
               f"{', table ' + res['task'] if res['task'] else ''}); budget {res['budget']}, {res['runs']} runs, "
@@ -682,7 +690,6 @@ def bench_cmd(
     from tensorgp.nas.bench import generation_problem
     from tensorgp.runtime.benchmark import BenchConfig, run_benchmark, tables
     from tensorgp.nas.data import DataError
-    from tensorgp.runtime.results import dumps
 
     try:
         cfg = BenchConfig(pop=pop, rows=rows, features=features, depth=depth, functions=functions, device=device,
@@ -691,11 +698,7 @@ def bench_cmd(
         res = run_benchmark(cfg, None if quiet else (lambda m: err.print(f"[dim]{m}[/]")), generation_problem)
     except (DataError, ValueError) as e:
         _fail(str(e))
-    if out_file is not None:
-        _save(res, out_file)
-    if as_json:
-        print(dumps(res))
-    else:
+    if not _deliver(res, out_file, as_json):
         for t in tables(res):
             out.print(t)
 

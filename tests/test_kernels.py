@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 ON_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 if not ON_CUDA:
@@ -23,6 +24,7 @@ if not ON_CUDA:
 triton = pytest.importorskip("triton", reason="triton is not installed: Triton kernels untested")
 
 from tensorgp.engine.evaluate import evaluate_torch as reference  # the torch reference interpreter
+from tensorgp.engine.population import Population
 from tensorgp.engine.primitives import CONST, EPS, FIRST_VAR, FUNCTIONS, OPCODE
 
 # The Triton interpreter runs the kernels on numpy arrays, and numpy warns where float32 overflows to
@@ -70,14 +72,8 @@ def random_tree(rng: np.random.Generator, depth: int, funcs: list[int], n_vars: 
 
 def population(progs: list[tuple[list[int], list[float]]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-aligned, PAD-filled tensors (plus ``pad`` extra PAD columns)."""
-    L = max(len(o) for o, _ in progs) + pad
-    ops = torch.zeros(len(progs), L, dtype=torch.int32)
-    consts = torch.zeros(len(progs), L, dtype=torch.float32)
-    for p, (o, c) in enumerate(progs):
-        ops[p, : len(o)] = torch.tensor(o, dtype=torch.int32)
-        consts[p, : len(c)] = torch.tensor(c, dtype=torch.float32)
-    length = torch.tensor([len(o) for o, _ in progs], dtype=torch.int32)
-    return ops, consts, length
+    p = Population.from_rows(progs)
+    return F.pad(p.ops, (0, pad)), F.pad(p.consts, (0, pad)), p.length
 
 
 def edge_X(n_random: int, m: int, seed: int) -> torch.Tensor:
