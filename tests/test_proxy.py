@@ -1,6 +1,7 @@
 """The proxy a user holds: exports (Python, sympy, LaTeX) against the engine, scoring of every
 input kind with and without a reference set, files, unlabelled data, and the commands around it."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -377,3 +378,24 @@ def test_search_from_an_ensemble_result(tmp_path):
                               "--runs", "2", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["expression"].startswith("ensemble")
+
+
+def test_score_file_warns_when_a_needed_proxy_failed_everywhere(tmp_path):
+    data = write_suite(tmp_path)
+    doc = json.loads((data / "zc_gamma.json").read_text())
+    for t in doc.values():
+        for r in t.values():
+            if isinstance(r["p0"], dict):
+                r["p0"]["score"] = -1e8  # NASLib's failure sentinel on every architecture
+            else:
+                r["p0"] = -1e8
+    path = tmp_path / "dead" / "zc_gamma.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(doc))
+    p = Proxy(["(p0 * p1)"], ["p0", "p1"])
+    with pytest.warns(UserWarning, match="proxy 'p0' failed .* on every architecture"):
+        scored = p.score(path)
+    assert np.isnan(scored["gamma/task0"].scores).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy file scores without the warning
+        p.score(data / "zc_gamma.json")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -187,7 +188,14 @@ class Proxy:
         if missing:
             raise DataError(f"{t.source}: task {t.name} has no values of proxy {', '.join(map(repr, missing))} "
                             f"that the formula needs; its proxies: {', '.join(t.proxies)}")
-        return t.features[:, [t.proxies.index(v) for v in self.variables]].numpy()
+        x = t.features[:, [t.proxies.index(v) for v in self.variables]].numpy()
+        with np.errstate(invalid="ignore"):
+            dead = [v for j, v in enumerate(self.variables)
+                    if len(x) and not (np.isfinite(x[:, j]) & (x[:, j] > FAILED_BELOW)).any()]
+        if dead:  # the scores would all be NaN: say why instead of printing a silent table of blanks
+            warnings.warn(f"{t.source}: task {t.name}: proxy {', '.join(map(repr, dead))} failed (NaN, inf or "
+                          f"-1e8) on every architecture, so every score is NaN", stacklevel=3)
+        return x
 
     # ------------------------------------------------------------------ scoring
 
