@@ -81,3 +81,19 @@ def test_unique_programs_finds_duplicates():
     other.consts[:, 0] += 1.0  # a different constant is a different program
     changed = pop.ops[:, 0] == CONST
     assert bool((program_keys(other)[changed] != keys[changed]).all())
+
+
+def test_first_new_matches_a_skip_seen_loop():
+    """first_new is the batched form of "walk the keys in order, skip those done or seen"."""
+    from tensorgp.engine.population import first_new
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        keys = torch.randint(0, 12, (int(torch.randint(0, 40, (1,), generator=g)),), generator=g)
+        done = torch.randint(0, 12, (int(torch.randint(0, 6, (1,), generator=g)),), generator=g)
+        want, seen = [], set(done.tolist())
+        for i, k in enumerate(keys.tolist()):
+            if k not in seen:
+                seen.add(k)
+                want.append(i)
+        assert first_new(keys, done).tolist() == want

@@ -113,6 +113,17 @@ def first_of_groups(inverse: torch.Tensor, groups: int) -> torch.Tensor:
     return first.scatter_reduce_(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
 
 
+def first_new(keys: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """``int64[m]``, ascending: the index of the first occurrence of each key of ``keys: int64[n]``
+    that is not in ``done: int64[d]`` (a batched "skip seen keys" loop)."""
+    if len(keys) == 0:
+        return torch.zeros(0, dtype=torch.long, device=keys.device)
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    first = first_of_groups(inverse, len(uniq))
+    first = first[~torch.isin(uniq, done.to(uniq.device))]
+    return torch.sort(first).values
+
+
 def unique_programs(pop: Population) -> tuple[Population, torch.Tensor]:
     """Distinct programs of ``pop`` and ``inverse: int64[P]`` with ``pop[i] == uniq[inverse[i]]``."""
     uniq, inverse = torch.unique(program_keys(pop), return_inverse=True)

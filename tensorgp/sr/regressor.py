@@ -92,7 +92,7 @@ from ..engine.evolve import EvolutionConfig, Evolver
 from .losses import RegressionObjective, check_loss
 from .pareto import SELECTIONS, FittedProgram, ParetoFront, select
 from .streaming import as_source, fit_source
-from ..engine.population import Population, pad_to, program_depth, program_keys
+from ..engine.population import Population, first_new, pad_to, program_depth, program_keys
 from ..engine.primitives import CONST, FIRST_VAR, OPCODE, PrimitiveSet, function
 from ..engine.variation import VariationRates
 
@@ -474,13 +474,13 @@ class SymbolicRegressor(*EstimatorBase):
                 const_prob=float(self.const_prob), parsimony=float(self.parsimony_coefficient), hall_of_fame=1,
                 seed=seed + 7919 * k)
             evolver = Evolver(cfg, pset, obj, device=dev, count_rows=N)
-            done_keys: set[int] = set()
+            done_keys = torch.empty(0, dtype=torch.int64, device=dev)  # keys of programs already tuned
             offset = len(self.history_)  # a phase's first population counts as a generation of its own
             st = evolver.initialize()
             while True:
                 t_opt = time.perf_counter()
                 if self.const_optimization and elites > 0 and steps > 0:
-                    self._optimize_elites(evolver, obj, Xp, yp, done_keys, elites, steps, weights)
+                    done_keys = self._optimize_elites(evolver, obj, Xp, yp, done_keys, elites, steps, weights)
                 archive.update(st.pop, -st.fitness.to(torch.float64))
                 best = archive.best
                 gs = st.history[-1]
@@ -544,35 +544,30 @@ class SymbolicRegressor(*EstimatorBase):
     def _out_of_time(self, t_start: float, share: float = 1.0) -> bool:
         return self.max_time is not None and time.perf_counter() - t_start >= share * self.max_time
 
-    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: set, k: int,
-                         steps: int, weights: bool) -> None:
+    def _optimize_elites(self, evolver: Evolver, obj: RegressionObjective, Xo, yo, done_keys: torch.Tensor, k: int,
+                         steps: int, weights: bool) -> torch.Tensor:
         """LM on the k best not-yet-optimised programs with constants (with ``weights``: with
-        variables too, each leaf getting a weight); improved ones written back."""
+        variables too, each leaf getting a weight); improved ones written back.
+
+        ``done_keys: int64[D]`` keys (``_keys``) of programs tuned before in this phase; returns it
+        extended with the keys tuned now and the keys of the programs written back."""
         st = evolver.state
         fit = torch.nan_to_num(st.fitness, nan=-math.inf)
         tunable = (st.pop.ops == CONST) | ((st.pop.ops >= FIRST_VAR) if weights else False)
         has_c = tunable.any(1) & torch.isfinite(fit)
         cand = torch.nonzero(has_c)[:, 0]
         if len(cand) == 0:
-            return
+            return done_keys
         cand = cand[torch.argsort(fit[cand], descending=True, stable=True)][: 8 * k]
-        keys = self._keys(st.pop[cand], weights)
-        pick, seen = [], set()
-        for i, key in zip(cand.tolist(), keys):
-            if key in done_keys or key in seen:
-                continue
-            seen.add(key)
-            pick.append(i)
-            if len(pick) == k:
-                break
-        done_keys.update(seen)
-        if not pick:
-            return
-        idx = torch.tensor(pick, device=st.pop.device)
+        pick = first_new(self._keys(st.pop[cand], weights), done_keys.to(cand.device))[:k]
+        if len(pick) == 0:
+            return done_keys
+        idx = cand[pick]
+        done_keys = torch.cat([done_keys, self._keys(st.pop[idx], weights).to(done_keys.device)])
         new, improved = self._tune(st.pop[idx], Xo, yo, obj.linear_scaling, steps, weights)
         improved = improved.to(idx.device)
         if not bool(improved.any()):
-            return
+            return done_keys
         rows, new = idx[improved], new.to(st.pop.device)[improved]
         new_fit = obj(new).to(st.fitness.device)
         # kept where the selection fitness (loss and parsimony) improves: a weight must pay for its nodes
@@ -580,18 +575,18 @@ class SymbolicRegressor(*EstimatorBase):
         better = (torch.nan_to_num(new_fit, nan=-math.inf) - pc * new.length.to(new_fit)
                   > fit[rows] - pc * st.pop.length[rows].to(new_fit))
         if not bool(better.any()):
-            return
+            return done_keys
         rows, new, new_fit = rows[better], new[better], new_fit[better]
         evolver.replace(rows, new, new_fit)
-        done_keys.update(self._keys(st.pop[rows], weights))
+        return torch.cat([done_keys, self._keys(st.pop[rows], weights).to(done_keys.device)])
 
     @staticmethod
-    def _keys(pop: Population, by_structure: bool) -> list[int]:
-        """Program keys; ``by_structure``: of the opcodes only (constants ignored), so LM with
-        weighted leaves, which re-fits every constant anyway, tunes each structure once."""
+    def _keys(pop: Population, by_structure: bool) -> torch.Tensor:
+        """``int64[P]`` program keys; ``by_structure``: of the opcodes only (constants ignored), so
+        LM with weighted leaves, which re-fits every constant anyway, tunes each structure once."""
         if by_structure:
             pop = Population(pop.ops, torch.zeros_like(pop.consts), pop.length)
-        return program_keys(pop).tolist()
+        return program_keys(pop)
 
     def _weights_on(self) -> bool:
         """Weighted leaves need ``mul`` in the function set (the weight is ``mul(w, x)``)."""
