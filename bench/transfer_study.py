@@ -45,8 +45,10 @@ SETTINGS = [  # (name, label, settings over quality.DEFAULT and BUDGET)
      {"aggregation": "space-sample", "select": "shrink"}),
     ("space-mean-shrink-big", "mean over spaces, shrunk toward the best single proxy, 8 runs x 500 x 30",
      {"aggregation": "space-mean", "select": "shrink", "runs": 8, "pop": 500, "gens": 30}),
+    ("space-mean-anchored", "mean over spaces, anchored fitness (formula + best single proxy at 1/2 each)",
+     {"aggregation": "space-mean", "select": "anchored"}),
 ]
-PICKS = ("shrink", "nested", "ensemble", "train", "parsimony")  # selection strategies shown per setting
+PICKS = ("anchored", "shrink", "nested", "ensemble", "train", "parsimony")  # selection strategies shown per setting
 SHORT = {"nasbench201": "NB201", "nasbench301": "NB301", "transbench101_micro": "TNB-micro",
          "transbench101_macro": "TNB-macro"}
 

@@ -317,3 +317,66 @@ def test_weighted_ensemble_proxy_scores_the_weighted_mean_rank():
     assert Proxy(["p0", "p1"], ["p0", "p1"], "raw").score(x) == pytest.approx((q0 + q1) / 2)
     with pytest.raises(ValueError, match="weight"):
         Proxy(["p0", "p1"], ["p0", "p1"], "raw", weights=[1.0, -1.0])
+
+
+def _blend_kendall(batch, pred, anchor_col):
+    """Reference: per-task Kendall of the equal-weight rank blend, with the selection's ranking."""
+    from tensorgp.nas import baselines as B
+
+    off = batch.offsets
+    blend = B.task_ranks(pred, off, quantile=False) + B.task_ranks(batch.X[:, anchor_col][None], off, quantile=False)
+    return B.score_predictions(blend, batch.accuracy, off)["kendall"]
+
+
+def test_anchored_objective_scores_each_runs_blend_with_its_own_anchor():
+    from tensorgp.engine.evaluate import evaluate
+    from tensorgp.nas.objective import anchors_for
+
+    batch = _batch()
+    batch.X[::7, 2] = float("nan")  # failed proxy values: NaN after preprocessing
+    per_run, whole = anchors_for(batch, 3)
+    k = correlation(batch.X.t().contiguous(), batch, "kendall").double()
+    _, space = TR.task_spaces(batch.names)
+    assert per_run == [TR.best_single(k, space, g) for g in range(3)] and whole == TR.best_single(k, space)
+    # programs with ties, NaN and inf: ranked as the selection ranks them (non-finite lowest)
+    from tensorgp.engine.expression import parse, to_postfix
+
+    texts = ["p1 * p2", "p0", "log(p2 - 0.5)", "square(p1)", "p2", "min(p0, 0.5)"]
+    pop = Population.from_rows([to_postfix(parse(t, ["p0", "p1", "p2"])) for t in texts])
+    pred = evaluate(pop, batch.X, "torch")
+    assert not torch.isfinite(pred).all() and (pred[5] == 0.5).sum() > 10  # the edge cases are there
+    obj = RankObjective(batch, "kendall", "space-mean", inner_runs=3, anchors=(per_run, whole))
+    fit = obj(pop)
+    W = TR.space_weights(batch.names)[1].double()
+    for row in range(6):
+        r = row // 2
+        ref = _blend_kendall(batch, evaluate(pop[row:row + 1], batch.X, "torch"), per_run[r])[0].double() @ W
+        keep = [g for g in range(3) if g != r]
+        assert float(fit[row]) == pytest.approx(float(ref[keep].mean()), abs=1e-6)
+    # a program that adds nothing (a constant) scores as its anchor alone
+    const = Population.from_rows([to_postfix(parse("0.5", ["p0", "p1", "p2"]))])
+    alone = correlation(batch.X[:, [whole]].t().contiguous(), batch, "kendall")[0].double() @ W
+    assert float(RankObjective(batch, "kendall", "space-mean", anchors=(per_run, whole))(const)[0]) == \
+        pytest.approx(float(alone.mean()), abs=1e-6)
+
+
+def test_anchored_selection_is_the_half_blend_and_the_saved_proxy_reproduces_it(tmp_path):
+    from tensorgp.nas.proxy import proxy_from_result
+
+    data = write_suite(tmp_path)
+    r = evolve_proxy(spec_for(data, train="*", runs=3, gens=2, aggregation="space-mean", select="anchored"))
+    assert r["selected"] == "anchored" and {"nested", "shrink"} <= set(r["selection"])
+    an = r["selection"]["anchored"]
+    assert an["baseline"]["weight"] == 0.5
+    best = [d["expression"] for d in r["runs_detail"]]
+    assert an["expressions"] == best + [an["baseline"]["proxy"]]
+    assert [x / sum(an["weights"]) for x in an["weights"]] == pytest.approx([1 / 6] * 3 + [0.5])
+    # nothing is chosen on the inner spaces: the inner figure is each run's own blend there
+    runs = an["weight_scores_runs"]
+    assert an["inner_kendall"] == pytest.approx([row[TR.SHRINK_WEIGHTS.index(0.5)] for row in runs])
+    # the runs' fitness is the blend's: the best run's fitness is its blend's training space mean
+    train = [x["key"] for x in r["sets"] if x["split"] == "train"]
+    proxy = proxy_from_result(r)
+    for k in train:
+        sc = proxy.score(str(data / f"zc_{k.split('/')[0]}.json"), dtype="float32")[k]
+        assert stats.kendalltau(sc.scores, sc.accuracy).statistic == pytest.approx(an["tasks"][k]["kendall"], abs=1e-5)

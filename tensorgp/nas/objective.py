@@ -6,11 +6,13 @@ import time
 
 import torch
 
+from .baselines import task_ranks
 from .data import Batch
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
 from ..engine.population import Population, unique_programs
-from .transfer import NESTED_SELECTIONS, SPACE_AGGREGATIONS, inner_mask, reduce_spaces, sample_mask, space_weights
+from .transfer import (ANCHORED, NESTED_SELECTIONS, SPACE_AGGREGATIONS, best_single, inner_mask, inner_space,
+                       reduce_spaces, sample_mask, space_weights, task_spaces)
 
 METRICS = ("kendall", "spearman", "kendall-top")
 
@@ -57,11 +59,16 @@ class RankObjective:
     Space-aware aggregations (``transfer.SPACE_AGGREGATIONS``): ``inner_runs = R > 1`` makes run
     r of a population of R runs leave training space ``r mod G`` out (nested selection);
     ``seed`` seeds the per-generation space draws of ``space-sample`` (``begin_generation``).
+
+    ``anchors`` (``transfer``, "Anchored fitness"): ``(per-run proxy columns, the proxy column for
+    rows that are not a population of R runs)``; a program is then scored by the equal-weight mean
+    rank of its predictions and its run's anchor proxy, within each task.
     """
 
     def __init__(self, batch: Batch, metric: str = "kendall", aggregation: str = "mean",
                  backend: str = "auto", chunk: int = 4096, inner_runs: int = 1, seed: int = 0,
-                 sync_free: bool = False, max_stack: int | None = None, fitness_backend: str = "auto"):
+                 sync_free: bool = False, max_stack: int | None = None, fitness_backend: str = "auto",
+                 anchors: tuple[list[int], int] | None = None):
         parse_metric(metric)  # validates the name early
         if sync_free and (max_stack is None or max_stack < 1):
             raise ValueError("sync_free needs max_stack >= 1: a bound on the programs' stack depth "
@@ -84,6 +91,15 @@ class RankObjective:
         elif aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {aggregation!r}; expected one of "
                              f"{', '.join(AGGREGATIONS + SPACE_AGGREGATIONS)}")
+        self.anchor_ranks = None  # float32[A, N]: 0-based per-task ranks of each distinct anchor proxy
+        if anchors is not None:
+            per_run, whole = anchors
+            cols = sorted(set(per_run) | {whole})
+            self.anchor_cols = cols
+            self.anchor_slot_run = [cols.index(c) for c in per_run]
+            self.anchor_slot_all = cols.index(whole)
+            self._off = [int(x) for x in batch.offsets.tolist()]
+            self.anchor_ranks = task_ranks(batch.X[:, cols].T, self._off, quantile=False).float()
         if inner_runs > 1 and (self.space_weights is None or len(self.spaces) < 2):
             raise ValueError(f"nested selection (a held-out training space per run) needs a space-aware "
                              f"aggregation ({', '.join(SPACE_AGGREGATIONS)}) and tasks of at least 2 search "
@@ -106,8 +122,9 @@ class RankObjective:
             self.seed, generation, len(self.spaces), device=self.batch.X.device)
         return True
 
-    def scores(self, pop: Population) -> torch.Tensor:
-        """``float32[P, T]`` per-task correlation of every program. Identical programs (elites'
+    def scores(self, pop: Population, anchor: int | None = None) -> torch.Tensor:
+        """``float32[P, T]`` per-task correlation of every program (of its blend with anchor slot
+        ``anchor`` when given). Identical programs (elites'
         copies, reproduction, crossovers that swap equal subtrees) are evaluated once, and
         programs with identical predictions (``fitness.distinct_rows``) are ranked once.
 
@@ -116,12 +133,12 @@ class RankObjective:
         (no stack-depth read) when the backend is triton: a generation on a GPU then never waits
         for the host here. The scores are the same (both deduplications are exact)."""
         if self.sync_free:
-            return self._scores(pop, dedup=False)
+            return self._scores(pop, dedup=False, anchor=anchor)
         if pop.size > 1:
             uniq, inverse = unique_programs(pop)
             if uniq.size < pop.size:
-                return self._scores(uniq)[inverse]
-        return self._scores(pop)
+                return self._scores(uniq, anchor=anchor)[inverse]
+        return self._scores(pop, anchor=anchor)
 
     def _predict(self, part: Population) -> torch.Tensor:
         if self.sync_free and self.backend == "triton":
@@ -130,7 +147,7 @@ class RankObjective:
             return evaluate_triton(part.ops, part.consts, part.length, self.batch.X, max_stack=self.max_stack)
         return evaluate(part, self.batch.X, self.backend)
 
-    def _scores(self, pop: Population, dedup: bool = True) -> torch.Tensor:
+    def _scores(self, pop: Population, dedup: bool = True, anchor: int | None = None) -> torch.Tensor:
         te = tf = 0.0
         outs = []
         fb = self.fitness_backend
@@ -138,6 +155,9 @@ class RankObjective:
             part = pop[lo:lo + self.chunk]
             t0 = time.perf_counter()
             pred = self._predict(part)
+            if anchor is not None:
+                # ranked as the selection's blends rank (non-finite lowest); 0-based half-integer ranks: exact sums
+                pred = task_ranks(pred, self._off, quantile=False).float() + self.anchor_ranks[anchor]
             t1 = time.perf_counter()
             keep, inverse = distinct_rows(pred) if dedup else (None, None)
             if keep is not None and len(keep) < len(pred):
@@ -151,8 +171,21 @@ class RankObjective:
             return torch.zeros(0, self.batch.n_tasks, device=self.batch.X.device)
         return torch.cat(outs)
 
+    def anchored_scores(self, pop: Population) -> torch.Tensor:
+        """``float32[P, T]``: each row scored with its run's anchor (rows grouped by run as the
+        evolver batches them; the whole-training anchor for rows that are not R runs' population)."""
+        R, n = len(self.anchor_slot_run), pop.size
+        if R <= 1 or n % R:
+            return self.scores(pop, self.anchor_slot_all)
+        slot = torch.tensor(self.anchor_slot_run).repeat_interleave(n // R)  # host arithmetic: no device read
+        out = torch.empty(n, self.batch.n_tasks, device=self.batch.X.device)
+        for a in sorted(set(self.anchor_slot_run)):  # a loop over at most G distinct anchors
+            rows = torch.nonzero(slot == a)[:, 0].to(out.device)
+            out[rows] = self.scores(pop[rows], a)
+        return out
+
     def __call__(self, pop: Population) -> torch.Tensor:
-        s = self.scores(pop)
+        s = self.scores(pop) if self.anchor_ranks is None else self.anchored_scores(pop)
         if self.space_weights is None:
             return aggregate(s, self.aggregation)
         m = s @ self.space_weights  # [P, T] -> [P, G] per-space means
@@ -168,4 +201,17 @@ def objective_for(spec, batch: Batch) -> RankObjective:
     """The training objective of a ``RunSpec``: nested selection (``select`` in ``NESTED_SELECTIONS``) gives
     each of the ``config.runs`` runs its own inner held-out training space."""
     inner = spec.config.runs if spec.select in NESTED_SELECTIONS else 1
-    return RankObjective(batch, spec.metric, spec.aggregation, spec.backend, inner_runs=inner, seed=spec.config.seed)
+    anchors = anchors_for(batch, inner) if spec.select == ANCHORED else None
+    return RankObjective(batch, spec.metric, spec.aggregation, spec.backend, inner_runs=inner, seed=spec.config.seed,
+                         anchors=anchors)
+
+
+def anchors_for(batch: Batch, runs: int) -> tuple[list[int], int]:
+    """The anchored fitness's proxies (``transfer``): for each of ``runs`` runs the proxy column
+    with the best space-mean Kendall over the run's fitness spaces (its inner held-out space left
+    out when ``runs > 1``), and that of all spaces of ``batch``."""
+    k = kendall_tau_b(batch.X.T.contiguous(), batch.accuracy, batch.offsets).double().cpu()  # [J, T]
+    spaces, space = task_spaces(batch.names)
+    per_run = [best_single(k, space, inner_space(r, len(spaces)) if runs > 1 else None) for r in range(max(1, runs))]
+    return per_run, best_single(k, space)
+

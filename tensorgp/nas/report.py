@@ -25,6 +25,7 @@ STRATEGY_NAMES = {
     "compact": "evolved, compact (Pareto front of size against fitness)",
     "nested": "evolved, each run's pick on its inner held-out space (ensemble)",
     "shrink": "evolved, runs' best shrunk toward the best single proxy (weight chosen on inner held-out spaces)",
+    "anchored": "evolved to complement the best single proxy (anchored fitness), blended with it at weight 1/2",
 }
 METRIC_NAMES = {"kendall": "Kendall", "spearman": "Spearman", "top_kendall": "Kendall top 10%",
                 "precision5": "precision@5%", "top10_pct": "best of top-10 (pct)"}

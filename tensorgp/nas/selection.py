@@ -14,6 +14,8 @@ strategies (``SELECTIONS``), all applied to the hall of fame of every run:
 * ``shrink``: the same runs; the mean-rank ensemble of every run's best formula, blended with the
   single proxy of the best mean over training spaces at the weight the inner held-out spaces
   choose (``transfer``, "Shrinkage").
+* ``anchored``: runs evolved with the anchored fitness; the same blend at the fixed weight 1/2
+  (``transfer``, "Anchored fitness").
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from ..engine.primitives import FIRST_VAR
 from .data import Task, make_batch
 from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
-from .transfer import (NESTED_SELECTIONS, SHRINK_STEPS, SHRINK_WEIGHTS, best_single, choose_weight, crossfit_score,
+from .transfer import (ANCHORED, NESTED_SELECTIONS, SHRINK_STEPS, SHRINK_WEIGHTS, best_single, choose_weight, crossfit_score,
                        inner_space, nested_picks, shrink_member_weights, task_spaces)
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
@@ -266,8 +268,10 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     ens_preds = {"ensemble": ens_pred}
     if spec.select in NESTED_SELECTIONS and len(run_best) > 1:  # both, from the same runs: the study compares them
         selection["nested"], ens_preds["nested"] = _nested(cands, scores, entries, preds, prep, R)
-        selection["shrink"], ens_preds["shrink"] = _shrink(spec, prep, entries, preds, cands,
-                                                           [run_best[r] for r in sorted(run_best)])
+        best_r = [run_best[r] for r in sorted(run_best)]
+        selection["shrink"], ens_preds["shrink"] = _shrink(spec, prep, entries, preds, cands, best_r)
+        if spec.select == ANCHORED:
+            selection[ANCHORED], ens_preds[ANCHORED] = _shrink(spec, prep, entries, preds, cands, best_r, fixed=0.5)
     chosen = spec.select if spec.select in selection else "train"
     out["selection"] = {k: {kk: vv for kk, vv in v.items() if kk != "index"} for k, v in selection.items()}
     out["selected"] = chosen
@@ -356,11 +360,13 @@ def _weighted_ranks(pred: torch.Tensor, off: torch.Tensor, weights: torch.Tensor
     return (B.task_ranks(pred, off, quantile=False) * weights.to(torch.float64)[:, None]).sum(0)
 
 
-def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], members: list[int]) -> tuple[dict, dict]:
+def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], members: list[int],
+            fixed: float | None = None) -> tuple[dict, dict]:
     """Shrinkage toward the best single proxy (``transfer``): ``(selection entry, {split: pred[N]})``.
 
     ``members``: index into ``cands`` of each run's best formula by training fitness (run r never
-    fitted its inner held-out space ``r mod G``)."""
+    fitted its inner held-out space ``r mod G``). ``fixed``: the baseline's weight, not chosen
+    (the anchored fitness's 1/2); the inner figure is then each run's blend at that weight."""
     J = len(prep.proxies)
     term = Population((torch.arange(J, dtype=torch.int32) + FIRST_VAR)[:, None].to(spec.device),
                       torch.zeros(J, 1, device=spec.device), torch.ones(J, dtype=torch.int32, device=spec.device))
@@ -378,7 +384,7 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
         rows.append((SHRINK_STEPS - W)[:, None] * qf[None] + W[:, None] * qb[None])  # exact: integer weights
     tau = B.score_predictions(torch.cat(rows), acc, off)["kendall"].double().reshape(len(members), len(W), -1)
     s = torch.stack([tau[r][:, space == g].mean(1) for r, g in enumerate(inner)])  # [R, W] inner held-out
-    w = SHRINK_WEIGHTS[choose_weight(s)]
+    w = SHRINK_WEIGHTS[choose_weight(s)] if fixed is None else fixed
     b = best_single(single, space)
     names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
     weights = shrink_member_weights(w, len(members))
@@ -397,7 +403,9 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
              "weight_scores": {str(x): float(v) for x, v in zip(SHRINK_WEIGHTS, s.nanmean(0).tolist())},
              "weight_scores_runs": [[float(v) for v in row] for row in s.tolist()],
              "inner_spaces": [spaces[g] for g in inner], "inner_baselines": [prep.proxies[x] for x in base_r],
-             "inner_kendall": crossfit_score(s, inner), "inner_unshrunk": [float(x) for x in s[:, 0]],
+             "inner_kendall": crossfit_score(s, inner) if fixed is None else
+             [float(x) if math.isfinite(x) else None for x in s[:, SHRINK_WEIGHTS.index(fixed)].tolist()],
+             "inner_unshrunk": [float(x) for x in s[:, 0]],
              "size": size, "tasks": scores_out, "mean": split_means(scores_out, entries)}
     if len(exprs) == 1:
         entry["fitness"] = _proxy_fitness(spec, prep)[prep.proxies[b]] if w == 1 else cands[members[0]]["fitness"]

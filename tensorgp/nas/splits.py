@@ -13,7 +13,7 @@ from . import baselines as B
 from .data import DataError, Task, select
 
 SPLITS = ("train", "holdout", "validation", "test")
-SELECTIONS = ("train", "validation", "parsimony", "ensemble", "compact", "nested", "shrink")  # see ``selection``
+SELECTIONS = ("train", "validation", "parsimony", "ensemble", "compact", "nested", "shrink", "anchored")  # see ``selection``
 
 # ----------------------------------------------------------------------------- splits
 

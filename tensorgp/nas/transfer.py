@@ -32,6 +32,15 @@ weight: a formula that cannot beat the baseline on inner held-out spaces does no
 the best single proxy against the mean-rank ensemble of the runs' best formulas. ``crossfit_score``
 measures the whole procedure on inner held-out spaces without choosing and scoring on the same
 space: the weight for space g is chosen on the runs that hold out another space.
+
+Anchored fitness (``--select anchored``): the blend is in the fitness instead of after it. Run r's
+fitness is that of the equal-weight mean per-task rank of the formula and run r's *anchor*, the
+single proxy ``best_single`` picks over run r's own fitness spaces (its inner held-out space left
+out), so formulas are selected for what they add to the proxy rather than for replacing it. The
+weight is fixed at 1/2, never chosen on a space (with three training spaces the evidence for an
+estimated weight is too thin, see docs/issue15-plan.md). Predictor: the runs' best formulas at
+1/(2R) each and the anchor of all training spaces at 1/2; its inner figure is each run's blend
+with its own anchor on its inner held-out space (nothing chosen, so nothing to cross-fit).
 """
 from __future__ import annotations
 
@@ -55,7 +64,8 @@ AUTO = "auto"
 # The study's outer held-out figures disagree with this choice (docs/results.md, transfer section).
 MULTI_SPACE_MIN = 3
 MULTI_SPACE_DEFAULT = {"aggregation": "space-mean", "select": "shrink"}
-NESTED_SELECTIONS = ("nested", "shrink")  # selections whose runs each leave a training space out
+ANCHORED = "anchored"
+NESTED_SELECTIONS = ("nested", "shrink", ANCHORED)  # selections whose runs each leave a training space out
 SHRINK_STEPS = 4  # the best single proxy's share of the shrunk predictor is k / SHRINK_STEPS
 SHRINK_WEIGHTS = tuple(k / SHRINK_STEPS for k in range(SHRINK_STEPS + 1))
 SINGLE_SPACE_DEFAULT = {"aggregation": "mean", "select": "compact"}
