@@ -567,3 +567,109 @@ def run_split(spec_of, data_root: Path, out: Path, scale: float, names: list[str
                                   "oracle": _mean([b["oracle"][k]["kendall"] for k in keys])})
             res[n].append(json.loads(path.read_text()))
     return {"kind": "transfer-split", "settings": res}
+
+
+# ----------------------------------------------------------------------------- third round (anchored fitness)
+
+ROUND2_RECIPE_INNER = 0.452  # the round-2 recipe's cross-fitted inner score, seeds 0-2 (docs/results.md, committed)
+ANCHORED_NAME = "space-mean-anchored"
+
+
+def round3_lines(tr: dict, split: dict | None = None) -> list[str]:
+    """The third round (docs/issue15-plan.md): the anchored fitness, its adoption by the pre-registered
+    inner rule, and every held-out figure next to the baselines and the same runs' other picks."""
+    s = tr["settings"][ANCHORED_NAME]
+    first = next(iter(s["seeds"].values()))
+    spaces = list(first["folds"])
+    base = {sp: first["folds"][sp]["baselines"] for sp in spaces}
+    decide = [str(i) for i in range(min(SEEDS, len(s["seeds"])))]
+    inner = _inner_pair(s, decide)[0]
+    adopt = inner is not None and inner >= ROUND2_RECIPE_INNER
+    out = [f"Inner score (each run's equal-weight blend of its best formula and its own anchor on its inner held-out "
+           f"space; mean over runs, folds and seeds {', '.join(decide)}): **{fmt(inner)}**, against the round-2 "
+           f"recipe's cross-fitted {ROUND2_RECIPE_INNER:.3f}. By the rule fixed before the run the anchored fitness "
+           + ("**becomes** the multi-space default." if adopt else "**does not** become the default; "
+              "`space-mean` + shrink stays."), ""]
+    if split:
+        out += targets_lines(s, base, spaces, split, ANCHORED_NAME)
+    rows = []
+    for pick in PICKS:
+        ho = held_out(s, pick)
+        if any(v is not None for vs in ho.values() for v in vs):
+            rows.append([("**anchored** (the candidate)" if pick == "anchored" else pick),
+                         len(s["seeds"])] + [fmt(_med(ho[sp])) for sp in spaces] + [fmt(_med(_seed_means(s, spaces, pick)))])
+    for key, label in (("space_mean", "best single (space mean)"), ("task_mean", "best single (task mean)"),
+                       ("hindsight", "hindsight single"), ("oracle", "oracle (per task)")):
+        vals = [base[sp][key] for sp in spaces]
+        cells = [fmt(v) if key == "oracle" else f"{fmt(v['kendall'])} ({v['proxy']})" for v in vals]
+        nums = [v if key == "oracle" else v["kendall"] for v in vals]
+        rows.append([label, ""] + cells + [fmt(_mean(nums))])
+    out += ["Held-out mean Kendall, median over seeds: the candidate and the other picks of the same anchored "
+            "evolutions (*shrink* here chooses w on the inner spaces as in round 2, but from formulas evolved "
+            "with the anchored fitness):", "",
+            table(["pick", "seeds"] + [SHORT.get(sp, sp) for sp in spaces] + ["mean"], rows), ""]
+    rows = []
+    for seed, r in s["seeds"].items():
+        for sp in spaces:
+            f = r["folds"][sp]
+            v = f["picks"].get("anchored")
+            beat = sorted([p for p, x in f["single"].items() if x is not None and v is not None and x > v],
+                          key=lambda p: -f["single"][p])
+            rows.append([seed, SHORT.get(sp, sp), fmt(v), fmt(_mean([x for x in f.get("inner") or [] if x is not None])),
+                         f"{fmt(f['baselines']['space_mean']['kendall'])} ({f['baselines']['space_mean']['proxy']})",
+                         ", ".join(f"{p} ({fmt(f['single'][p])})" for p in beat) or "none"])
+        rows.append([seed, "mean", fmt(_mean([r["folds"][sp]["picks"].get("anchored") for sp in spaces])),
+                     fmt(_mean([x for sp in spaces for x in r["folds"][sp].get("inner") or [] if x is not None])),
+                     fmt(_mean([r["folds"][sp]["baselines"]["space_mean"]["kendall"] for sp in spaces])), ""])
+    out += ["Per seed and fold: the candidate's held-out mean, its inner score, and the single proxies above it:", "",
+            table(["seed", "held out", "anchored", "inner", "best single (space mean)", "single proxies above"],
+                  rows, "llrrrl"), ""]
+    walls = [(r["wall_s"], r["load_before"], r["load_after"]) for r in s["seeds"].values() if r.get("wall_s")]
+    if walls:
+        out += ["Wall time of one leave-one-space-out (4 evolutions + scoring): "
+                + ", ".join(f"{w:.0f} s (load {a:.1f} -> {c:.1f})" for w, a, c in walls)
+                + f" on a {os.cpu_count()}-core machine shared with other work.", ""]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``round3``: run (or load) the third round's evolutions and print its markdown block."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="issue 15, third round: the anchored fitness over the 4 folds")
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=Path("runs/quality"))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--split-seeds", type=int, default=5,
+                    help="seeds of the 2-space default (NB201+NB301 -> TNB-micro) at the quality study's budget")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import quality as Q
+
+    tr = run_transfer(Q.spec_of, a.data, a.out, 1.0, seeds=a.seeds, names=[ANCHORED_NAME])
+    split = {"settings": {"auto": study_split(Q, a.data, a.out, a.split_seeds)}} if a.split_seeds else None
+    print("\n".join(round3_lines(tr, split)))
+
+
+def study_split(Q, data_root: Path, out: Path, seeds: int) -> list[dict]:
+    """NB201+NB301 -> TNB-micro with the 2-space default (``auto``: task mean, compact formula) at the
+    quality study's budget (``quality.BUDGET``, the budget of the issue's 0.42), cached per seed."""
+    from tensorgp.nas.experiment import evolve_proxy
+
+    folder = out / "transfer"
+    folder.mkdir(parents=True, exist_ok=True)
+    res = []
+    for s in range(seeds):
+        path = folder / f"split-auto-study-s{s}.json"
+        if not path.exists():
+            r = evolve_proxy(Q.spec_of({"name": "auto", "group": "transfer", "kind": "split", "seed": s,
+                                        "aggregation": "auto", "select": "auto"}, data_root, 1.0))
+            write_json(path, {"test": r["selection"][r["selected"]]["mean"]["test"], "selected": r["selected"],
+                              "picks": {k: v["mean"].get("test") for k, v in r["selection"].items()}})
+        res.append(json.loads(path.read_text()))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -95,7 +95,6 @@ class RankObjective:
         if anchors is not None:
             per_run, whole = anchors
             cols = sorted(set(per_run) | {whole})
-            self.anchor_cols = cols
             self.anchor_slot_run = [cols.index(c) for c in per_run]
             self.anchor_slot_all = cols.index(whole)
             self._off = [int(x) for x in batch.offsets.tolist()]
@@ -179,9 +178,12 @@ class RankObjective:
             return self.scores(pop, self.anchor_slot_all)
         slot = torch.tensor(self.anchor_slot_run).repeat_interleave(n // R)  # host arithmetic: no device read
         out = torch.empty(n, self.batch.n_tasks, device=self.batch.X.device)
+        te = tf = 0.0
         for a in sorted(set(self.anchor_slot_run)):  # a loop over at most G distinct anchors
-            rows = torch.nonzero(slot == a)[:, 0].to(out.device)
+            rows = torch.nonzero(slot == a)[:, 0].to(out.device)  # a host tensor: no device read
             out[rows] = self.scores(pop[rows], a)
+            te, tf = te + self.last_split[0], tf + self.last_split[1]
+        self.last_split = (te, tf)
         return out
 
     def __call__(self, pop: Population) -> torch.Tensor:
