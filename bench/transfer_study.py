@@ -257,6 +257,18 @@ def _inner_pair(setting: dict, seeds: list[str] | None = None) -> tuple[float | 
     return _mean(cf), _mean(un)
 
 
+def baseline_rows(base: dict, spaces: list[str]) -> list[list]:
+    """The single-proxy baseline rows of a held-out table: per space and their mean."""
+    rows = []
+    for key, label in (("space_mean", "best single (space mean)"), ("task_mean", "best single (task mean)"),
+                       ("hindsight", "hindsight single"), ("oracle", "oracle (per task)")):
+        vals = [base[sp][key] for sp in spaces]
+        cells = [fmt(v) if key == "oracle" else f"{fmt(v['kendall'])} ({v['proxy']})" for v in vals]
+        nums = [v if key == "oracle" else v["kendall"] for v in vals]
+        rows.append([label, ""] + cells + [fmt(_mean(nums))])
+    return rows
+
+
 def section(tr: dict, split: dict | None = None, recipe: dict | None = None, command: str = "") -> str:
     """The report's main protocol: leave-one-space-out over the 4 spaces."""
     sets = tr["settings"]
@@ -326,12 +338,7 @@ def section(tr: dict, split: dict | None = None, recipe: dict | None = None, com
             lab = s["label"] + f", {pick}" + (" (the recipe)" if own and n == chosen else "")
             rows.append([("**" + lab + "**") if own and n == chosen else lab, len(s["seeds"])]
                         + [fmt(_med(ho[sp])) for sp in spaces] + [fmt(_med(_seed_means(s, spaces, pick)))])
-    for key, label in (("space_mean", "best single (space mean)"), ("task_mean", "best single (task mean)"),
-                       ("hindsight", "hindsight single"), ("oracle", "oracle (per task)")):
-        vals = [base[sp][key] for sp in spaces]
-        cells = [fmt(v) if key == "oracle" else f"{fmt(v['kendall'])} ({v['proxy']})" for v in vals]
-        nums = [v if key == "oracle" else v["kendall"] for v in vals]
-        rows.append([label, ""] + cells + [fmt(_mean(nums))])
+    rows += baseline_rows(base, spaces)
     lines += ["Held-out mean Kendall, median over seeds, every pick of the same evolutions next to the single-"
               "proxy baselines:", "",
               table(["setting, pick", "seeds"] + [SHORT.get(sp, sp) for sp in spaces] + ["mean"], rows), ""]
@@ -369,12 +376,17 @@ def per_seed_lines(s: dict, chosen: str, spaces: list[str]) -> list[str]:
            "first round's nested pick from the same evolution, and the single proxies above the recipe:", "",
            table(["seed", "held out", "recipe", "nested", "w (proxy)", "best single (space mean)",
                   "single proxies above the recipe"], rows, "llrrlrl"), ""]
+    return out + wall_lines(s, " of the recipe")
+
+
+def wall_lines(s: dict, what: str = "") -> list[str]:
+    """Wall time and load of each seed's leave-one-space-out of setting ``s``."""
     walls = [(r["wall_s"], r["load_before"], r["load_after"]) for r in s["seeds"].values() if r.get("wall_s")]
-    if walls:
-        out += ["Wall time of one leave-one-space-out (4 evolutions + scoring) of the recipe: "
-                + ", ".join(f"{w:.0f} s (load {a:.1f} -> {c:.1f})" for w, a, c in walls)
-                + f" on a {os.cpu_count()}-core machine shared with other work.", ""]
-    return out
+    if not walls:
+        return []
+    return [f"Wall time of one leave-one-space-out (4 evolutions + scoring){what}: "
+            + ", ".join(f"{w:.0f} s (load {a:.1f} -> {c:.1f})" for w, a, c in walls)
+            + f" on a {os.cpu_count()}-core machine shared with other work.", ""]
 
 
 def weight_lines(sets: dict, spaces: list[str]) -> list[str]:
@@ -600,12 +612,7 @@ def round3_lines(tr: dict, split: dict | None = None) -> list[str]:
         if any(v is not None for vs in ho.values() for v in vs):
             rows.append([("**anchored** (the candidate)" if pick == "anchored" else pick),
                          len(s["seeds"])] + [fmt(_med(ho[sp])) for sp in spaces] + [fmt(_med(_seed_means(s, spaces, pick)))])
-    for key, label in (("space_mean", "best single (space mean)"), ("task_mean", "best single (task mean)"),
-                       ("hindsight", "hindsight single"), ("oracle", "oracle (per task)")):
-        vals = [base[sp][key] for sp in spaces]
-        cells = [fmt(v) if key == "oracle" else f"{fmt(v['kendall'])} ({v['proxy']})" for v in vals]
-        nums = [v if key == "oracle" else v["kendall"] for v in vals]
-        rows.append([label, ""] + cells + [fmt(_mean(nums))])
+    rows += baseline_rows(base, spaces)
     out += ["Held-out mean Kendall, median over seeds: the candidate and the other picks of the same anchored "
             "evolutions (*shrink* here chooses w on the inner spaces as in round 2, but from formulas evolved "
             "with the anchored fitness):", "",
@@ -636,12 +643,7 @@ def round3_lines(tr: dict, split: dict | None = None) -> list[str]:
                     f"at the quality study's budget (8 runs x population 400 x 20 generations, the budget of the "
                     f"issue's 0.42), seeds 0-{len(runs) - 1}, every pick of the same evolutions:", "",
                     table(["pick", "per seed", "median"], rows, "lrr"), ""]
-    walls = [(r["wall_s"], r["load_before"], r["load_after"]) for r in s["seeds"].values() if r.get("wall_s")]
-    if walls:
-        out += ["Wall time of one leave-one-space-out (4 evolutions + scoring): "
-                + ", ".join(f"{w:.0f} s (load {a:.1f} -> {c:.1f})" for w, a, c in walls)
-                + f" on a {os.cpu_count()}-core machine shared with other work.", ""]
-    return out
+    return out + wall_lines(s)
 
 
 def main(argv: list[str] | None = None) -> None:
