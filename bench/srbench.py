@@ -219,7 +219,8 @@ def per_problem(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="feynman,strogatz", help="comma-separated: feynman, strogatz, nguyen")
-    ap.add_argument("--problems", default="", help="comma-separated names (searched in every set)")
+    ap.add_argument("--problems", default="", help="comma-separated names (searched in every set; with --tables-from: "
+                                                   "only these problems' rows)")
     ap.add_argument("--max-problems", type=int, default=0, help="the first K of each set (a subset)")
     ap.add_argument("--methods", default="tensorgp,pyoperon,gplearn")
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.001, 0.01, 0.1])
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.tables_from:
         rows = [json.loads(line) for f in args.tables_from for line in Path(f).read_text().splitlines() if line.strip()]
+        if args.problems:  # the tables of a subset of the stored runs
+            rows = [r for r in rows if r["problem"] in set(args.problems.split(","))]
         text = f"{summary(rows)}\n\n{per_problem(rows)}\n"
         print(text)
         if args.out:

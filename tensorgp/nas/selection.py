@@ -34,8 +34,8 @@ from ..engine.primitives import FIRST_VAR
 from .data import Task, make_batch
 from .objective import RankObjective
 from .splits import SELECTIONS, SPLITS, finite_mean as _mean
-from .transfer import (ANCHORED, NESTED_SELECTIONS, SHRINK_STEPS, SHRINK_WEIGHTS, best_single, choose_weight, crossfit_score,
-                       inner_space, nested_picks, shrink_member_weights, task_spaces)
+from .transfer import (ANCHORED, NESTED_SELECTIONS, SHRINK_STEPS, SHRINK_WEIGHTS, best_single, choose_weight,
+                       crossfit_score, inner_space, nested_picks, shrink_member_weights, task_spaces)
 
 PARSIMONY_TOLERANCE = 0.01  # fitness a formula may give up to be the smallest
 
