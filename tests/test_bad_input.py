@@ -217,6 +217,8 @@ def test_eval_exits_non_zero_when_every_task_errors(suite):
     (["--device", "bogus"], ["--device", "bogus"]),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "bogus"], ["--device"]),
     (["--device", "meta"], ["--device", "meta"]),
+    (["--select", "anchored", "--runs", 1], ["--select anchored", "--runs 2 or more"]),
+    (["--select", "nested", "--runs", 1], ["--select nested", "--runs 2 or more"]),
 ])
 def test_run_option_is_rejected(suite, tmp_path, args, words):
     fails(invoke("run", "--data", suite, "--train", "a/*", "--pop", 20, "--gens", 1, "--out", tmp_path / "o",

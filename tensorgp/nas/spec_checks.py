@@ -15,7 +15,7 @@ from ..engine.primitives import PrimitiveSet
 from .data import PREPROCESS_MODES
 from .objective import SPACE_AGGREGATIONS, parse_metric
 from .splits import SELECTIONS
-from .transfer import AUTO
+from .transfer import AUTO, NESTED_SELECTIONS
 
 
 def check_spec(spec) -> None:
@@ -32,6 +32,9 @@ def check_spec(spec) -> None:
         raise ValueError(f"--aggregation {spec.aggregation!r}: unknown; choose from {', '.join(aggregations)}")
     if spec.select not in (AUTO,) + SELECTIONS:
         raise ValueError(f"--select {spec.select!r}: unknown selection; choose from {', '.join((AUTO,) + SELECTIONS)}")
+    if spec.select in NESTED_SELECTIONS and spec.config.runs < 2:  # would fall back to the train pick
+        raise ValueError(f"--select {spec.select}: needs --runs 2 or more (run r leaves training space r mod G "
+                         f"out of its fitness); got --runs {spec.config.runs}")
     PrimitiveSet.parse_functions(spec.functions)
     try:
         resolve_device(spec.device)
