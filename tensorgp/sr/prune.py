@@ -111,13 +111,5 @@ def accept(loss: torch.Tensor, reference: float, rtol: float, atol: float) -> to
 
 
 def to_population(nodes: list[E.Node], device: torch.device | str = "cpu") -> Population:
-    """Postfix ``Population`` of ``nodes`` (padded to the longest)."""
-    posts = [E.to_postfix(n) for n in nodes]
-    L = max(1, max(len(o) for o, _ in posts))
-    ops = torch.zeros(len(nodes), L, dtype=torch.int32)
-    consts = torch.zeros(len(nodes), L)
-    for i, (o, c) in enumerate(posts):
-        ops[i, : len(o)] = torch.tensor(o, dtype=torch.int32)
-        consts[i, : len(c)] = torch.tensor(c)
-    length = torch.tensor([len(o) for o, _ in posts], dtype=torch.int32)
-    return Population(ops, consts, length).to(device)
+    """Postfix ``Population`` of ``nodes`` (at least one; padded to the longest)."""
+    return Population.from_rows([E.to_postfix(n) for n in nodes], device)
