@@ -300,27 +300,33 @@ def _print_pareto(r: dict) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    expr: str = typer.Option(..., "--expr", help="The formula, e.g. \"(nwot + log(synflow))\"."),
+    expr: Optional[str] = typer.Option(None, "--expr", help="The formula, e.g. \"(nwot + log(synflow))\"."),
+    from_result: Optional[Path] = typer.Option(None, "--from", help="Instead of --expr: a `tensorgp run` result.json (or its directory), a leave-one-space-out result, or a saved proxy (a formula or a weighted ensemble), with its own preprocessing."),
     data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories."),
     tasks: str = typer.Option("*", help="Comma-separated task globs."),
-    preprocess: str = typer.Option("rank", help="raw | signed-log | rank | zscore."),
+    preprocess: str = typer.Option("rank", help="raw | signed-log | rank | zscore (--expr only)."),
     device: str = typer.Option("cpu"),
     backend: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Score a formula (Kendall, Spearman) on tasks."""
+    """Score a formula or a saved proxy (Kendall, Spearman) on labelled tasks."""
     from tensorgp.nas.data import DataError
     from tensorgp.nas.experiment import evaluate_expression
+    from tensorgp.nas.scoring import evaluate_proxy
     from tensorgp.runtime.results import dumps
 
+    if (expr is None) == (from_result is None):
+        _fail("give exactly one of --expr and --from")
     try:
-        res = evaluate_expression(expr, _data_paths(data), tasks, preprocess, device, backend)
+        res = (evaluate_expression(expr, _data_paths(data), tasks, preprocess, device, backend) if expr is not None
+               else evaluate_proxy(from_result, _data_paths(data), tasks))
     except (DataError, ValueError) as e:
         _fail(str(e))
     if as_json:
         print(dumps(res))
         return
-    t = Table(title=f"{res['expression']}  (preprocess {preprocess})")
+    title = res["expression"] if expr is not None else res["proxy"] or _ensemble_text(res["ensemble"], res["weights"])
+    t = Table(title=f"{title}  (preprocess {res['preprocess']})")
     for c in ("task", "n", "kendall", "spearman"):
         t.add_column(c, justify="left" if c == "task" else "right", overflow="fold" if c == "task" else "ellipsis")
     for name, v in res["tasks"].items():

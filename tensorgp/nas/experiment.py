@@ -305,6 +305,35 @@ def build_result(spec: RunSpec, prep: Prepared, evolver: Evolver, backend: str, 
     return extend_result(res, spec, prep, state)
 
 
+def scorable(t: Task, needs: Sequence[str]) -> tuple[Task, dict | None]:
+    """The task's architectures with an accuracy, and None; or the entry that reports why the task
+    cannot be correlated (no accuracies, a needed proxy absent or mostly failed: ``error``;
+    Kendall undefined: ``undefined``, with a warning)."""
+    if not t.labelled:
+        return t, {"n": len(t), "error": f"task {t.name} has no val_accuracy to correlate with "
+                                         f"(rank its architectures with `tensorgp score`)"}
+    missing = [p for p in needs if not t.present(p)]
+    t = t.subset(torch.isfinite(t.accuracy))
+    if missing:
+        return t, {"n": len(t), "error": f"task {t.name} lacks proxy {', '.join(missing)} "
+                                         f"(absent or mostly failed values)"}
+    why = t.undefined()
+    if why is not None:
+        warnings.warn(f"task {t.name}: Kendall tau is undefined ({why}); left out of the mean", DataWarning,
+                      stacklevel=3)
+        return t, {"n": len(t), "kendall": None, "spearman": None, "undefined": why}
+    return t, None
+
+
+def scored_mean(out: dict[str, dict]) -> float | None:
+    """Mean Kendall over the scored tasks of ``out``; ``DataError`` when none could be scored."""
+    if all("error" in v or "undefined" in v for v in out.values()):
+        raise DataError("no selected task can be scored: " + "; ".join(
+            f"{n}: {v.get('error') or 'undefined, ' + v['undefined']}" for n, v in out.items()))
+    ks = [v["kendall"] for v in out.values() if "error" not in v and "undefined" not in v]
+    return sum(ks) / len(ks) if ks else None
+
+
 def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, preprocess: str = "rank",
                         device: str = "cpu", backend: str = "auto") -> dict:
     """Score one formula on tasks. A task lacking a proxy the formula names is reported with
@@ -328,28 +357,12 @@ def evaluate_expression(text: str, data: Sequence[str | Path], tasks_glob: str, 
     dtype = torch.float64 if preprocess == "raw" else torch.float32
     out: dict[str, dict] = {}
     for t in tasks:
-        missing = [p for p in names if not t.present(p)]
-        if not t.labelled:
-            out[t.name] = {"n": len(t), "error": f"task {t.name} has no val_accuracy to correlate with "
-                                                 f"(rank its architectures with `tensorgp score`)"}
-            continue
-        t = t.subset(torch.isfinite(t.accuracy))
-        if missing:
-            out[t.name] = {"n": len(t), "error": f"task {t.name} lacks proxy {', '.join(missing)} "
-                                                 f"(absent or mostly failed values)"}
-            continue
-        why = t.undefined()
-        if why is not None:
-            warnings.warn(f"task {t.name}: Kendall tau is undefined ({why}); left out of the mean", DataWarning,
-                          stacklevel=2)
-            out[t.name] = {"n": len(t), "kendall": None, "spearman": None, "undefined": why}
+        t, problem = scorable(t, names)
+        if problem is not None:
+            out[t.name] = problem
             continue
         out.update(task_scores(prog, [t], variables, preprocess, device, backend, dtype))
-    if all("error" in v or "undefined" in v for v in out.values()):
-        raise DataError("no selected task can be scored: " + "; ".join(
-            f"{n}: {v.get('error') or 'undefined, ' + v['undefined']}" for n, v in out.items()))
-    ks = [v["kendall"] for v in out.values() if "error" not in v and "undefined" not in v]
     return {"expression": E.to_infix(node, variables), "preprocess": preprocess, "tasks": out,
-            "mean_kendall": sum(ks) / len(ks) if ks else None,
+            "mean_kendall": scored_mean(out),
             "backend": "torch" if dtype == torch.float64 else resolve_backend(backend, device),
             "dtype": str(dtype).removeprefix("torch.")}

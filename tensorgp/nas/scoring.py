@@ -1,5 +1,6 @@
 """``tensorgp score`` as a library call: a proxy scores and ranks every architecture of every task
-of a Suite-Zero file (accuracies optional), and the scores are written as CSV or JSON."""
+of a Suite-Zero file (accuracies optional), and the scores are written as CSV or JSON;
+``tensorgp eval --from``: a saved proxy's rank correlation with accuracy on labelled tasks."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from ..runtime.results import dumps, write_atomic
+from .baselines import score_predictions
+from .data import load, select
+from .experiment import scorable, scored_mean
 from .proxy import Proxy, TaskScores, load_proxy
 
 SCORE_FORMATS = (".csv", ".json")
@@ -77,3 +83,26 @@ def score_file(result: str | Path | Proxy, data: str | Path | Sequence[str | Pat
     tasks = {n: {"n": len(ts.keys), "labelled": ts.accuracy is not None, "top": [[k, _num(v)] for k, v in ts.top(top)]}
              for n, ts in scored.items()}
     return {**meta, "tasks": tasks, "rows": rows}
+
+
+def evaluate_proxy(result: str | Path | Proxy, data: str | Path | Sequence[str | Path], tasks_glob: str = "*") -> dict:
+    """Kendall and Spearman of a held proxy (a result.json, a run directory, a saved proxy, or a
+    ``Proxy``; a formula or a weighted ensemble) on every labelled task of ``data``, each task
+    scored as one set with the proxy's own arithmetic (``Proxy.score_task``). Tasks that cannot be
+    correlated are reported as ``evaluate_expression`` reports them and left out of the mean.
+    Returns ``{proxy, ensemble, weights, preprocess, tasks: {task: {n, kendall, spearman}}, mean_kendall}``."""
+    proxy = result if isinstance(result, Proxy) else load_proxy(result)
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    out: dict[str, dict] = {}
+    for t in select(load(paths, labels=False), tasks_glob):
+        t, problem = scorable(t, proxy.variables)
+        if problem is not None:
+            out[t.name] = problem
+            continue
+        pred = torch.from_numpy(proxy.score_task(t)).unsqueeze(0)  # non-finite scores rank last
+        m = score_predictions(pred, t.accuracy, torch.tensor([0, len(t)]))
+        out[t.name] = {"n": len(t), "kendall": float(m["kendall"][0, 0]), "spearman": float(m["spearman"][0, 0])}
+    return {"proxy": proxy.expressions[0] if not proxy.is_ensemble else None,
+            "ensemble": proxy.expressions if proxy.is_ensemble else None,
+            "weights": proxy.weights if proxy.is_ensemble else None,
+            "preprocess": proxy.preprocess, "tasks": out, "mean_kendall": scored_mean(out)}
