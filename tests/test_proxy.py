@@ -19,7 +19,7 @@ from tensorgp.nas import protocols as P
 from tensorgp.nas.data import DataError, load, make_batch
 from tensorgp.nas.experiment import evolve_proxy
 from tensorgp.nas.proxy import Proxy, load_proxy
-from tensorgp.nas.scoring import score_file
+from tensorgp.nas.scoring import evaluate_proxy, score_file
 from tensorgp.nas.search import read_result, run_search
 from tensorgp_cli.cli import app
 
@@ -343,6 +343,37 @@ def test_score_command_writes_csv_and_json(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"a": 1}))
     other = runner.invoke(app, ["score", "--from", str(tmp_path / "other.json"), "--data", str(unl)])
     assert other.exit_code == 2 and "isitatensorgpresult" in _flat(other.output)
+
+
+def test_eval_from_scores_a_held_ensemble_on_labelled_tasks(tmp_path):
+    data = write_suite(tmp_path)
+    doc = json.loads((data / "zc_beta.json").read_text())
+    for r in doc["task0"].values():  # a task that lacks a proxy the ensemble reads
+        r.pop("p1")
+    (data / "zc_beta.json").write_text(json.dumps(doc))
+    p = Proxy(["p0", "(p0 * p1)", "p2"], ["p0", "p1", "p2"], weights=[3, 1, 0.5])
+    p.save(tmp_path / "p.json")
+    res = evaluate_proxy(tmp_path / "p.json", data)
+    assert res["ensemble"] == p.expressions and res["weights"] == [3.0, 1.0, 0.5]
+    assert "lacks proxy p1" in res["tasks"]["beta/task0"]["error"]
+    taus = []
+    for t in load(data):
+        if t.name == "beta/task0":
+            continue
+        want = kendalltau(p.score_task(t), t.accuracy.numpy()).statistic  # tau-b, as the fitness
+        assert res["tasks"][t.name]["kendall"] == pytest.approx(want, abs=1e-6)  # float32 statistic
+        taus.append(want)
+    assert res["mean_kendall"] == pytest.approx(np.mean(taus), abs=1e-6) and np.mean(taus) > 0.3
+    with pytest.raises(DataError, match="no selected task can be scored.*no val_accuracy"):
+        evaluate_proxy(p, _unlabelled(tmp_path, data))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["eval", "--from", str(tmp_path / "p.json"), "--data", str(data), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["mean_kendall"] == pytest.approx(res["mean_kendall"], abs=1e-12)
+    table = runner.invoke(app, ["eval", "--from", str(tmp_path / "p.json"), "--data", str(data)])
+    assert table.exit_code == 0 and "weighted ensemble" in table.output and "lacks" in table.output
+    both = runner.invoke(app, ["eval", "--from", str(tmp_path / "p.json"), "--expr", "p0", "--data", str(data)])
+    assert both.exit_code == 2 and "exactlyoneof--exprand--from" in _flat(both.output)
 
 
 def test_score_file_names_a_missing_proxy(tmp_path):
