@@ -23,9 +23,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from transfer_study import ANCHORED_NAME, BUDGET, SHORT, label_of, settings_of  # noqa: E402
+import quality as Q  # noqa: E402
+from transfer_study import ANCHORED_NAME, BUDGET, SHORT, settings_of  # noqa: E402
 
-from tensorgp.nas.data import common_proxies, load  # noqa: E402
+from tensorgp.nas.data import common_proxies, load, select  # noqa: E402
 from tensorgp.nas.experiment import evolve_proxy, single_proxy_scores  # noqa: E402
 from tensorgp.nas.proxy import proxy_from_result  # noqa: E402
 from tensorgp.nas.report import fmt, table  # noqa: E402
@@ -33,7 +34,9 @@ from tensorgp.nas.scoring import evaluate_proxy  # noqa: E402
 from tensorgp.nas.splits import space_of  # noqa: E402
 from tensorgp.runtime.results import write_json  # noqa: E402
 
-RECIPES = ("space-mean-shrink", ANCHORED_NAME)  # the default first
+RECIPES = ("space-mean-shrink", ANCHORED_NAME)  # the default of 3+ spaces first
+DEFAULT_2 = {"aggregation": "auto", "select": "auto"}  # what 2 training spaces default to (compact)
+BUDGETS = {"fold": BUDGET, "study": Q.BUDGET}  # rounds 2-3's fold budget; the quality study's (the 2-space 0.42)
 SIDE_PICKS = ("ensemble", "train")  # reported from the same runs, never used to choose
 
 
@@ -42,14 +45,20 @@ def terminals(train, unseen) -> list[str]:
     return [p for p in common_proxies(train) if all(t.present(p) for t in unseen)]
 
 
-def fit(Q, name: str, seed: int, data_root: Path, terms: list[str], out: Path) -> Path:
-    """The recipe's evolution on every training task (cached): the result a user would hold."""
-    path = out / "unseen" / f"{name}-s{seed}.json"
+def _settings(name: str) -> dict:
+    return DEFAULT_2 if name == "auto" else settings_of(name)
+
+
+def fit(name: str, seed: int, data_root: Path, terms: list[str], out: Path, train: str = "*",
+        budget: str = "fold") -> Path:
+    """The recipe's evolution on the training tasks (cached): the result a user would hold."""
+    tag = "" if train == "*" else train.replace("/*", "").replace("nasbench", "nb").replace(",", "+") + "-"
+    path = out / "unseen" / f"{tag}{name}-s{seed}.json"
     if path.exists():
         return path
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    spec = Q.spec_of({"name": name, "label": label_of(name), "group": "unseen", "kind": "loso", "seed": seed,
-                      "train": "*", "proxies": terms, **BUDGET, **settings_of(name)}, data_root, 1.0)
+    spec = Q.spec_of({"name": name, "group": "unseen", "kind": "loso", "seed": seed, "train": train,
+                      "proxies": terms, **BUDGETS[budget], **_settings(name)}, data_root, 1.0)
     r = evolve_proxy(spec)
     r["study"] = {"name": name, "seed": seed, "wall_s": time.perf_counter() - t0, "load_before": load0,
                   "load_after": os.getloadavg()[0]}
@@ -89,16 +98,17 @@ def baselines(train, unseen, terms: list[str]) -> dict:
     return {"B1": (b1, mean_un.get(b1)), "B2": (b2, mean_un.get(b2)), "B3": (b3, mean_un[b3]), "all": mean_un}
 
 
-def study(Q, data_root: Path, unseen_path: Path, out: Path, seeds: int) -> dict:
-    train = load(data_root / "suite-zero")
+def study(data_root: Path, unseen_path: Path, out: Path, seeds: int, train_glob: str = "*",
+          recipes: tuple[str, ...] = RECIPES, budget: str = "fold") -> dict:
+    train = select(load(data_root / "suite-zero"), train_glob)
     unseen = load(unseen_path)
     terms = terminals(train, unseen)
     base = baselines(train, unseen, terms)
     rows = {}
-    for name in RECIPES:
+    for name in recipes:
         rows[name] = []
         for s in range(seeds):
-            r = json.loads(fit(Q, name, s, data_root, terms, out).read_text())
+            r = json.loads(fit(name, s, data_root, terms, out, train_glob, budget).read_text())
             held = proxy_from_result(r, name)
             rows[name].append({"seed": s, "kendall": unseen_kendall(held, unseen_path), "size": held.size,
                                "formulas": len(held.expressions),
@@ -107,7 +117,7 @@ def study(Q, data_root: Path, unseen_path: Path, out: Path, seeds: int) -> dict:
                                "wall_s": r["study"]["wall_s"], "load": [r["study"]["load_before"], r["study"]["load_after"]]})
     return {"unseen": [t.name for t in unseen], "n": [len(t) for t in unseen], "terminals": terms,
             "spaces": sorted({SHORT.get(space_of(t.name), space_of(t.name)) for t in train}),
-            "baselines": base, "recipes": rows}
+            "baselines": base, "recipes": rows, "budget": BUDGETS[budget]}
 
 
 def _med(v):
@@ -121,7 +131,7 @@ def decision(res: dict) -> dict:
     med = {n: _med([x["kendall"] for x in v]) for n, v in res["recipes"].items()}
     passes = {n: m is not None and m >= b1 and m >= b2 for n, m in med.items()}
     shrink, anch = RECIPES
-    adopt = passes[anch] and med[anch] > med[shrink]
+    adopt = anch in med and shrink in med and passes[anch] and med[anch] > med[shrink]
     return {"median": med, "passes": passes, "adopt_anchored": adopt}
 
 
@@ -130,11 +140,12 @@ def lines(res: dict) -> list[str]:
     b = res["baselines"]
     unseen = ", ".join(f"{t} ({n} architectures)" for t, n in zip(res["unseen"], res["n"]))
     out = [f"Unseen: {unseen}. Training: every task of {', '.join(res['spaces'])}; terminals "
-           f"{', '.join(res['terminals'])}; {BUDGET['runs']} runs x population {BUDGET['pop']} x {BUDGET['gens']} "
-           f"generations per seed.", ""]
+           f"{', '.join(res['terminals'])}; {res['budget']['runs']} runs x population {res['budget']['pop']} x "
+           f"{res['budget']['gens']} generations per seed.", ""]
     rows = []
     for n, v in res["recipes"].items():
-        rows.append([n + (" (the default)" if n == RECIPES[0] else ""), ", ".join(fmt(x["kendall"]) for x in v),
+        default = n == "auto" or (n == RECIPES[0] and "auto" not in res["recipes"])
+        rows.append([n + (" (the default)" if default else ""), ", ".join(fmt(x["kendall"]) for x in v),
                      f"**{fmt(d['median'][n])}**", "yes" if d["passes"][n] else "no",
                      f"{min(x['size'] for x in v)}-{max(x['size'] for x in v)}"])
         for p in SIDE_PICKS:
@@ -149,8 +160,9 @@ def lines(res: dict) -> list[str]:
              for n in res["recipes"]}
     for n, ps in above.items():
         out.append(f"- Single proxies above {n}'s median: " + (", ".join(f"{p} ({fmt(b['all'][p])})" for p in ps) or "none") + ".")
-    out.append(f"- Adoption rule (anchored strictly above shrink and passing): "
-               + ("**anchored becomes the multi-space default**." if d["adopt_anchored"] else "**the default stays shrink**."))
+    if "auto" not in res["recipes"]:
+        out.append(f"- Adoption rule (anchored strictly above shrink and passing): "
+                   + ("**anchored becomes the multi-space default**." if d["adopt_anchored"] else "**the default stays shrink**."))
     walls = [x["wall_s"] for v in res["recipes"].values() for x in v]
     loads = [l for v in res["recipes"].values() for x in v for l in x["load"]]
     out.append(f"- Wall time per evolution {min(walls):.0f}-{max(walls):.0f} s on one core, load average "
@@ -164,11 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("runs/quality"))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--train", default="*", help="training task globs (default: every task of the 4 spaces)")
+    ap.add_argument("--recipes", default=",".join(RECIPES),
+                    help="settings of bench/transfer_study.py, or auto (the default for the training tasks)")
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="fold")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
-    import quality as Q
-
-    res = study(Q, a.data, a.unseen, a.out, a.seeds)
+    res = study(a.data, a.unseen, a.out, a.seeds, a.train, tuple(a.recipes.split(",")), a.budget)
     if a.json:
         write_json(a.json, {**res, "decision": decision(res)})
     print("\n".join(lines(res)))
