@@ -259,8 +259,26 @@ def _print_run(r: dict) -> None:
         out.print(f"[yellow]{name}: Kendall tau undefined ({why}); left out of fitting and of the means[/]")
     mk = r.get("mean_kendall", {})
     out.print("mean kendall: " + ", ".join(f"{s} {_fmt(v)}" for s, v in mk.items()))
+    _print_inner_weights(r)
     _print_protocol(r)
     _print_pareto(r)
+
+
+def _print_inner_weights(r: dict) -> None:
+    """For shrink/anchored: how far the runs' inner held-out spaces trust the formulas over the proxy."""
+    sel = (r.get("selection") or {}).get(r.get("selected") or "")
+    if not sel or not sel.get("weight_scores") or not sel.get("baseline"):
+        return
+    b, ws = sel["baseline"], {float(k): v for k, v in sel["weight_scores"].items()}
+    alone = ws.get(1.0)
+    best = max((v for v in ws.values() if v is not None), default=None)
+    out.print(f"inner held-out spaces (each run's own, left out of its fitness), mean Kendall of its formula "
+              f"blended with {b['proxy']} at weight w: "
+              + ", ".join(f"w={w:g} {_fmt(v)}" for w, v in sorted(ws.items()))
+              + f"; the predictor's weight on {b['proxy']}: {b['weight']:g}"
+              + ("" if alone is None or best is None else
+                 f" (the formulas add {best - alone:+.3f} over {b['proxy']} alone there; a new search space can "
+                 f"differ more than that, see docs/results.md, fourth round)"))
 
 
 def _formula_text(r: dict) -> str:

@@ -197,6 +197,14 @@ def test_cli_nested_selection(tmp_path):
     assert one.exit_code == 0, one.output
     one = json.loads(one.output)
     assert (one["aggregation"], one["selected"]) == ("mean", "compact")
+    # the table a person reads shows how far the inner held-out spaces trust the formulas
+    shown = CliRunner().invoke(app, ["run", *common[:-2], "--train", "*", "--select", "shrink"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    w = multi["selection"]["shrink"]["weight_scores"]
+    assert f"w=1 {float(w['1.0']):.3f}" in text and f"w=0 {float(w['0.0']):.3f}" in text
+    best = max(w.values()) - w["1.0"]
+    assert f"the formulas add {best:+.3f} over {multi['selection']['shrink']['baseline']['proxy']} alone" in text
 
 
 def test_resolve_auto_needs_runs_for_nested():
