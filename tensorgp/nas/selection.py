@@ -269,9 +269,9 @@ def extend_result(res: dict, spec, prep, state) -> dict:
     if spec.select in NESTED_SELECTIONS and len(run_best) > 1:  # both, from the same runs: the study compares them
         selection["nested"], ens_preds["nested"] = _nested(cands, scores, entries, preds, prep, R)
         best_r = [run_best[r] for r in sorted(run_best)]
-        selection["shrink"], ens_preds["shrink"] = _shrink(spec, prep, entries, preds, cands, best_r)
-        if spec.select == ANCHORED:
-            selection[ANCHORED], ens_preds[ANCHORED] = _shrink(spec, prep, entries, preds, cands, best_r, fixed=0.5)
+        picks = {"shrink": None, **({ANCHORED: 0.5} if spec.select == ANCHORED else {})}
+        for k, (entry, ens) in zip(picks, _shrink(spec, prep, entries, preds, cands, best_r, list(picks.values()))):
+            selection[k], ens_preds[k] = entry, ens
     chosen = spec.select if spec.select in selection else "train"
     out["selection"] = {k: {kk: vv for kk, vv in v.items() if kk != "index"} for k, v in selection.items()}
     out["selected"] = chosen
@@ -361,12 +361,14 @@ def _weighted_ranks(pred: torch.Tensor, off: torch.Tensor, weights: torch.Tensor
 
 
 def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], members: list[int],
-            fixed: float | None = None) -> tuple[dict, dict]:
-    """Shrinkage toward the best single proxy (``transfer``): ``(selection entry, {split: pred[N]})``.
+            fixed: Sequence[float | None] = (None,)) -> list[tuple[dict, dict]]:
+    """Shrinkage toward the best single proxy (``transfer``): ``(selection entry, {split: pred[N]})``
+    for each baseline weight of ``fixed``, from one scoring of the proxies and the blends.
 
     ``members``: index into ``cands`` of each run's best formula by training fitness (run r never
-    fitted its inner held-out space ``r mod G``). ``fixed``: the baseline's weight, not chosen
-    (the anchored fitness's 1/2); the inner figure is then each run's blend at that weight."""
+    fitted its inner held-out space ``r mod G``). ``fixed``: None chooses the baseline's weight on
+    the inner held-out spaces; a number fixes it (the anchored fitness's 1/2), and the inner figure
+    is then each run's blend at that weight."""
     J = len(prep.proxies)
     term = Population((torch.arange(J, dtype=torch.int32) + FIRST_VAR)[:, None].to(spec.device),
                       torch.zeros(J, 1, device=spec.device), torch.ones(J, dtype=torch.int32, device=spec.device))
@@ -384,29 +386,33 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
         rows.append((SHRINK_STEPS - W)[:, None] * qf[None] + W[:, None] * qb[None])  # exact: integer weights
     tau = B.score_predictions(torch.cat(rows), acc, off)["kendall"].double().reshape(len(members), len(W), -1)
     s = torch.stack([tau[r][:, space == g].mean(1) for r, g in enumerate(inner)])  # [R, W] inner held-out
-    w = SHRINK_WEIGHTS[choose_weight(s)] if fixed is None else fixed
     b = best_single(single, space)
-    names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
-    weights = shrink_member_weights(w, len(members))
-    keep = [k for k, x in enumerate(weights) if x > 0]
-    exprs = [(names + [prep.proxies[b]])[k] for k in keep]
-    wt = torch.tensor([weights[k] for k in keep], dtype=torch.float64)
-    scores_out, ens = {}, {}
-    for split, (p, a, o, ks) in preds.items():
-        both = torch.cat([p[members], tpreds[split][0][b][None]])[keep]
-        e = _weighted_ranks(both, o, wt)
-        ens[split] = e
-        scores_out.update(B.metric_dicts(B.score_predictions(e[None], a, o), 0, ks))
-    size = sum(cands[members[k]]["size"] for k in keep if k < len(members)) + (1 if w > 0 else 0)
-    entry = {"expressions": exprs, "weights": [int(x) for x in wt] if len(exprs) > 1 else None,
-             "baseline": {"proxy": prep.proxies[b], "weight": w},
-             "weight_scores": {str(x): float(v) for x, v in zip(SHRINK_WEIGHTS, s.nanmean(0).tolist())},
-             "weight_scores_runs": [[float(v) for v in row] for row in s.tolist()],
-             "inner_spaces": [spaces[g] for g in inner], "inner_baselines": [prep.proxies[x] for x in base_r],
-             "inner_kendall": crossfit_score(s, inner) if fixed is None else
-             [float(x) if math.isfinite(x) else None for x in s[:, SHRINK_WEIGHTS.index(fixed)].tolist()],
-             "inner_unshrunk": [float(x) for x in s[:, 0]],
-             "size": size, "tasks": scores_out, "mean": split_means(scores_out, entries)}
-    if len(exprs) == 1:
-        entry["fitness"] = _proxy_fitness(spec, prep)[prep.proxies[b]] if w == 1 else cands[members[0]]["fitness"]
-    return entry, ens
+
+    def at(fixed: float | None) -> tuple[dict, dict]:  # one predictor: the chosen or the given weight
+        w = SHRINK_WEIGHTS[choose_weight(s)] if fixed is None else fixed
+        names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
+        weights = shrink_member_weights(w, len(members))
+        keep = [k for k, x in enumerate(weights) if x > 0]
+        exprs = [(names + [prep.proxies[b]])[k] for k in keep]
+        wt = torch.tensor([weights[k] for k in keep], dtype=torch.float64)
+        scores_out, ens = {}, {}
+        for split, (p, a, o, ks) in preds.items():
+            both = torch.cat([p[members], tpreds[split][0][b][None]])[keep]
+            e = _weighted_ranks(both, o, wt)
+            ens[split] = e
+            scores_out.update(B.metric_dicts(B.score_predictions(e[None], a, o), 0, ks))
+        size = sum(cands[members[k]]["size"] for k in keep if k < len(members)) + (1 if w > 0 else 0)
+        entry = {"expressions": exprs, "weights": [int(x) for x in wt] if len(exprs) > 1 else None,
+                 "baseline": {"proxy": prep.proxies[b], "weight": w},
+                 "weight_scores": {str(x): float(v) for x, v in zip(SHRINK_WEIGHTS, s.nanmean(0).tolist())},
+                 "weight_scores_runs": [[float(v) for v in row] for row in s.tolist()],
+                 "inner_spaces": [spaces[g] for g in inner], "inner_baselines": [prep.proxies[x] for x in base_r],
+                 "inner_kendall": crossfit_score(s, inner) if fixed is None else
+                 [float(x) if math.isfinite(x) else None for x in s[:, SHRINK_WEIGHTS.index(fixed)].tolist()],
+                 "inner_unshrunk": [float(x) for x in s[:, 0]],
+                 "size": size, "tasks": scores_out, "mean": split_means(scores_out, entries)}
+        if len(exprs) == 1:
+            entry["fitness"] = _proxy_fitness(spec, prep)[prep.proxies[b]] if w == 1 else cands[members[0]]["fitness"]
+        return entry, ens
+
+    return [at(f) for f in fixed]
