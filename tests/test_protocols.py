@@ -103,6 +103,27 @@ def test_task_ranks_average_ties_and_failed_values_lowest():
     assert torch.allclose(r[5:], torch.tensor([0.75, 0.75, 0.0], dtype=torch.float64))
 
 
+def test_task_ranks_equal_scipy_per_task_on_random_segments():
+    """The batched ranking against scipy's average ranks task by task: ties, NaN/inf (lowest),
+    empty and one-row tasks, several rows."""
+    g = torch.Generator().manual_seed(1)
+    for case in range(200):
+        sizes = torch.randint(0, 9, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g)
+        off = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+        x = torch.randint(-3, 4, (int(torch.randint(1, 4, (1,), generator=g)), int(off[-1])), generator=g).double()
+        m = torch.rand(x.shape, generator=g)
+        x[m < 0.1], x[(m >= 0.1) & (m < 0.15)], x[(m >= 0.15) & (m < 0.2)] = float("nan"), -math.inf, math.inf
+        for quantile in (True, False):
+            r = B.task_ranks(x, off, quantile)
+            for a, b in zip(off[:-1].tolist(), off[1:].tolist()):
+                if b == a:
+                    continue
+                low = np.where(np.isfinite(x[:, a:b].numpy()), x[:, a:b].numpy(), -np.inf)
+                want = np.stack([rankdata(row) - 1 for row in low])
+                want = want if not quantile else want / (b - a - 1) if b - a > 1 else np.full_like(want, 0.5)
+                np.testing.assert_array_equal(r[:, a:b].numpy(), want)
+
+
 def test_score_predictions_against_scipy_and_search_metrics():
     g = torch.Generator().manual_seed(0)
     acc = torch.randn(200, generator=g)

@@ -40,21 +40,33 @@ def task_ranks(pred: torch.Tensor, offsets: torch.Tensor, quantile: bool = True)
     """``pred: float[K, N]`` -> ``float64[K, N]`` average rank within each task (ties share their
     mean rank; non-finite values rank lowest): the quantile in [0, 1] (one-row task: 0.5), or
     with ``quantile=False`` the 0-based rank itself, a multiple of 1/2, so that sums over
-    predictors are exact and keep exact ties (an ensemble's order must not depend on rounding)."""
+    predictors are exact and keep exact ties (an ensemble's order must not depend on rounding).
+
+    Batched over tasks on ``pred``'s device with no host read (the anchored fitness ranks every
+    generation): sort by value, then stably by task, and give each run of equal values in a task
+    the mean of its first and last position."""
     x = _finite_or_lowest(pred)
-    out = torch.empty_like(x)
-    off = torch.as_tensor(offsets).cpu().tolist()
-    for a, b in zip(off[:-1], off[1:]):  # loop over tasks, batched over K
-        seg = x[:, a:b].contiguous()
-        n = b - a
-        if n == 0:
-            continue
-        sv = torch.sort(seg, dim=1).values
-        lo = torch.searchsorted(sv, seg, right=False)  # values strictly below
-        hi = torch.searchsorted(sv, seg, right=True)  # values at or below
-        avg = (lo + hi - 1).to(x.dtype) / 2  # 0-based average rank
-        out[:, a:b] = avg if not quantile else avg / (n - 1) if n > 1 else torch.full_like(avg, 0.5)
-    return out
+    K, N = x.shape
+    if N == 0:
+        return x
+    off = torch.as_tensor(offsets, device=x.device)
+    pos = torch.arange(N, device=x.device)
+    task = torch.searchsorted(off[1:], pos, right=True)  # int64[N]: the task of each row
+    by_value = torch.sort(x, dim=1, stable=True).indices
+    order = by_value.gather(1, torch.sort(task[by_value], dim=1, stable=True).indices)  # [K, N] task, then value
+    sv, st = x.gather(1, order), task[order]
+    new = torch.ones(K, N, dtype=torch.bool, device=x.device)
+    new[:, 1:] = (sv[:, 1:] != sv[:, :-1]) | (st[:, 1:] != st[:, :-1])  # a tie group starts
+    end = torch.ones_like(new)
+    end[:, :-1] = new[:, 1:]
+    first = torch.cummax(torch.where(new, pos, 0).expand(K, N), dim=1).values
+    last = torch.flip(torch.cummin(torch.flip(torch.where(end, pos, N).expand(K, N), [1]), dim=1).values, [1])
+    start = off[:-1][st]
+    avg = (first + last - 2 * start).to(x.dtype) / 2  # 0-based average rank within the task
+    if quantile:
+        n = (off[1:] - off[:-1])[st].to(x.dtype)
+        avg = torch.where(n > 1, avg / (n - 1).clamp(min=1), torch.full_like(avg, 0.5))
+    return torch.empty_like(x).scatter_(1, order, avg)
 
 
 def score_predictions(pred: torch.Tensor, accuracy: torch.Tensor, offsets: torch.Tensor) -> dict[str, torch.Tensor]:
