@@ -106,6 +106,7 @@ def run(
     train: str = typer.Option("*", help="Comma-separated globs of training tasks."),
     test: Optional[str] = typer.Option(None, help="Comma-separated globs of held-out tasks."),
     proxies: Optional[str] = typer.Option(None, help="Comma-separated proxies to use as terminals (default: all present on every task)."),
+    target: Optional[List[Path]] = typer.Option(None, "--for", help="Suite-Zero file(s) of the search space the proxy is for (accuracies not needed, not read): only proxies present on every task there too become terminals."),
     pop: int = typer.Option(1000, "--pop", help="Population size (per run)."),
     gens: int = typer.Option(50, "--gens", help="Generations."),
     runs: int = typer.Option(1, "--runs", help="Independent runs, batched in one population."),
@@ -156,7 +157,7 @@ def run(
                        preprocess=preprocess, functions=functions, constants=constants, metric=metric,
                        aggregation=aggregation, device=device, backend=backend, config=cfg,
                        fit_fraction=fit_fraction, split_seed=split_seed, validation=validation,
-                       select=select).validate()
+                       select=select, target=list(target) if target else None).validate()
         if protocol != "split":  # several evolutions: tensorgp.nas.protocols drives them
             out_dir = check_out_dir(out_dir if out_dir is not None else default_run_dir())
             return _run_protocol(spec, protocol, checkpoint is not None or resume is not None or islands > 1,

@@ -342,3 +342,35 @@ def test_cli_run_protocol_options(tmp_path):
     assert bad.exit_code == 2 and "--test" in bad.output
     bad = CliRunner().invoke(app, ["run", *common, "--select", "validation"])
     assert bad.exit_code == 2 and "--validation" in bad.output
+
+
+# ----------------------------------------------------------------------------- --for: the target space's proxies
+
+
+def test_for_restricts_terminals_to_the_target_spaces_proxies(tmp_path):
+    from typer.testing import CliRunner
+
+    from tensorgp.nas.data import DataError
+    from tensorgp.runtime.checkpoint import spec_from_dict, spec_to_dict
+    from tensorgp_cli.cli import app
+
+    data = write_suite(tmp_path)
+    target = tmp_path / "new" / "zc_new.json"  # an unlabelled space that lacks p1
+    target.parent.mkdir()
+    doc = {"nb": {"t": {f"a{i}": {"p0": float(i), "p2": 1.0 / (i + 1)} for i in range(30)}}}
+    target.write_text(json.dumps(doc))
+    spec = spec_for(data, train="*", runs=2, gens=2, target=[target])
+    assert prepare(spec).proxies == ["p0", "p2"]
+    r = evolve_proxy(spec)
+    assert r["proxies"] == ["p0", "p2"] and r["target_tasks"] == [t.name for t in load(target, labels=False)]
+    assert "p1" not in " ".join(r["proxy"]["expressions"])
+    with pytest.raises(DataError, match="proxy 'p1' is missing.*nb/t"):
+        prepare(spec_for(data, train="*", proxies=["p0", "p1"], target=[target]))
+    back = spec_from_dict(spec_to_dict(spec), RunSpec)  # a checkpoint keeps it, as an absolute path
+    assert back.target == [str(target.resolve())] and prepare(back).proxies == ["p0", "p2"]
+    common = ["run", "--data", str(data), "--train", "*", "--pop", "20", "--gens", "1", "--runs", "2", "--quiet"]
+    ok = CliRunner().invoke(app, [*common, "--for", str(target), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["proxies"] == ["p0", "p2"]
+    bad = CliRunner().invoke(app, [*common, "--for", str(tmp_path / "missing.json")])
+    assert bad.exit_code == 2 and "missing.json" in bad.output

@@ -52,6 +52,9 @@ class RunSpec:
     split_seed: int = 0
     validation: str | None = None
     select: str = "compact"
+    # Suite-Zero files of the search space the proxy is meant for (accuracies never read): the
+    # terminals are restricted to the proxies present on every task there too (``run --for``)
+    target: Sequence[str | Path] | None = None
 
     def validate(self) -> "RunSpec":
         """``ValueError`` naming the option of an invalid setting (see ``spec_checks``); self otherwise."""
@@ -71,6 +74,7 @@ class Prepared:
     # tasks whose rank correlation is undefined (< 2 architectures, all accuracies equal):
     # {name: (split, reason, architectures)}; left out of fitting and of every mean, reported as undefined
     undefined: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    target: list[str] = field(default_factory=list)  # names of the --for tasks that restricted the terminals
 
 
 def split_tasks(tasks: list[Task], train: str, test: str | None) -> tuple[list[Task], list[Task]]:
@@ -116,12 +120,15 @@ def prepare(spec: RunSpec) -> Prepared:
                         + "; ".join(f"{n}: {w}" for n, (_, w, _) in undefined.items()))
     train, validation, holdout = split_validation_holdout(spec, tasks, train, test)
     validation = drop_undefined(validation, "validation", undefined)
-    proxies = common_proxies(train + test + validation, list(spec.proxies) if spec.proxies else None)
+    target = load(spec.target, labels=False) if spec.target else []
+    proxies = common_proxies(train + test + validation + target, list(spec.proxies) if spec.proxies else None)
     if not proxies:
-        raise DataError(f"no proxy is present on every selected task ({', '.join(t.name for t in train + test)})")
+        raise DataError(f"no proxy is present on every selected task"
+                        f"{' and every task of --for' if target else ''} "
+                        f"({', '.join(t.name for t in train + test + target)})")
     pset = PrimitiveSet(tuple(proxies), PrimitiveSet.parse_functions(spec.functions), spec.constants)
     batch = make_batch(train, proxies, spec.preprocess, spec.device)
-    return Prepared(train, test, proxies, pset, batch, holdout, validation, undefined)
+    return Prepared(train, test, proxies, pset, batch, holdout, validation, undefined, [t.name for t in target])
 
 
 def program_population(node: E.Node, device: str | torch.device = "cpu") -> Population:

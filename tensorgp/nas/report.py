@@ -195,6 +195,8 @@ def _settings(r: dict) -> str:
     ]
     if r.get("validation_tasks"):
         lines.append(f"- validation tasks (scored, never fitted): {md_text(', '.join(r['validation_tasks']))}")
+    if r.get("target_tasks"):
+        lines.append(f"- terminals restricted to the proxies of (--for): {md_text(', '.join(r['target_tasks']))}")
     if r.get("test_tasks"):
         lines.append(f"- test tasks (held out): {md_text(', '.join(r['test_tasks']))}")
     lines += [

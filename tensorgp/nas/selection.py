@@ -199,6 +199,7 @@ def extend_result(res: dict, spec, prep, state) -> dict:
         "fit_fraction": spec.fit_fraction,
         "split_seed": spec.split_seed if spec.fit_fraction else None,
         "validation_tasks": [t.name for t in prep.validation],
+        "target_tasks": prep.target,
         "sets": [{"key": k, "task": t.name, "split": s, "n": len(t)} for k, s, t in entries],
         "history_runs": [list(h.best_per_run) for h in state.history],
     })

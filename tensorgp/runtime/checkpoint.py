@@ -86,7 +86,7 @@ def spec_to_dict(spec) -> dict:
     out = {}
     for f in dataclasses.fields(spec):
         v = getattr(spec, f.name)
-        if f.name == "data":
+        if f.name in ("data", "target") and v is not None:  # files: absolute, so a resume finds them
             v = [str(Path(p).resolve()) for p in v]
         elif f.name == "functions":
             v = list(PrimitiveSet.parse_functions(v))
