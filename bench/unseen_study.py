@@ -41,8 +41,8 @@ SIDE_PICKS = ("ensemble", "train")  # reported from the same runs, never used to
 
 
 def terminals(train, unseen) -> list[str]:
-    """The default terminals of the training tasks (present on every one) that every unseen task has."""
-    return [p for p in common_proxies(train) if all(t.present(p) for t in unseen)]
+    """The default terminals of the training tasks that every unseen task has (what ``run --for`` keeps)."""
+    return common_proxies(list(train) + list(unseen))
 
 
 def _settings(name: str) -> dict:
