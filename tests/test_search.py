@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tensorgp.nas.data import DataWarning, Task, load
-from tensorgp.nas.search import (SearchError, accuracy_percentile, dense_rank, encodings, formula_scores,
+from tensorgp.nas.search import (SearchError, best_single_proxy, accuracy_percentile, dense_rank, encodings, formula_scores,
                              neighbour_table, one_hot, proxy_scores, random_search, read_result,
                              regularized_evolution, run_search, search, search_table, top_k_percentile)
 
@@ -392,6 +392,18 @@ def test_cli_search_on_a_file_without_accuracies(tmp_path):
     assert named.exit_code == 0 and "drivenbynoise" in "".join(named.output.split())
     bad = runner.invoke(app, args + ["--baseline-proxy", "broken"])
     assert bad.exit_code == 2 and "lacks proxy 'broken'" in bad.output and "Traceback" not in bad.output
+
+
+def test_default_baseline_search_uses_the_tasks_best_proxy_whatever_its_name(tmp_path):
+    """nwot and jacov are the strongest proxies on NB201 only (jacov is the weakest on NB101): the
+    single-proxy baseline is the best proxy of the task at hand, not of a fixed short list."""
+    t = grid_task("toy/a", D=5, V=4, seed=8)
+    feats = torch.cat([t.features, -t.features[:, :1], t.features[:, 1:2]], 1)  # jacov: reversed; nwot: noise
+    t = Task(t.name, t.source, t.keys, [*t.proxies, "jacov", "nwot"], feats, t.accuracy)
+    assert best_single_proxy(t) == "good" and best_single_proxy(t, ["jacov", "nwot"]) == "nwot"
+    f = write_suite_zero(tmp_path / "zc_toy.json", [t])
+    res = run_search([f], "toy/a", "noise", budget=100, runs=2, seed=0)
+    assert res["baselines"]["best_proxy"]["proxy"] == "good"
 
 
 def test_search_on_a_real_file_stripped_of_its_accuracies(suite_zero, tmp_path):

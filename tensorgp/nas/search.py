@@ -54,7 +54,6 @@ from .proxy import Proxy, load_proxy
 DEFAULT_POPULATION = 50
 DEFAULT_SAMPLE_SIZE = 10
 _CHUNK = 256  # evolution steps whose random numbers are drawn at once
-BASELINE_PROXIES = ("nwot", "jacov")  # the best single proxies by Kendall tau on NB201 (data README)
 
 
 class SearchError(ValueError):
@@ -406,10 +405,11 @@ def single_kendall(task: Task, proxy: str) -> float:
     return float(kendall_tau_b(c[f][None], task.accuracy[f], torch.tensor([0, k]), backend="torch")[0, 0])
 
 
-def best_single_proxy(task: Task, candidates: Sequence[str] = BASELINE_PROXIES) -> str:
-    """Of ``candidates`` present on ``task`` (else of all its present proxies), the one with the
-    highest Kendall tau against accuracy."""
-    cands = [p for p in candidates if task.present(p)] or [p for p in task.proxies if task.present(p)]
+def best_single_proxy(task: Task, candidates: Sequence[str] | None = None) -> str:
+    """Of ``candidates`` present on ``task`` (default: every proxy it has), the one with the highest
+    Kendall tau against accuracy: the strongest single-proxy search a user could run in hindsight
+    (which proxy that is differs by space: nwot on NB201, flops on NB101, jacov on TNB-micro)."""
+    cands = [p for p in (task.proxies if candidates is None else candidates) if task.present(p)]
     if not cands:
         raise SearchError(f"task {task.name}: no proxy is present")
     taus = {p: single_kendall(task, p) for p in cands}
@@ -470,8 +470,8 @@ def run_search(data: Sequence[str | Path], task: str, expr: str, preprocess: str
                device: str = "cpu", backend: str = "auto", threads: int | None = 1) -> dict:
     """The ``tensorgp search`` result: regularized evolution driven by the formula, and as baselines
     with the same budget and seed, random search scored by the formula and the same evolution
-    driven by the best single proxy (``baseline_proxy``, default: the better of nwot and jacov by
-    Kendall tau on the task). ``threads``: torch CPU threads meanwhile; the tensors here are
+    driven by the best single proxy (``baseline_proxy``, default: the best by Kendall tau on the
+    task, ``best_single_proxy``). ``threads``: torch CPU threads meanwhile; the tensors here are
     small (<= runs x table), so more threads gain nothing, and on a busy 2-core machine their
     spinning made the formula and the neighbour table 10-30x slower (measured).
 
