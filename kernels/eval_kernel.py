@@ -83,7 +83,7 @@ def _eval_kernel(
             stack = tl.where(slot == d - 1, top[None, :], stack)
             top = tl.broadcast_to(c, [BLOCK_N])
             d += 1
-        elif (op <= _DIV) | ((op >= _MIN) & (op <= _POW)):  # binary: a = second from top, b = top
+        elif ((op >= _ADD) & (op <= _DIV)) | ((op >= _MIN) & (op <= _POW)):  # binary: a = second from top, b = top
             # -0.0 is the identity of + (x + -0.0 == x bit for bit, NaN and inf included).
             a = tl.sum(tl.where(slot == d - 2, stack, -0.0), axis=0)
             b = top
@@ -207,7 +207,9 @@ def evaluate_triton(
 
     ``max_stack``: an upper bound on the stack depth (computed from ``ops`` if None, one host
     sync); it sets the register stack size, so pass the tree-depth bound to avoid the sync.
-    Programs must be valid postfix (stack ends at 1) with features < m; neither is checked here.
+    Programs must be valid postfix (stack ends at 1) with features < m and no user-registered
+    function (Triton has no code for them; ``evaluate`` routes such populations to torch); none
+    of this is checked here.
 
     Accuracy contract vs the torch reference (``FUNCTIONS``), per operator: add sub mul div neg abs
     square min max inv sqrt are bit-exact (IEEE div/sqrt, NaN propagating min/max); log exp tanh

@@ -10,10 +10,11 @@ import torch
 import triton
 import triton.language as tl
 
-from tensorgp.engine.primitives import FIRST_VAR, arity_table
+from tensorgp.engine.primitives import FIRST_VAR, arity_table, table_version
 
 _FIRST_VAR = tl.constexpr(FIRST_VAR)
-_TABLES: dict[torch.device, torch.Tensor] = {}
+_TABLES: dict[tuple[torch.device, int], torch.Tensor] = {}  # a registered user function makes a table stale
+MAX_L = 1024  # the [L, L] tile must stay within Triton's 2^20 elements per tensor
 
 
 @triton.jit
@@ -51,10 +52,14 @@ def structure_triton(ops: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
     """``int64[P, L, 3]`` (start, depth, height) for ``ops: int32[P, L]`` and ``length: int32[P]``;
     equal to ``structure_dense_torch``."""
     P, L = ops.shape
+    if triton.next_power_of_2(L) > MAX_L:
+        raise ValueError(f"structure_triton handles programs of at most {MAX_L} positions, got {L}; "
+                         f"use structure_dense_torch (structure_table's auto does)")
     dev = ops.device
-    table = _TABLES.get(dev)
+    key = (dev, table_version())
+    table = _TABLES.get(key)
     if table is None:
-        table = _TABLES[dev] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(dev)
+        table = _TABLES[key] = torch.cat([arity_table(), torch.zeros(1, dtype=torch.int32)]).to(dev)
     out = torch.empty(P, L, 3, dtype=torch.int64, device=dev)
     if P and L:
         _structure_kernel[(P,)](ops.to(torch.int32).contiguous(), length.to(torch.int32).contiguous(), table,

@@ -295,3 +295,15 @@ def test_matches_on_init_population() -> None:
         prog = list(zip(pop.ops[i, :n].tolist(), pop.consts[i, :n].tolist()))
         assert_same(got[i], reference(prog, X))
     assert_same(eval_numba.evaluate_numba(pop.ops, pop.consts, pop.length, X, dedup=True), got)
+
+
+def test_half_precision_inputs_are_widened_before_numpy():
+    from tensorgp.engine.evaluate import evaluate
+    from tensorgp.engine.population import Population
+    from tensorgp.engine.primitives import FIRST_VAR, OPCODE
+
+    pop = Population(torch.tensor([[FIRST_VAR, FIRST_VAR + 1, OPCODE["add"]]], dtype=torch.int32),
+                     torch.zeros(1, 3), torch.tensor([3], dtype=torch.int32))
+    for dt in (torch.bfloat16, torch.float16):
+        X = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=dt)
+        assert torch.equal(evaluate(pop, X, "numba"), torch.tensor([[3.0, 7.0]]))

@@ -329,3 +329,20 @@ def test_the_same_target_tensors_again_are_not_read(monkeypatch):
     rt2 = prepare_target(y, off)
     assert rt2 is not rt and rt2.perm[:3].tolist() == [2, 1, 0] and rt.perm[:3].tolist() == [0, 2, 1]
     assert prepare_target(y.clone(), off.clone()) is rt2  # other tensors, equal bytes
+
+
+@pytest.mark.skipif(not fitness.numba_available(), reason="numba is not installed")
+def test_explicit_numba_keeps_float64_precision_and_checks_rows():
+    """numba ranks float32 values: float64 predictions go to the exact torch path instead of being
+    cast (1e300 would become inf and rank last; 1 and 1 + 1e-12 would tie)."""
+    pred = torch.tensor([[1e300, 1, 2, 3], [1, 1 + 1e-12, 2, 3]], dtype=torch.float64)
+    target, off = torch.tensor([4.0, 1, 2, 3]), torch.tensor([0, 4])
+    tau, rho = rank_correlations(pred, target, off, backend="numba")
+    for k in range(2):
+        assert float(tau[k, 0]) == pytest.approx(scipy.stats.kendalltau(pred[k], target).statistic, abs=1e-6)
+        assert float(rho[k, 0]) == pytest.approx(scipy.stats.spearmanr(pred[k], target).statistic, abs=1e-6)
+    p32 = torch.randn(2, 4)
+    with pytest.raises(IndexError, match="rows out of range"):
+        kendall_tau_b(p32, target, off, backend="numba", rows=torch.tensor([2]))
+    assert torch.equal(kendall_tau_b(p32, target, off, backend="numba", rows=torch.tensor([-1])),
+                       kendall_tau_b(p32, target, off, backend="torch", rows=torch.tensor([-1])))

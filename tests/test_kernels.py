@@ -388,6 +388,28 @@ def test_a_device_generation_with_the_sync_free_nas_objective_reads_nothing_on_t
         RankObjective(batch, sync_free=True)
 
 
+def test_sync_free_objective_scores_user_functions_with_their_own_code() -> None:
+    """Triton has no code for a user function: the sync-free objective must not send it there."""
+    from tensorgp.engine.primitives import register_function, unregister_function
+    from tensorgp.nas.objective import RankObjective
+    from test_evolve import _toy_batch
+
+    batch = _toy_batch(n=40)
+    batch.X, batch.accuracy, batch.offsets = batch.X.to(DEV), batch.accuracy.to(DEV), batch.offsets.to(DEV)
+    hyp = register_function("hyp_objective", 2, lambda a, b: torch.sqrt(a * a + b * b))
+    try:
+        ops = torch.tensor([[FIRST_VAR, FIRST_VAR + 1, hyp], [FIRST_VAR, FIRST_VAR + 1, OPCODE["sub"]]],
+                           dtype=torch.int32)
+        pop = Population(ops.to(DEV), torch.zeros(2, 3, device=DEV), torch.tensor([3, 3], dtype=torch.int32, device=DEV))
+        obj = RankObjective(batch, backend="triton", sync_free=True, max_stack=3, fitness_backend="torch")
+        want = RankObjective(batch, backend="torch", fitness_backend="torch")
+        with pytest.warns(UserWarning, match="hyp_objective"):
+            got = obj(pop)
+        torch.testing.assert_close(got, want(pop))
+    finally:
+        unregister_function("hyp_objective")
+
+
 # ---------------------------------------------------------------- device generation kernels
 
 
@@ -406,6 +428,44 @@ def test_structure_kernel_matches_the_dense_torch_reference() -> None:
     assert got.shape == (6, 24, 3) and got.dtype == torch.int64
     assert torch.equal(got, ref)
     assert int(ref[..., 2].max()) >= 2  # non-trivial heights were compared
+
+
+def test_structure_kernel_sees_functions_registered_after_its_first_call() -> None:
+    from tensorgp.engine.primitives import register_function, unregister_function
+    from tensorgp.engine.structure_dense import structure_dense_torch
+
+    kern = _kernels_module("structure_kernel")
+    add = torch.tensor([[FIRST_VAR, FIRST_VAR + 1, OPCODE["add"]]], dtype=torch.int32)
+    ln = torch.tensor([3], dtype=torch.int32)
+    kern.structure_triton(add.to(DEV), ln.to(DEV))  # fills the arity table of the device
+    hyp = register_function("hyp_structure", 2, lambda a, b: torch.sqrt(a * a + b * b))
+    try:
+        ops = torch.tensor([[FIRST_VAR, FIRST_VAR + 1, hyp]], dtype=torch.int32)
+        assert torch.equal(kern.structure_triton(ops.to(DEV), ln.to(DEV)).cpu(), structure_dense_torch(ops, ln))
+    finally:
+        unregister_function("hyp_structure")
+
+
+def test_structure_kernel_refuses_programs_wider_than_its_tile_and_auto_falls_back() -> None:
+    from tensorgp.engine.structure_dense import structure_dense_torch, structure_table
+
+    kern = _kernels_module("structure_kernel")
+    ops = torch.zeros(1, kern.MAX_L + 1, dtype=torch.int32)
+    ops[0, 0] = FIRST_VAR
+    ln = torch.tensor([1], dtype=torch.int32)
+    with pytest.raises(ValueError, match="at most 1024 positions"):
+        kern.structure_triton(ops.to(DEV), ln.to(DEV))
+    assert torch.equal(structure_table(ops.to(DEV), ln.to(DEV)).cpu(), structure_dense_torch(ops, ln))
+
+
+def test_pad_inside_length_is_a_no_op_as_in_numba() -> None:
+    from tensorgp.engine.eval_numba import evaluate_numba
+
+    ops = torch.tensor([[FIRST_VAR, 0, 0]], dtype=torch.int32)
+    consts, ln = torch.zeros(1, 3), torch.tensor([3], dtype=torch.int32)
+    X = torch.tensor([[3.0], [-2.0], [0.5]])
+    got = evaluate_triton(ops.to(DEV), consts.to(DEV), ln.to(DEV), X.to(DEV), max_stack=2).cpu()
+    assert torch.equal(got, evaluate_numba(ops, consts, ln, X)) and torch.equal(got, X.T)
 
 
 def test_rng_kernel_gives_the_torch_bits() -> None:

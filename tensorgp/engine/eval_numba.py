@@ -642,9 +642,11 @@ def _as_numpy(ops, consts, length, X, out):
     # numpy, not torch, for the conversions: a torch op here would wake torch's OpenMP pool,
     # whose spinning threads then compete with ours on a small machine
     o = np.ascontiguousarray(ops.detach().numpy(), dtype=np.int32)
-    c = np.ascontiguousarray(consts.detach().numpy(), dtype=np.float32)
+    narrow = (torch.float16, torch.bfloat16)  # numpy has no bfloat16: widen in torch first (exact)
+    c = np.ascontiguousarray((consts.float() if consts.dtype in narrow else consts).detach().numpy(), dtype=np.float32)
     ln = np.ascontiguousarray(length.detach().numpy(), dtype=np.int32)
-    Xt = np.ascontiguousarray(X.detach().numpy().T, dtype=np.float32)  # [m, N]: a feature's block is contiguous
+    Xn = (X.float() if X.dtype in narrow else X).detach().numpy()
+    Xt = np.ascontiguousarray(Xn.T, dtype=np.float32)  # [m, N]: a feature's block is contiguous
     return o, c, ln, Xt, out
 
 

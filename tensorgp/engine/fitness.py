@@ -435,7 +435,11 @@ def numba_available() -> bool:
 
 def _numba_counts(pred: torch.Tensor, rt: RankTarget, do_tau: bool, rows: torch.Tensor | None) -> torch.Tensor:
     x = np.ascontiguousarray(pred.detach().to(torch.float32).numpy())
-    r = np.arange(x.shape[0], dtype=np.int64) if rows is None else np.ascontiguousarray(rows.cpu().numpy(), np.int64)
+    P = x.shape[0]
+    r = np.arange(P, dtype=np.int64) if rows is None else np.ascontiguousarray(rows.cpu().numpy(), np.int64)
+    if r.size and (r.min() < -P or r.max() >= P):  # the kernel does not check: out of range would read anywhere
+        raise IndexError(f"rows out of range for {P} predictions: {r.min()}..{r.max()}")
+    r = np.where(r < 0, r + P, r)  # as pred[rows] reads negative rows
     out = np.empty((len(r), rt.n_tasks, 5), np.int64)
     if len(r) and rt.n_tasks:
         _nb_rank_counts(x, r, rt.perm, rt.trank, rt.ct2, rt.gend, rt.offsets, do_tau, out)
@@ -668,6 +672,8 @@ def _resolve(pred: torch.Tensor, backend: str, rt: RankTarget | None = None, tau
             raise ValueError("backend='numba' needs CPU tensors")
     if backend in ("triton", "pairs") and not _triton_ok(pred.device):
         raise ValueError(f"backend={backend!r} needs triton and CUDA tensors (or TRITON_INTERPRET=1 on the CPU)")
+    if backend in ("numba", "pairs") and pred.dtype == torch.float64:
+        return "torch"  # they rank float32 values: a cast would merge close values and overflow past 3.4e38
     return backend
 
 

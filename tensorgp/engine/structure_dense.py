@@ -35,7 +35,7 @@ def structure_table(ops: torch.Tensor, length: torch.Tensor, backend: str = "aut
     """``int64[P, L, 3]``: start, depth and height of every node (see ``structure_dense``), as
     one tensor so that picking rows of all three is one gather."""
     if backend == "auto":
-        backend = "triton" if ops.device.type == "cuda" and _triton_ok() else "torch"
+        backend = "triton" if ops.device.type == "cuda" and ops.shape[1] <= 1024 and _triton_ok() else "torch"
     if backend == "triton":
         from ..kernels.structure_kernel import structure_triton
 

@@ -11,6 +11,7 @@ from .data import Batch
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.fitness import AGGREGATIONS, aggregate, distinct_rows, kendall_tau_b, spearman, top_kendall
 from ..engine.population import Population, unique_programs
+from ..engine.primitives import user_opcodes
 from .transfer import (ANCHORED, NESTED_SELECTIONS, SPACE_AGGREGATIONS, best_single, inner_mask, inner_space,
                        reduce_spaces, sample_mask, space_weights, task_spaces)
 
@@ -140,7 +141,8 @@ class RankObjective:
         return self._scores(pop, anchor=anchor)
 
     def _predict(self, part: Population) -> torch.Tensor:
-        if self.sync_free and self.backend == "triton":
+        # user functions have no Triton code: then evaluate() checks the programs (a host read)
+        if self.sync_free and self.backend == "triton" and not user_opcodes():
             from ..kernels.eval_kernel import evaluate_triton
 
             return evaluate_triton(part.ops, part.consts, part.length, self.batch.X, max_stack=self.max_stack)
