@@ -376,6 +376,43 @@ def test_eval_from_scores_a_held_ensemble_on_labelled_tasks(tmp_path):
     assert both.exit_code == 2 and "exactlyoneof--exprand--from" in _flat(both.output)
 
 
+def test_arrays_dicts_exports_and_files_rank_alike_where_float32_would_merge_values(tmp_path):
+    """Raw values are preprocessed in float64 whatever the input (as the loader and evolution do):
+    1 and 1 + 1e-12 are distinct in float64 and one value in float32."""
+    vals = np.array([1.0, 1.0 + 1e-12, 2.0, 2.0 + 1e-9, 0.5, 3.0])
+    acc = np.arange(6, dtype=float)
+    doc = {"t": {f"a{i}": {"x": float(v), "y": float(-v), "val_accuracy": float(a)} for i, (v, a) in enumerate(zip(vals, acc))}}
+    (tmp_path / "zc_s.json").write_text(json.dumps(doc))
+    for pre in ("rank", "zscore", "signed-log"):
+        p = Proxy(["(x - y)"], ["x", "y"], pre)
+        f = p.score(tmp_path / "zc_s.json")["s/t"].scores
+        ns: dict = {}
+        exec(p.to_python(), ns)
+        for got in (p.score({"x": vals, "y": -vals}), p.score(np.stack([vals, -vals], 1)), ns["proxy"](x=vals, y=-vals)):
+            assert same_ranking(got, f)
+        assert pre != "rank" or len(set(f.tolist())) == 6  # the float64 values stay distinct
+
+
+def test_constant_formulas_score_every_row_and_proxies_with_references_compare():
+    assert Proxy(["2.0"], []).score({"nwot": [1, 2, 3]}).tolist() == [2.0, 2.0, 2.0]
+    p = Proxy(["nwot"], ["nwot"], reference=np.ones((3, 1)))
+    assert p == Proxy(["nwot"], ["nwot"], reference=np.zeros((2, 1)))  # the reference is data, not identity
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"proxy": {"expressions": ["nwot +"], "variables": ["nwot"]}}, "unexpected end of formula"),
+    ({"proxy": {"expressions": ["nwot"], "variables": ["nwot"], "preprocess": "ranks"}}, "unknown preprocess mode"),
+    ({"proxy": {"expressions": ["nwot", "snip"], "variables": ["nwot", "snip"], "weights": [1, -1]}}, "positive weight"),
+    ({"proxy": {"expressions": "nwot", "variables": ["nwot"]}}, "must be a list of formulas"),
+    ({"ensemble": {"weights": [1]}, "proxies": ["nwot"]}, "its 'ensemble' block"),
+])
+def test_a_bad_proxy_file_is_named_with_its_problem(tmp_path, block, message):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(block))
+    with pytest.raises(DataError, match=f"bad.json: .*{message}"):
+        load_proxy(f)
+
+
 def test_score_file_names_a_missing_proxy(tmp_path):
     data = write_suite(tmp_path)
     p = Proxy(["(p0 * p3)"], ["p0", "p3"])

@@ -81,7 +81,7 @@ class Proxy:
 
     ``expressions``: infix formulas over ``variables`` (the proxies they read, in parameter order);
     ``preprocess``: per-set column transform applied before the formula (see the module doc);
-    ``reference``: ``float32[k, len(variables)]`` raw values of reference architectures, or None;
+    ``reference``: ``float64[k, len(variables)]`` raw values of reference architectures, or None;
     ``provenance``: where the proxy came from (run settings, selection, training tasks);
     ``weights``: an ensemble's weight per formula (None: equal), positive; the score divides by
     their sum (integer weights keep the weighted rank sums exact, so exact ties stay ties)."""
@@ -89,7 +89,7 @@ class Proxy:
     expressions: list[str]
     variables: list[str]
     preprocess: str = "rank"
-    reference: np.ndarray | None = field(default=None, repr=False)
+    reference: np.ndarray | None = field(default=None, repr=False, compare=False)
     provenance: dict = field(default_factory=dict, repr=False)
     result: dict | None = field(default=None, repr=False, compare=False)  # the run's result, when just evolved
     weights: list[float] | None = None
@@ -108,7 +108,7 @@ class Proxy:
                                  f"({len(self.expressions)})")
             self.weights = w
         if self.reference is not None:
-            ref = np.array(self.reference, dtype=np.float32).reshape(-1, len(self.variables))
+            ref = np.array(self.reference, dtype=np.float64).reshape(-1, len(self.variables))
             with np.errstate(invalid="ignore"):
                 ref[~np.isfinite(ref) | (ref <= FAILED_BELOW)] = np.nan  # failed values, as everywhere
             self.reference = ref
@@ -140,7 +140,9 @@ class Proxy:
     # ------------------------------------------------------------------ inputs
 
     def _columns(self, features: Any, names: Sequence[str] | None = None, what: str = "features") -> np.ndarray:
-        """``float32[n, len(variables)]`` from a dict of arrays, a DataFrame, or an array/tensor with names."""
+        """``float64[n, len(variables)]`` from a dict of arrays, a DataFrame, or an array/tensor with
+        names: raw values, as a file's tasks hold them (the preprocessing runs in float64 as in
+        evolution, so close values that float32 would merge keep their order)."""
         if hasattr(features, "columns") and hasattr(features, "to_numpy"):  # pandas without importing it
             features = {str(c): features[c].to_numpy() for c in features.columns}
         if isinstance(features, Mapping):
@@ -152,7 +154,8 @@ class Proxy:
             n = {c.size for c in cols}
             if len(n) > 1:
                 raise DataError(f"{what}: columns of different lengths {sorted(n)}")
-            x = np.stack(cols, 1) if cols else np.zeros((0, 0))
+            n_rows = len(np.asarray(next(iter(features.values()))).reshape(-1)) if features else 0
+            x = np.stack(cols, 1) if cols else np.zeros((n_rows, 0))  # a formula of constants still scores every row
         else:
             arr = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
             if arr.ndim != 2:
@@ -165,8 +168,7 @@ class Proxy:
             if len(names) != arr.shape[1]:
                 raise DataError(f"{what}: {len(names)} names for {arr.shape[1]} columns")
             return self._columns(dict(zip(names, arr.T)), what=what)
-        with np.errstate(invalid="ignore", over="ignore"):
-            x = x.astype(np.float32)
+        x = x.astype(np.float64)
         with np.errstate(invalid="ignore"):
             x[~np.isfinite(x) | (x <= FAILED_BELOW)] = np.nan  # a failed value, as the loader treats it
         return x
@@ -223,6 +225,8 @@ class Proxy:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(SCORE_DTYPES)}")
         pop = Population.from_rows([E.to_postfix(n) for n in self.nodes])
         X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).reshape(len(inputs), len(self.variables))
+        if not self.variables:  # a formula of constants reads no column; the interpreter indexes one
+            X = torch.zeros(len(inputs), 1)
         return evaluate(pop, X.double() if dtype == "float64" else X, backend)
 
     def _score_matrix(self, x: np.ndarray, ref: np.ndarray | None, backend: str, dtype: str) -> np.ndarray:
@@ -321,7 +325,7 @@ class Proxy:
         body = [_PY_PREPROCESS, f"def {name}({params}):",
                 f'    """Scores of one candidate set (arrays of raw proxy values; higher = better)."""']
         if ident:
-            body.append(f"    cols = _preprocess(np.stack([{', '.join(f'np.asarray({i}, dtype=np.float32).reshape(-1)' for i in ident)}], 1), {self.preprocess!r})")
+            body.append(f"    cols = _preprocess(np.stack([{', '.join(f'np.asarray({i}, dtype=np.float64).reshape(-1)' for i in ident)}], 1), {self.preprocess!r})")
             args = ", ".join(f"cols[:, {j}]" for j in range(len(ident)))
             body.append("    n = cols.shape[0]")
         else:
@@ -352,11 +356,14 @@ class Proxy:
             arr = None
             if ref:
                 arr = np.array([[math.nan if x is None else x for x in ref[v]] for v in d["variables"]],
-                               dtype=np.float32).T
-            return cls(list(d["expressions"]), list(d["variables"]), d.get("preprocess", "rank"), arr,
+                               dtype=np.float64).T
+            exprs = d["expressions"]
+            if not isinstance(exprs, list) or not all(isinstance(e, str) for e in exprs):
+                raise TypeError(f"'expressions' must be a list of formulas, got {exprs!r}")
+            return cls(list(exprs), list(d["variables"]), d.get("preprocess", "rank"), arr,
                        dict(d.get("provenance") or {}), weights=d.get("weights"))
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{where}: not a proxy block ({e})") from None
+        except (KeyError, TypeError, ValueError) as e:  # ValueError: a bad formula, mode or weight too
+            raise DataError(f"{where}: not a valid proxy block ({e})") from None
 
     def save(self, path: str | Path) -> Path:
         """Write the proxy as JSON (atomically); ``load_proxy`` reads it back."""
@@ -368,7 +375,7 @@ class Proxy:
 
 
 def reference_rows(tasks: Sequence[Task], variables: Sequence[str]) -> np.ndarray:
-    """``float32[sum n, m]``: raw values of ``variables`` over the tasks' architectures."""
+    """``float64[sum n, m]``: raw values of ``variables`` over the tasks' architectures."""
     return np.concatenate([t.features[:, [t.proxies.index(v) for v in variables]].numpy() for t in tasks])
 
 
@@ -395,12 +402,18 @@ def proxy_from_result(r: Mapping, where: str = "result") -> Proxy:
                         f"(written by an older tensorgp); use one fold's result or rerun")
     if r.get("expression") is None and not r.get("ensemble"):
         raise DataError(f"{where}: holds no 'expression', 'ensemble' or 'proxy' block; is it a tensorgp result?")
-    exprs = list(r["ensemble"]["expressions"]) if r.get("expression") is None else [str(r["expression"])]
-    weights = r["ensemble"].get("weights") if r.get("expression") is None else None
-    names = set().union(*(E.names_in(e) for e in exprs))
-    variables = [p for p in r.get("proxies", sorted(names)) if p in names] or sorted(names)
-    return Proxy(exprs, variables, str(r.get("preprocess", "rank")), None, {"selected": r.get("selected")},
-                 weights=weights)
+    try:
+        block = {"expressions": list(r["ensemble"]["expressions"]) if r.get("expression") is None
+                 else [str(r["expression"])],
+                 "weights": r["ensemble"].get("weights") if r.get("expression") is None else None}
+        names = set().union(*(E.names_in(e) for e in block["expressions"] if isinstance(e, str)))
+        # a formula of constants alone still needs one column to know how many architectures it scores
+        block["variables"] = ([p for p in r.get("proxies", sorted(names)) if p in names] or sorted(names)
+                              or list(r.get("proxies") or [])[:1])
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{where}: not a valid result ({e!r} in its 'ensemble' block)") from None
+    return Proxy.from_dict({**block, "preprocess": str(r.get("preprocess", "rank")),
+                            "provenance": {"selected": r.get("selected")}}, where)
 
 
 def load_proxy(path: str | Path) -> Proxy:
