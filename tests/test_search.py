@@ -107,7 +107,8 @@ def test_formula_scores_use_the_engine_and_reject_missing_proxies():
 def test_percentile_rank_and_top_k():
     acc = torch.tensor([3.0, 1.0, 2.0, 2.0])
     assert accuracy_percentile(acc).tolist() == [100.0, 25.0, 75.0, 75.0]
-    assert dense_rank(torch.tensor([0.5, float("nan"), -float("inf"), 0.5, 2.0, float("inf")])).tolist() == [2, 1, 1, 2, 3, 4]
+    # non-finite lowest, +inf included: the fitness ranks an overflow as a failure
+    assert dense_rank(torch.tensor([0.5, float("nan"), -float("inf"), 0.5, 2.0, float("inf")])).tolist() == [2, 1, 1, 2, 3, 1]
     pct = torch.tensor([10.0, 20.0, 30.0, 40.0])
     pred = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0], [float("nan"), 5.0, 5.0, 0.0]])
     assert top_k_percentile(pred, pct, 1).tolist() == [40.0, 25.0, 25.0]  # ties: their mean
@@ -392,6 +393,20 @@ def test_cli_search_on_a_file_without_accuracies(tmp_path):
     assert named.exit_code == 0 and "drivenbynoise" in "".join(named.output.split())
     bad = runner.invoke(app, args + ["--baseline-proxy", "broken"])
     assert bad.exit_code == 2 and "lacks proxy 'broken'" in bad.output and "Traceback" not in bad.output
+
+
+def test_an_overflowing_formula_never_makes_an_architecture_the_best(tmp_path):
+    """+inf (an overflow) ranks lowest, as in the fitness and in ``tensorgp score``: never the pick."""
+    t = grid_task("toy/a", D=5, V=4, seed=8)
+    big = t.features[:, 0] + 10  # positive, increasing with accuracy
+    big[t.accuracy.argmin()] = 1e30  # square(square(.)) overflows float64 only here
+    t = Task(t.name, t.source, t.keys, [*t.proxies, "big"], torch.cat([t.features, big[:, None]], 1), t.accuracy)
+    f = write_suite_zero(tmp_path / "zc_toy.json", [t])
+    res = run_search([f], "toy/a", "square(square(square(square(big))))", "raw", budget=200, runs=3, seed=0)
+    worst = t.keys[int(t.accuracy.argmin())]
+    assert all(x["arch"] != worst for x in res["per_run"]) and res["median"]["percentile"] > 50
+    assert dense_rank(torch.tensor([float("inf"), 1.0, float("nan"), -float("inf")])).tolist() == [1, 2, 1, 1]
+    assert top_k_percentile(torch.tensor([[float("inf"), 1.0, 0.0]]), torch.tensor([100.0, 50.0, 10.0]), 1).tolist() == [50.0]
 
 
 def test_default_baseline_search_uses_the_tasks_best_proxy_whatever_its_name(tmp_path):

@@ -175,7 +175,8 @@ def formula_scores(task: Task, expr: str, preprocess: str = "rank", device: str 
 def formula_values(expr: str, variables: Sequence[str], X: torch.Tensor, preprocess: str = "rank",
                    device: str | torch.device = "cpu", backend: str = "auto") -> torch.Tensor:
     """``float[n]``: ``expr`` over the columns ``X float[n, len(variables)]`` preprocessed as one
-    task (to float32, as evolution saw them); NaN becomes -inf (never preferred). With ``backend``
+    task (to float32, as evolution saw them); NaN and +-inf become -inf (never preferred, as the
+    fitness ranks non-finite values). With ``backend``
     ``auto`` or ``torch`` the formula is computed in float64 by the torch interpreter, as
     ``Proxy.score`` and the exports compute it (``float64[n]``); ``numba`` or ``triton`` compute
     it in float32 (``float32[n]``), evolution's arithmetic, on that backend."""
@@ -184,7 +185,7 @@ def formula_values(expr: str, variables: Sequence[str], X: torch.Tensor, preproc
     if backend in ("auto", "torch"):
         X = X.double()
     s = evaluate(program_population(node, device), X, "torch" if backend == "auto" else backend)[0]
-    return torch.where(torch.isnan(s), -float("inf"), s)
+    return torch.where(torch.isfinite(s), s, -float("inf"))  # +inf too: an overflow, as the fitness ranks it
 
 
 def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
@@ -198,10 +199,10 @@ def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
 
 
 def dense_rank(scores: torch.Tensor) -> torch.Tensor:
-    """``float[n] -> int64[n]`` in 1..k, equal scores equal ranks (NaN = -inf, lowest): the searches compare
-    integers, so a -inf score still ranks above "not scored" (0)."""
+    """``float[n] -> int64[n]`` in 1..k, equal scores equal ranks (NaN and +-inf = -inf, lowest): the
+    searches compare integers, so a -inf score still ranks above "not scored" (0)."""
     s = scores.double()
-    s = torch.where(torch.isnan(s), -float("inf"), s)
+    s = torch.where(torch.isfinite(s), s, -float("inf"))
     return torch.unique(s, return_inverse=True)[1] + 1
 
 
@@ -501,7 +502,7 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
         scores = formula_scores(t, expr, preprocess, device, backend)
     else:  # a Proxy (nas.proxy): an ensemble or a loaded formula, with its own preprocessing
         scores = torch.from_numpy(np.asarray(expr.score_task(t), dtype=np.float64)).to(device)
-        scores = torch.where(torch.isnan(scores), -float("inf"), scores)
+        scores = torch.where(torch.isfinite(scores), scores, -float("inf"))
         preprocess = expr.preprocess
     t_score = time.perf_counter() - t1
     kw = dict(budget=budget, runs=runs, seed=seed, population=population, sample_size=sample_size,
@@ -574,11 +575,11 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
 
 def top_k_percentile(pred: torch.Tensor, percentile: torch.Tensor, k: int = 10) -> torch.Tensor:
     """``pred float[P, n]``, ``percentile float[n]`` -> ``float32[P]``: mean accuracy percentile of each
-    row's top ``k`` architectures (NaN lowest; ties at the k-th value count with their mean, i.e.
+    row's top ``k`` architectures (NaN and +-inf lowest; ties at the k-th value count with their mean, i.e.
     the expectation under random tie-breaking). What a search driven by the row can find at best:
     a formula for search should score high here, whatever its Kendall tau."""
     s = pred.double()
-    s = torch.where(torch.isnan(s), -float("inf"), s)
+    s = torch.where(torch.isfinite(s), s, -float("inf"))
     pct = percentile.double().to(s.device)
     k = max(1, min(int(k), s.shape[1]))
     thr = s.topk(k, dim=1).values[:, -1:]
