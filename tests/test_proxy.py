@@ -413,6 +413,14 @@ def test_a_bad_proxy_file_is_named_with_its_problem(tmp_path, block, message):
         load_proxy(f)
 
 
+def test_score_file_refuses_a_task_that_two_files_hold(tmp_path):
+    data = write_suite(tmp_path)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "zc_gamma.json").write_text((data / "zc_gamma.json").read_text())
+    with pytest.raises(DataError, match="duplicate task gamma/task0"):
+        score_file(Proxy(["p0"], ["p0"]), [data / "zc_gamma.json", tmp_path / "copy" / "zc_gamma.json"])
+
+
 def test_score_file_names_a_missing_proxy(tmp_path):
     data = write_suite(tmp_path)
     p = Proxy(["(p0 * p3)"], ["p0", "p3"])

@@ -269,16 +269,18 @@ class Proxy:
         exp/log/tanh reorder near-ties. ``dtype="float32"``: evolution's arithmetic instead, which
         reproduces the per-task Kendall of the run's result exactly (float64 may differ from it
         slightly where float32 rounding reordered or merged close values)."""
-        ref = self._reference(reference)
         if isinstance(features, (str, Path)):
-            out = {}
-            for t in load(features, labels=False):
-                acc = t.accuracy.numpy() if t.labelled else None
-                out[t.name] = TaskScores(t.name, list(t.keys), self._score_matrix(self._task_columns(t), ref, backend, dtype), acc)
-            return out
-        return self._score_matrix(self._columns(features, names), ref, backend, dtype)
+            return self.score_tasks(load(features, labels=False), reference, backend, dtype)
+        return self._score_matrix(self._columns(features, names), self._reference(reference), backend, dtype)
 
     __call__ = score
+
+    def score_tasks(self, tasks: Sequence[Task], reference: Any = None, backend: str = "torch",
+                    dtype: str = "float64") -> dict[str, TaskScores]:
+        """``{task: TaskScores}`` for loaded tasks, each scored as one set (see ``score``)."""
+        ref = self._reference(reference)
+        return {t.name: TaskScores(t.name, list(t.keys), self._score_matrix(self._task_columns(t), ref, backend, dtype),
+                                   t.accuracy.numpy() if t.labelled else None) for t in tasks}
 
     def score_task(self, task: Task, reference: Any = None, backend: str = "torch", dtype: str = "float64") -> np.ndarray:
         """``float[n]``: scores of one loaded task's architectures, the task as one set."""

@@ -69,9 +69,7 @@ def score_file(result: str | Path | Proxy, data: str | Path | Sequence[str | Pat
     check_output(out)
     proxy = result if isinstance(result, Proxy) else load_proxy(result)
     paths = [data] if isinstance(data, (str, Path)) else list(data)
-    scored: dict[str, TaskScores] = {}
-    for p in paths:
-        scored.update(proxy.score(p, reference=reference))
+    scored = proxy.score_tasks(load(paths, labels=False), reference)  # one load: a task in two files is an error
     rows = score_rows(scored)
     meta = {"proxy": proxy.expressions[0] if not proxy.is_ensemble else None,
             "ensemble": proxy.expressions if proxy.is_ensemble else None,
