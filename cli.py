@@ -498,7 +498,7 @@ def search_cmd(
     expr: Optional[str] = typer.Option(None, "--expr", help="The proxy formula to maximise."),
     from_result: Optional[Path] = typer.Option(None, "--from", help="A `tensorgp run` result.json: use its formula and preprocessing."),
     data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories (val_accuracy optional: without it, no accuracy figures)."),
-    preprocess: Optional[str] = typer.Option(None, help="raw | signed-log | rank | zscore (default: the --from result's, else rank)."),
+    preprocess: Optional[str] = typer.Option(None, help="raw | signed-log | rank | zscore (default: the --from result's, else rank; with --live, raw; an ensemble from --from always uses its own)."),
     budget: int = typer.Option(1000, help="Distinct architectures scored per search."),
     runs: int = typer.Option(10, help="Independent searches, batched."),
     seed: int = typer.Option(0, help="Random seed (the baselines use the same)."),
@@ -610,8 +610,10 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
         with Progress(TextColumn("live search"), BarColumn(), TextColumn("{task.completed} architectures measured"),
                       TimeElapsedColumn(), console=err, disable=as_json) as bar:
             job = bar.add_task("measure", total=None)
+            # --task names a table of accuracies: the default data, as without --live, when --data is not given
             res = run_live_search(space, expr, x, y, preprocess or "raw", budget, runs, seed,
-                                  data=list(data) if data else None, task=task, pack=pack, device=str(dev),
+                                  data=_data_paths(data) if task else (list(data) if data else None), task=task,
+                                  pack=pack, device=str(dev),
                                   progress=lambda k: bar.update(job, completed=k), **kw)
     except (DataError, ValueError) as e:
         _fail(str(e))

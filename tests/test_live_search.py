@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tensorgp.nas.data import preprocess
 from tensorgp.nas.live_search import LiveObjective, run_live_search
-from tensorgp.nas.search import neighbour_table, regularized_evolution
+from tensorgp.nas.search import SearchError, neighbour_table, regularized_evolution
 from tensorgp.nas.spaces import NB201
 from tensorgp_cli.cli import _expand_multi, app
 
@@ -110,6 +110,8 @@ def test_live_search_end_to_end_tiny(tmp_path):
     assert [r["arch"] for r in unl["per_run"]] == [r["arch"] for r in res["per_run"]]
     assert all("accuracy" not in r for r in unl["per_run"]) and set(unl["median"]) == {"score"}
     assert "table_best_accuracy" not in unl
+    with pytest.raises(SearchError, match="names a table, but no data"):  # never silently the whole space
+        run_live_search(sp, "synflow + jacov", x, y, "rank", budget=12, runs=2, task="fake/cifar10")
 
 
 def test_cli_proxies_then_eval_and_search(tmp_path):

@@ -111,6 +111,8 @@ def run_live_search(space: str | SearchSpace, expr: str, inputs: torch.Tensor, t
 
 def _candidates(sp: SearchSpace, data, task) -> tuple[torch.Tensor, Task | None]:
     if not data:
+        if task:
+            raise SearchError(f"task {task!r} names a table, but no data was given to read it from")
         return sp.enumerate(), None
     t = search_table(data, task or "*")
     try:
