@@ -419,6 +419,8 @@ def test_default_baseline_search_uses_the_tasks_best_proxy_whatever_its_name(tmp
     f = write_suite_zero(tmp_path / "zc_toy.json", [t])
     res = run_search([f], "toy/a", "noise", budget=100, runs=2, seed=0)
     assert res["baselines"]["best_proxy"]["proxy"] == "good"
+    small = run_search([f], "toy/a", "noise", budget=8, runs=1, seed=0, population=20, sample_size=12)
+    assert (small["population"], small["sample_size"]) == (8, 8)  # the sizes the search ran with
 
 
 def test_search_on_a_real_file_stripped_of_its_accuracies(suite_zero, tmp_path):

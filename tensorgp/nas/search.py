@@ -548,8 +548,10 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
         "budget": main["budget"],
         "runs": runs,
         "seed": seed,
-        "population": population,
-        "sample_size": sample_size,
+        # the effective sizes (regularized_evolution's clamps): with budget <= population the
+        # evolution takes no step and is random search
+        "population": max(1, min(int(population), main["budget"])),
+        "sample_size": max(1, min(int(sample_size), int(population), main["budget"])),
         "table_size": len(t),
     }
     if labelled:
@@ -567,7 +569,7 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
         "timing": {"load_s": t_load, "prepare_s": t_prep, "score_s": t_score, "search_s": main["time_s"],
                    "baselines_s": rnd["time_s"] + (bp["time_s"] if bp else 0.0), "total_s": time.perf_counter() - t0},
         "device": str(device),
-        "backend": "torch" if backend == "auto" else resolve_backend(backend, device),
+        "backend": "torch" if backend == "auto" or not isinstance(expr, str) else resolve_backend(backend, device),
         "dtype": "float64" if backend in ("auto", "torch") or not isinstance(expr, str) else "float32",
     })
     return res
