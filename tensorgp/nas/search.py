@@ -409,7 +409,7 @@ def single_kendall(task: Task, proxy: str) -> float:
 def best_single_proxy(task: Task, candidates: Sequence[str] | None = None) -> str:
     """Of ``candidates`` present on ``task`` (default: every proxy it has), the one with the highest
     Kendall tau against accuracy: the strongest single-proxy search a user could run in hindsight
-    (which proxy that is differs by space: nwot on NB201, flops on NB101, jacov on TNB-micro)."""
+    (which proxy that is differs by space and task: flops on NB101, jacov on most TNB-micro tasks)."""
     cands = [p for p in (task.proxies if candidates is None else candidates) if task.present(p)]
     if not cands:
         raise SearchError(f"task {task.name}: no proxy is present")
