@@ -88,6 +88,29 @@ def test_extreme_target_scales(factor):
     assert all(np.isfinite(e.intercept) and np.isfinite(e.slope) for e in big.pareto_front_)
 
 
+def _printed(est, X):
+    """``expression_`` evaluated as printed (products, sums and squares only here)."""
+    return eval(est.expression_, {"square": np.square, **{f"x{j}": X[:, j] for j in range(X.shape[1])}})
+
+
+@pytest.mark.parametrize("target", ["tiny", "offset"])
+def test_the_printed_expression_predicts_what_predict_does(target):
+    """Constants below float32's normal range are printed, not flushed to 0; an intercept that
+    dwarfs the target's spread gets the digits the spread needs."""
+    X, y = data()
+    y = y * 1e-50 if target == "tiny" else 123456.789 + X[:, 0] * X[:, 1] / 10
+    est = SymbolicRegressor(population_size=200, generations=4, random_state=0, n_jobs=1, restart_generations=0,
+                            function_set=("add", "mul", "square")).fit(X, y)
+    assert np.abs(_printed(est, X) - est.predict(X)).max() <= 1e-4 * y.std()
+
+
+def test_nan_tolerances_and_a_negative_time_budget_are_rejected():
+    X, y = data()
+    for bad in (dict(selection_tolerance=float("nan")), dict(tol=float("nan")), dict(max_time=-1)):
+        with pytest.raises(ValueError, match="must be"):
+            SymbolicRegressor(**TINY, **bad).fit(X, y)
+
+
 def test_score_sample_weight_checked():
     X, y = data()
     est = SymbolicRegressor(**TINY).fit(X, y)

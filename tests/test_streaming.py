@@ -114,3 +114,37 @@ def test_streaming_errors() -> None:
     with pytest.raises(ValueError, match="kendall"):
         SymbolicRegressor(loss="kendall").fit(src)
     assert as_source(np.ones((3, 2)), np.ones(3)) is None and as_source(torch.ones(3, 2), None) is None
+
+
+def _quadratic(n: int = 3000, scale: float = 1.0):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(n, 2))
+    return X, (X[:, 0] ** 2 + 0.5 * X[:, 1] + 3) * scale
+
+
+def test_streaming_checks_every_row_and_names_the_row_of_the_data() -> None:
+    X, y = _quadratic()
+    bad_y = y.copy()
+    bad_y[192] = np.nan  # outside the 1000-row sample of seed 0
+    with pytest.raises(ValueError, match="y contains a non-finite value .* at row 192 of the data"):
+        fit_source(small_est(), ArraySource(X, bad_y), model_expression, sample_rows=1000)
+    bad_x = X.copy()
+    bad_x[2500, 1] = 1e39  # beyond float32: inf once the programs read it
+    with pytest.raises(ValueError, match="X contains .*float32 range.* at row 2500, column 1 of the data"):
+        fit_source(small_est(), ArraySource(bad_x, y), model_expression, sample_rows=1000)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e200])
+def test_streaming_rescales_extreme_targets_as_the_in_memory_fit(scale) -> None:
+    X, y = _quadratic(scale=scale)
+    est = fit_source(small_est(), ArraySource(X, y), model_expression, sample_rows=1000)
+    assert est.score(X, y) > 0.999 and est.stream_stats_["r2_all_rows"] == pytest.approx(est.score(X, y), abs=1e-9)
+
+
+def test_streaming_takes_numpy_random_states_and_a_refit_drops_its_statistics() -> None:
+    X, y = _quadratic()
+    est = SymbolicRegressor(population_size=100, generations=4, random_state=np.random.RandomState(0), n_jobs=1)
+    est = fit_source(est, ArraySource(X, y), model_expression, sample_rows=1000)
+    assert est.score(X, y) > 0.99 and "stream_stats_" in vars(est)
+    est.fit(X[:500], y[:500])
+    assert "stream_stats_" not in vars(est)

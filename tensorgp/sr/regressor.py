@@ -191,8 +191,9 @@ def _infix(node: E.Node, names: list[str], digits: int) -> str:
 
 
 def _f32(v: float) -> float:
-    """v rounded to float32 as the program's constants are, unless beyond the float32 range."""
-    return float(np.float32(v)) if abs(v) < 3e38 else float(v)
+    """v rounded to float32 as the program's constants are, unless outside float32's normal range
+    (a slope of 1e-50 must not print as 0)."""
+    return float(np.float32(v)) if v == 0 or 1.2e-38 <= abs(v) < 3e38 else float(v)
 
 
 def _model_node(node: E.Node, a: float, b: float) -> E.Node:
@@ -200,8 +201,8 @@ def _model_node(node: E.Node, a: float, b: float) -> E.Node:
     out = node
     if b != 1.0:
         out = E.Node(OPCODE["mul"], 0.0, (E.Node(CONST, _f32(b)), out))
-    if a != 0.0:
-        out = E.Node(OPCODE["add"], 0.0, (out, E.Node(CONST, _f32(a))))
+    if a != 0.0:  # float64, as predict adds it: a float32 intercept can be off by more than y's spread
+        out = E.Node(OPCODE["add"], 0.0, (out, E.Node(CONST, float(a))))
     return E.simplify(out)
 
 
@@ -221,12 +222,17 @@ def y_unit(y: torch.Tensor) -> float:
     return 2.0 ** round(math.log2(top))
 
 
-def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6, y_scale: float = 0.0) -> str:
-    """Readable ``a + b * f`` with constants to ``digits`` significant digits. An intercept below
-    float32 resolution of the target (``|a| <= 1e-7 * y_scale``) and a slope that rounds to 1
-    at ``digits`` are left out (``predict`` still uses the exact values)."""
+def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6, y_scale: float = 0.0,
+                     y_spread: float = 0.0) -> str:
+    """Readable ``a + b * f`` with constants to ``digits`` significant digits, more where the
+    intercept dwarfs the target's spread ``y_spread`` (its standard deviation), so that the printed
+    formula still predicts to ~10^-digits of the spread. An intercept below float32 resolution of
+    the target (``|a| <= 1e-7 * y_scale``) and a slope that rounds to 1 at ``digits`` are left
+    out (``predict`` still uses the exact values)."""
     if abs(a) <= 1e-7 * y_scale:
         a = 0.0
+    if a != 0.0 and y_spread > 0 and math.isfinite(a) and abs(a) > y_spread:
+        digits = min(17, digits + math.ceil(math.log10(abs(a) / y_spread)))
     if float(_fmt_num(b, digits)) == 1.0:
         b = 1.0
     s = _infix(_model_node(node, a, b), names, digits)
@@ -387,8 +393,10 @@ class SymbolicRegressor(*EstimatorBase):
                 raise ValueError(f"{name} must be >= 0")
         if int(self.const_opt_rows) < 1 or int(self.chunk_rows) < 1:
             raise ValueError("const_opt_rows and chunk_rows must be >= 1")
-        if self.tol < 0 or self.selection_tolerance < 0 or self.parsimony_coefficient < 0:
-            raise ValueError("tol, selection_tolerance and parsimony_coefficient must be >= 0")
+        if not (self.tol >= 0 and self.selection_tolerance >= 0 and self.parsimony_coefficient >= 0):  # NaN too
+            raise ValueError("tol, selection_tolerance and parsimony_coefficient must be >= 0 (not NaN)")
+        if self.max_time is not None and not self.max_time >= 0:  # 0: the initial population only
+            raise ValueError(f"max_time={self.max_time!r} must be None or >= 0 seconds")
         if not 0 <= self.const_prob <= 1:
             raise ValueError("const_prob must be in [0, 1]")
         if self.model_selection not in SELECTIONS:
@@ -413,6 +421,8 @@ class SymbolicRegressor(*EstimatorBase):
 
     def _fit(self, X: Any, y: Any) -> "SymbolicRegressor":
         t_start = time.perf_counter()
+        self.__dict__.pop("stream_stats_", None)  # a refit's results are its own (streaming sets it after)
+        self.restart_structure_ = None
         self._check_params()
         dev = self._resolve_device()
         seed = seed_from(self.random_state)
@@ -649,11 +659,12 @@ class SymbolicRegressor(*EstimatorBase):
         a, b = (a * unit).cpu().tolist(), (b * unit).cpu().tolist()
         loss_unit = _loss_unit(self.loss, unit)
         names = self.variable_names_
-        y_scale = (abs(obj.ybar) + math.sqrt(max(obj.syy, 0.0) / obj.N)) * unit
+        y_spread = math.sqrt(max(obj.syy, 0.0) / obj.N) * unit
+        y_scale = abs(obj.ybar) * unit + y_spread
         entries = []
         for i in range(pop.size):
             node = E.row(pop.ops, pop.consts, pop.length, i)
-            expr = model_expression(node, a[i], b[i], names, y_scale=y_scale)
+            expr = model_expression(node, a[i], b[i], names, y_scale=y_scale, y_spread=y_spread)
             vl = None if val_loss[i] is None else val_loss[i] * loss_unit
             entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale * loss_unit, expr, a[i], b[i],
                                          pop[i].trimmed().to("cpu"), bool(front[i]), tuple(names), vl))

@@ -178,9 +178,29 @@ class FrontMoments:
     rows: int
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_finite(X: np.ndarray, y: np.ndarray, first_row: int = 0) -> None:
+    """ValueError naming the first row (of the whole data: ``first_row`` is this chunk's first)
+    whose X or y is NaN or inf, or whose X is beyond the float32 range the programs run in."""
+    X, y = np.asarray(X), np.asarray(y)
+    with np.errstate(invalid="ignore"):
+        bad_x = ~np.isfinite(X) | (np.abs(X) > _F32_MAX)
+    bad_y = ~np.isfinite(y)
+    for what, bad in (("X", bad_x), ("y", bad_y)):
+        if bad.any():
+            pos = np.argwhere(bad)[0].tolist()
+            col = f", column {pos[1]}" if len(pos) > 1 else ""
+            raise ValueError(f"{what} contains a non-finite value (NaN or inf"
+                             f"{', or beyond the float32 range' if what == 'X' else ''}) at row "
+                             f"{first_row + pos[0]}{col} of the data; remove or impute it")
+
+
 def front_moments(programs: Population, src: RowSource, chunk_rows: int, device: torch.device, backend: str,
-                  ybar: float) -> FrontMoments:
-    """One pass over every row: float64 sums of the programs' outputs against ``y - ybar``."""
+                  ybar: float, unit: float = 1.0) -> FrontMoments:
+    """One pass over every row (each checked for non-finite values): float64 sums of the programs'
+    outputs against ``y / unit - ybar`` (``unit``: the regressor's ``y_unit`` of the sample)."""
     P = programs.size
     progs = programs.to(device)
     dd = torch.float64
@@ -189,11 +209,12 @@ def front_moments(programs: Population, src: RowSource, chunk_rows: int, device:
     syc = syy = 0.0
     n = 0
     for X, y in src.chunks(chunk_rows):
+        check_finite(X, y, n)
         f = evaluate(progs, torch.from_numpy(np.require(X, np.float32, ["C", "W"])).to(device), backend)
         f = f.to("cpu", dd)
         if n == 0:  # the first row's outputs as the shift, against cancellation
             K = torch.nan_to_num(f[:, 0], nan=0.0, posinf=0.0, neginf=0.0)
-        yc = torch.from_numpy(np.asarray(y, dtype=np.float64)) - ybar
+        yc = torch.from_numpy(np.asarray(y, dtype=np.float64) / unit) - ybar
         d = f - K[:, None]
         s1 += d.sum(1)
         s2 += torch.linalg.vecdot(d, d)
@@ -207,16 +228,27 @@ def front_moments(programs: Population, src: RowSource, chunk_rows: int, device:
 def fit_source(est: Any, src: RowSource, describe: Callable[..., str], sample_rows: int = SAMPLE_ROWS) -> Any:
     """Fit ``est`` (a ``SymbolicRegressor``) on ``src`` in the two phases of the module docstring.
 
-    ``describe(node, a, b, names, y_scale=...)`` renders a scaled program (the regressor's
+    ``describe(node, a, b, names, y_scale=..., y_spread=...)`` renders a scaled program (the regressor's
     ``model_expression``). Returns ``est`` with full-data ``pareto_front_``, model and
     ``stream_stats_`` (rows, sample rows, seconds per phase, R^2 of the model on all rows)."""
     if est.loss not in STREAM_LOSSES:
         raise ValueError(f"loss {est.loss!r} cannot be streamed; use one of {', '.join(STREAM_LOSSES)}")
     if sample_rows < 1:
         raise ValueError(f"sample_rows must be >= 1, got {sample_rows}")
+    from .inputs import seed_from
+    from .regressor import _loss_unit, y_unit
+
     t0 = time.perf_counter()
-    seed = int(est.random_state) if est.random_state is not None else int(np.random.randint(0, 2**31 - 1))
+    seed = seed_from(est.random_state)
     Xs, ys = src.sample(int(sample_rows), np.random.default_rng(seed))
+    try:
+        check_finite(Xs, ys)
+    except ValueError:  # name the row of the data, not of the sample
+        n = 0
+        for X, y in src.chunks(int(est.chunk_rows)):
+            check_finite(X, y, n)
+            n += X.shape[0]
+        raise
     t1 = time.perf_counter()
     est._fit(Xs, ys)
     t2 = time.perf_counter()
@@ -224,7 +256,9 @@ def fit_source(est: Any, src: RowSource, describe: Callable[..., str], sample_ro
     if not hasattr(est, "_device"):  # a constant sample target: nothing to score
         return est
     progs = Population.cat([e.program for e in entries])
-    fm = front_moments(progs, src, int(est.chunk_rows), est._device, est._backend, float(np.mean(ys)))
+    # the sample's power-of-two unit, as the in-memory fit rescales extreme targets: the sums stay in range
+    unit = y_unit(torch.from_numpy(np.asarray(ys, dtype=np.float64)))
+    fm = front_moments(progs, src, int(est.chunk_rows), est._device, est._backend, float(np.mean(ys)) / unit, unit)
     m = fm.moments
     N = fm.rows
     a, b, sse = m.fit()
@@ -233,22 +267,28 @@ def fit_source(est: Any, src: RowSource, describe: Callable[..., str], sample_ro
         sse = m.s2 + N * shift ** 2 + m.syy + 2 * shift * m.s1 - 2 * m.sy - 2 * shift * m.syc
         a, b = torch.zeros_like(a), torch.ones_like(b)
     vy = max(m.syy / N - (m.syc / N) ** 2, 0.0)
+    lu = _loss_unit(est.loss, unit)  # losses are judged in the fit's units (finite there), reported in y's
     if est.loss == "mse":
         loss = sse / N
     elif est.loss == "r2":
         loss = sse / max(vy * N, 1e-300)
     else:
         loss = 1 - m.pearson().abs()
-    y_scale = abs(m.ybar + m.syc / N) + math.sqrt(vy)
+    a, b = a * unit, b * unit  # back to y's units
+    y_spread = math.sqrt(vy) * unit
+    y_scale = abs(m.ybar + m.syc / N) * unit + y_spread
     names = est.variable_names_
     new = []
     for i, e in enumerate(entries):
         node = E.row(e.program.ops, e.program.consts, e.program.length, 0)
         li = float(loss[i]) if math.isfinite(float(loss[i])) else math.inf
-        new.append(replace(e, loss=li, intercept=float(a[i]), slope=float(b[i]), _sympy=None,
-                           expression=describe(node, float(a[i]), float(b[i]), names, y_scale=y_scale)))
+        new.append(replace(e, loss=li * lu if li < math.inf else li, intercept=float(a[i]), slope=float(b[i]), _sympy=None,
+                           expression=describe(node, float(a[i]), float(b[i]), names, y_scale=y_scale,
+                                               y_spread=y_spread)))
     # the estimator's own rule, on full-data losses (a validation loss, if any, is the sample's)
-    judged = [e.loss if e.val_loss is None else e.val_loss for e in new]
+    judged = [float(loss[i]) if math.isfinite(float(loss[i])) else math.inf for i in range(len(new))]
+    if any(e.val_loss is not None for e in new):
+        judged = [e.val_loss / lu if 0 < lu < math.inf else e.val_loss for e in new]
     k = select(judged, [e.complexity for e in new], est.model_selection, float(est.selection_tolerance))
     est.pareto_front_ = ParetoFront(new, k, est.model_selection)
     est._set_model(new[k])
