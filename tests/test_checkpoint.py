@@ -265,3 +265,15 @@ def test_device_path_blocks_of_sync_every_keep_checkpoints_migrations_and_resume
     resumed.restore(c.state)
     run_loop(resumed, islands=islands, info=LoopInfo(migrations=int(c.progress["migrations"])))
     _same_state(full.state, resumed.state)
+
+
+def test_a_checkpointed_run_picks_like_a_plain_one_under_a_resampled_objective(tmp_path):
+    """space-sample rescores the hall of fame on every space before the pick, with or without --checkpoint."""
+    from tensorgp.nas.experiment import evolve_proxy
+    from test_protocols import spec_for, write_suite
+
+    data = write_suite(tmp_path)
+    spec = spec_for(data, train="*", runs=2, gens=3, seed=3, aggregation="space-sample", select="train")
+    plain = evolve_proxy(spec)
+    managed = evolve_proxy(spec, checkpoint=tmp_path / "ck", every=1)
+    assert managed["program"] == plain["program"] and managed["hall_of_fame"] == plain["hall_of_fame"]

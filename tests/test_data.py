@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy.stats import rankdata
 
 from tensorgp.nas import data as D
-from tensorgp.nas.data import DataError, DataWarning
+from tensorgp.nas.data import DataError, DataWarning, load, select
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("TENSORGP_DATA", REPO.parent / "shared" / "data"))
@@ -565,3 +565,29 @@ def test_real_nb201_final_loads_fast():
     if any(SUITE.glob("zc_*.json")):
         with pytest.raises(DataError, match="duplicate task nasbench201/cifar10"):
             D.load([SUITE, NB201_FINAL])
+
+
+def test_integers_beyond_float64_are_failed_values_not_a_crash(tmp_path):
+    recs = {f"a{i}": {"p": 10 ** 400 if i == 0 else i, "q": {"score": i}, "val_accuracy": float(i)} for i in range(6)}
+    f = tmp_path / "zc_big.json"
+    f.write_text(json.dumps({"t": recs}))
+    t = load(f)[0]
+    assert math.isnan(float(t.features[0, t.proxies.index("p")])) and float(t.features[1, 0]) == 1.0
+
+
+def test_spaces_of_a_merged_file_are_its_second_level_keys(tmp_path):
+    from tensorgp.nas.splits import spaces
+
+    task = {f"a{i}": {"p": float(i), "val_accuracy": float(i)} for i in range(6)}
+    f = tmp_path / "zc_merged.json"
+    f.write_text(json.dumps({"nb201": {"cifar10": task}, "nb301": {"cifar10": task}}))
+    assert spaces(load(f)) == ["merged/nb201", "merged/nb301"]
+
+
+def test_a_task_name_with_glob_characters_selects_itself(tmp_path):
+    task = {f"a{i}": {"p": float(i), "val_accuracy": float(i)} for i in range(6)}
+    f = tmp_path / "zc_s.json"
+    f.write_text(json.dumps({"cifar[10]": task, "cifar1": task}))
+    tasks = load(f)
+    assert [t.name for t in select(tasks, "s/cifar[10]")] == ["s/cifar[10]"]
+    assert [t.name for t in select(tasks, "s/cifar[1]")] == ["s/cifar1"]  # a glob stays a glob

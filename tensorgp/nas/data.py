@@ -148,11 +148,19 @@ def _is_proxy_key(k: str) -> bool:
     return k in KNOWN_PROXIES or (k not in NON_PROXY_KEYS and not k.endswith(NON_PROXY_SUFFIXES))
 
 
+def _float(x: float | int) -> float:
+    """A JSON number as float64: an integer beyond its range is +-inf, as 1e400 already parses."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
 def _to_float(v: Any) -> float:
     if type(v) is dict:
         v = v.get("score")
     if type(v) is float or type(v) is int:
-        return float(v)
+        return _float(v)
     return math.nan
 
 
@@ -166,7 +174,7 @@ def _score(v: Any, src: Path, task: str, arch: str, proxy: str) -> float:
     if x is None:
         return math.nan
     if type(x) is float or type(x) is int:
-        return float(x)
+        return _float(x)
     raise DataError(f"{src}: task {task}: architecture {arch}: proxy {proxy} has a {type(x).__name__} score "
                     f"{x!r}; expected a number (null or -1e8 for a failed value)")
 
@@ -242,9 +250,11 @@ def _build_task(name: str, src: Path, node: dict, labels: bool = True) -> Task:
     for j, p in enumerate(proxies):
         col = [r.get(p) for r in recs]
         xs = [v.get("score") if type(v) is dict else v for v in col]
-        if set(map(type, xs)) <= _NUMBER_TYPES:  # the common case, checked in bulk
-            feats[:, j] = xs
-        else:
+        try:
+            if not set(map(type, xs)) <= _NUMBER_TYPES:
+                raise TypeError
+            feats[:, j] = xs  # the common case, checked in bulk
+        except (TypeError, OverflowError):  # a non-number (named) or an integer beyond float64
             feats[:, j] = [_score(v, src, name, k, p) for k, v in zip(keys, col)]
     with np.errstate(invalid="ignore"):
         feats[~np.isfinite(feats) | (feats <= FAILED_BELOW)] = np.nan
@@ -410,15 +420,22 @@ def _split_globs(globs: str | Sequence[str]) -> list[str]:
 
 
 def select(tasks: list[Task], globs: str | Sequence[str]) -> list[Task]:
-    """Tasks matching any comma-separated fnmatch glob (case-sensitive), in the order of ``tasks``."""
+    """Tasks matching any comma-separated fnmatch glob (case-sensitive), in the order of ``tasks``.
+    A pattern equal to a task's name matches that task alone, whatever glob characters it holds
+    (``cifar[10]``), so the protocols can pass task names back in."""
     pats = _split_globs(globs)
     names = [t.name for t in tasks]
     if not pats:
         raise DataError(f"empty task selection; available tasks: {', '.join(names)}")
+    literal = set(names)
+
+    def hit(n: str, g: str) -> bool:
+        return n == g if g in literal else fnmatch.fnmatchcase(n, g)
+
     for g in pats:
-        if not any(fnmatch.fnmatchcase(n, g) for n in names):
+        if not any(hit(n, g) for n in names):
             raise DataError(f"task glob {g!r} matches no task; available tasks: {', '.join(names)}")
-    return [t for t in tasks if any(fnmatch.fnmatchcase(t.name, g) for g in pats)]
+    return [t for t in tasks if any(hit(t.name, g) for g in pats)]
 
 
 def common_proxies(tasks: list[Task], candidates: Sequence[str] | None = None) -> list[str]:

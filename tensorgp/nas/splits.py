@@ -19,8 +19,9 @@ SELECTIONS = ("train", "validation", "parsimony", "ensemble", "compact", "nested
 
 
 def space_of(name: str) -> str:
-    """Search space of a task name: ``nasbench201/cifar10`` -> ``nasbench201``."""
-    return name.split("/", 1)[0]
+    """Search space of a task name: everything before its last ``/`` (``nasbench201/cifar10`` ->
+    ``nasbench201``; a merged file's ``merged/nb301/cifar10`` -> ``merged/nb301``)."""
+    return name.rsplit("/", 1)[0]
 
 
 def spaces(tasks: Sequence[Task]) -> list[str]:

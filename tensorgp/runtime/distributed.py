@@ -339,6 +339,7 @@ def evolve_managed(evolver: Evolver, spec, *, world: World, islands: Islands | N
     finally:
         if lock is not None:
             lock.release()
+    evolver.rescore_hall_of_fame(None)  # as evolve_proxy: a resampled objective's final pick sees every space
     hof = gather_hall_of_fame(evolver.state.hof, world, cfg.max_len)
     per_rank = world.all_gather(torch.tensor([[info.loop_s, info.migration_s,
                                                sum(h.seconds for h in evolver.state.history), info.loop_cpu_s]],
