@@ -487,7 +487,7 @@ def report_cmd(
         _fail(f"no such result file: {', '.join(missing)}")
     try:
         path = write_report(results, out_file, figures or None, title=title, command=command)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, OSError) as e:
         _fail(f"cannot report these results: {e}")
     err.print(f"wrote {path}")
 

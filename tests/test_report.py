@@ -103,6 +103,45 @@ def test_report_command(runs, tmp_path):
     assert bad.exit_code == 2 and "no such result file" in bad.output
 
 
+def test_report_names_a_bad_result_file_and_a_bad_output(runs, tmp_path):
+    split, _ = runs
+    files = {"text.json": "not json", "list.json": "[1]", "old.json": json.dumps({"expression": "nwot"})}
+    why = {"text.json": "not a readable result", "list.json": "top level is not a JSON object",
+           "old.json": "no sets, baselines, tasks"}
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+        res = CliRunner().invoke(app, ["report", str(tmp_path / name), "--out", str(tmp_path / "r.md"), "--figures", ""])
+        assert res.exit_code == 2 and name in res.output and why[name] in " ".join(res.output.split()), res.output
+    (tmp_path / "good.json").write_text(json.dumps(split))
+    (tmp_path / "isdir.md").mkdir()
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "good.json"), "--out", str(tmp_path / "isdir.md"), "--figures", ""])
+    assert res.exit_code == 2 and "is a directory" in res.output
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_results_with_the_same_label_keep_their_own_sections_and_figures(runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    split, _ = runs
+    long = "nb201 cifar10 rank mean pop40 gens6 runs2 seed0 split "
+    out = R.write_report(results=[("run1", split), ("run1", split), (long + "A", split), (long + "B", split)],
+                         out=tmp_path / "r.md", figures="figs")
+    md = out.read_text()
+    assert "## run1\n" in md and "## run1 (2)" in md
+    assert len(list((tmp_path / "figs").glob("fitness-*.png"))) == 4
+
+
+def test_written_results_follow_the_umask(tmp_path):
+    import os
+
+    from tensorgp.runtime.results import write_json
+
+    old = os.umask(0o022)
+    try:
+        assert (write_json(tmp_path / "r.json", {"a": 1}).stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
+
+
 def _quality_module():
     """bench/quality.py, a script outside the package, loaded fresh (tests monkeypatch its globals)."""
     import importlib.util

@@ -8,6 +8,7 @@ report says so and keeps everything else.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from ..runtime.results import write_atomic
 from .baselines import METRIC_KEYS
 
 STRATEGY_NAMES = {
@@ -67,7 +69,22 @@ def code(expr: str) -> str:
 
 
 def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:48].rstrip("-") or "result"
+    """A file-name part for ``label``; a long label keeps a hash of the whole, so labels that differ
+    only past the cut still get their own figure files."""
+    s = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
+    if len(s) > 48:
+        s = s[:40].rstrip("-") + "-" + hashlib.sha1(label.encode()).hexdigest()[:7]
+    return s or "result"
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """``labels`` with a repeated one numbered (``run1``, ``run1 (2)``): each result its own section and figures."""
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} ({seen[lab]})")
+    return out
 
 
 def _mean(xs) -> float | None:
@@ -402,15 +419,16 @@ def render(results: Sequence[tuple[str, dict]], figures: Path | None = None, fig
     """The whole markdown report for ``[(label, result)]``; ``full``: the labels that get the
     single-proxy tables and the figures (None: every result)."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    labels = unique_labels([lab for lab, _ in results])
     versions = sorted({str(r.get("version")) for _, r in results})
     out = [f"# {title}", "", f"Generated {now} by tensorgp {', '.join(versions)}"
            + (f" with:\n\n```bash\n{command}\n```" if command else "."), ""]
     if intro:
         out += [intro.strip(), ""]
     out += ["## Overview", "", "Mean Kendall tau on each result's held-out set (test tasks, else validation "
-            "tasks, else held-out architectures).", "", overview(results), ""]
-    for label, r in results:
-        f = full is None or label in full
+            "tasks, else held-out architectures).", "", overview(list(zip(labels, (r for _, r in results)))), ""]
+    for (orig, r), label in zip(results, labels):
+        f = full is None or orig in full
         if r.get("protocol") == "leave-one-space-out":
             out.append(render_loso(r, label, figures, fig_rel, full=f))
         else:
@@ -424,7 +442,17 @@ def load_results(paths: Sequence[str | Path]) -> list[tuple[str, dict]]:
     out = []
     for p in map(Path, paths):
         f = p / "result.json" if p.is_dir() else p
-        r = json.loads(f.read_text())
+        try:
+            r = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"{f}: not a readable result ({e})") from None
+        if not isinstance(r, dict):
+            raise ValueError(f"{f}: not a tensorgp result (its top level is not a JSON object)")
+        need = ("folds", "summary") if r.get("protocol") == "leave-one-space-out" else ("sets", "baselines", "tasks")
+        missing = [k for k in need if k not in r]
+        if missing:
+            raise ValueError(f"{f}: not a tensorgp run result this version can report (no {', '.join(missing)}; "
+                             f"written by an older tensorgp or another program?)")
         label = r.get("label") or (f.parent.name if f.name == "result.json" else f.stem)
         out.append((label, r))
     return out
@@ -437,6 +465,8 @@ def write_report(paths: Sequence[str | Path] | None = None, out: str | Path = "r
     """Write the markdown report of result files ``paths`` (or ``results``) to ``out``; figures
     (PNG) go to ``figures`` (relative to ``out``'s folder when relative; None: no figures)."""
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; give the markdown file to write")
     res = list(results or []) + (load_results(paths) if paths else [])
     if not res:
         raise ValueError("no results to report")
@@ -447,7 +477,4 @@ def write_report(paths: Sequence[str | Path] | None = None, out: str | Path = "r
         fig_rel = str(figures) if not Path(figures).is_absolute() else str(fig_dir)
     text = render(res, fig_dir, fig_rel, title, command, intro, full)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    return out
+    return write_atomic(out, text)

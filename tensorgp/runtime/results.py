@@ -24,6 +24,12 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(_clean(obj), indent=indent, allow_nan=False)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, data: bytes | str | memoryview, backup: str | Path | None = None) -> Path:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``.
     With ``backup``, an existing ``path`` is first renamed to it: a kill between the two
@@ -35,6 +41,7 @@ def write_atomic(path: str | Path, data: bytes | str | memoryview, backup: str |
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the user's group
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
