@@ -277,3 +277,29 @@ def test_a_checkpointed_run_picks_like_a_plain_one_under_a_resampled_objective(t
     plain = evolve_proxy(spec)
     managed = evolve_proxy(spec, checkpoint=tmp_path / "ck", every=1)
     assert managed["program"] == plain["program"] and managed["hall_of_fame"] == plain["hall_of_fame"]
+
+
+def test_checkpoint_and_resume_folders_are_checked_before_the_run(tmp_path):
+    """A folder holding a run's checkpoint is never overwritten by a fresh run; a file is refused as
+    --checkpoint or --resume with a message naming the option."""
+    from typer.testing import CliRunner
+
+    from tensorgp_cli.cli import app
+    from test_protocols import write_suite
+
+    data = write_suite(tmp_path)
+    base = ["run", "--data", str(data), "--train", "alpha/*", "--pop", "20", "--gens", "2", "--quiet"]
+    d = tmp_path / "ck"
+    assert CliRunner().invoke(app, [*base, "--checkpoint", str(d)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    again = CliRunner().invoke(app, [*base, "--checkpoint", str(d)])
+    assert again.exit_code == 2 and "holds another run's checkpoint" in " ".join(again.output.split())
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+    (tmp_path / "afile").write_text("x")
+    bad = CliRunner().invoke(app, [*base, "--checkpoint", str(tmp_path / "afile"), "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 2 and "--checkpoint" in bad.output and "existing file" in bad.output
+    f = next(d.glob("checkpoint*.pt"))
+    res = CliRunner().invoke(app, [*base, "--resume", str(f)])
+    assert res.exit_code == 2 and "give the checkpoint folder" in " ".join(res.output.split())
+    ok = CliRunner().invoke(app, [*base[:-3], "--gens", "3", "--quiet", "--resume", str(d)])
+    assert ok.exit_code == 0, ok.output

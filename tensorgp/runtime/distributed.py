@@ -33,6 +33,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .lock import DirLock
+from .output import check_out_dir
 from ..engine.evolve import Evolver, GenStats, HallOfFame
 from ..engine.population import Population, pad_to
 
@@ -475,9 +476,17 @@ def plan_run(spec, *, islands: int = 1, migrate_every: int = 5, migrants: int = 
     isl = Islands(migrate_every, migrants) if islands > 1 or distributed else None
     if every < 0:
         raise ValueError("--every must be >= 0")
+    rank = int(os.environ.get("RANK", "0"))
+    if resume is not None and Path(resume).is_file():
+        raise ValueError(f"--resume {resume}: give the checkpoint folder ({Path(resume).parent}), not a file in it")
+    if checkpoint is not None:
+        check_out_dir(checkpoint, "--checkpoint")  # before the run: an existing file or no permission fails now
+        if resume is None and ckpt.candidates(checkpoint, rank):
+            # a fresh run would overwrite both of its files: never lose a resumable run silently
+            raise ValueError(f"--checkpoint {checkpoint}: holds another run's checkpoint; continue it with "
+                             f"--resume {checkpoint}, or give an empty folder")
     if resume is not None:
         resume = Path(resume)
-        rank = int(os.environ.get("RANK", "0"))
         saved = ckpt.load(resume, rank)  # this rank's own file: ranks on other machines see only theirs
         ws, now = int(saved.run.get("world_size", 1)), int(os.environ.get("WORLD_SIZE", "1"))
         if ws != now:
