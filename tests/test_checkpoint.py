@@ -303,3 +303,25 @@ def test_checkpoint_and_resume_folders_are_checked_before_the_run(tmp_path):
     assert res.exit_code == 2 and "give the checkpoint folder" in " ".join(res.output.split())
     ok = CliRunner().invoke(app, [*base[:-3], "--gens", "3", "--quiet", "--resume", str(d)])
     assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda o: o["state"]["history"].__setitem__(0, {"foo": 1}), "state.history"),
+    (lambda o: o["state"].__setitem__("history", []), "state.history"),
+    (lambda o: o["state"].__setitem__("rng_state", torch.zeros(10, dtype=torch.uint8)), "state.rng_state"),
+    (lambda o: o["run"]["spec"]["config"].__setitem__("population", "x"), "run.spec.config"),
+    (lambda o: o["run"]["spec"].pop("train"), "run.spec"),
+    (lambda o: o["run"].__setitem__("world_size", "x"), "run.world_size"),
+])
+def test_an_edited_checkpoint_is_refused_naming_the_file_and_the_field(tmp_path, edit, field):
+    from tensorgp.nas.experiment import evolve_proxy
+    from test_protocols import spec_for, write_suite
+
+    data = write_suite(tmp_path)
+    evolve_proxy(spec_for(data, train="alpha/*", runs=1, gens=2), checkpoint=tmp_path / "ck", every=1)
+    f = tmp_path / "ck" / ck.file_name(0)
+    obj = torch.load(f, weights_only=True)
+    edit(obj)
+    torch.save(obj, f)
+    with pytest.raises(ck.CheckpointError, match=f"{f.name}.*{field.replace('.', '[.]')}"):
+        ck.load(f, spec_type=RunSpec)

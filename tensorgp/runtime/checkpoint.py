@@ -273,9 +273,25 @@ def validate(obj: Mapping, path: Path) -> None:
         if _need(state, key, int, path, "state.") < 0:
             raise CheckpointError(f"checkpoint {path}: field state.{key} is negative")
     hist = _need(state, "history", list, path, "state.")
-    if not all(isinstance(h, dict) for h in hist):
-        raise CheckpointError(f"checkpoint {path}: field state.history holds a non-dict entry")
-    _tensor(state, "rng_state", (torch.uint8,), 1, path, "state.")
+    stat_fields = {f.name for f in dataclasses.fields(GenStats)}
+    required = {f.name for f in dataclasses.fields(GenStats)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not all(isinstance(h, dict) and required <= set(h) <= stat_fields for h in hist):
+        raise CheckpointError(f"checkpoint {path}: field state.history holds an entry that is not a generation's "
+                              f"statistics (keys of {', '.join(sorted(stat_fields))})")
+    if state["generation"] > 0 and not hist:
+        raise CheckpointError(f"checkpoint {path}: field state.history is empty at generation {state['generation']}")
+    rng = _tensor(state, "rng_state", (torch.uint8,), 1, path, "state.")
+    if rng.numel() != torch.Generator().get_state().numel():
+        raise CheckpointError(f"checkpoint {path}: field state.rng_state has {rng.numel()} bytes, expected "
+                              f"{torch.Generator().get_state().numel()}")
+    try:
+        EvolutionConfig.from_dict(cfg)  # its __post_init__ checks the values
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path}: field run.spec.config is not a valid configuration ({e})") from None
+    for key, cast in (("world_size", int),):
+        if key in run and not isinstance(run[key], cast):
+            raise CheckpointError(f"checkpoint {path}: field run.{key} is {run[key]!r}, expected an int")
     elapsed = progress.get("elapsed_s", 0.0)
     if not isinstance(elapsed, (int, float)) or not math.isfinite(elapsed):
         raise CheckpointError(f"checkpoint {path}: field progress.elapsed_s is {elapsed!r}, expected a number")
@@ -342,7 +358,14 @@ def load(path: str | Path, rank: int = 0, device: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {p} does not exist")
     obj = _read(p)
     spec = obj["run"]["spec"]
-    return Checkpoint(spec_from_dict(spec, spec_type) if spec_type else spec, state_from_dict(obj["state"], device),
+    if spec_type:
+        try:
+            spec = spec_from_dict(spec, spec_type)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {p}: {e}") from None
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {p}: field run.spec is not a valid run spec ({e})") from None
+    return Checkpoint(spec, state_from_dict(obj["state"], device),
                       obj["run"],
                       obj.get("progress", {}), p, int(obj.get("rank", rank)))
 
