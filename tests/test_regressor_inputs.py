@@ -198,3 +198,13 @@ FALLBACK = textwrap.dedent("""
 def test_works_without_sklearn():
     out = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True)
     assert out.returncode == 0 and "fallback ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_column_names_become_names_the_formula_parser_reads_back():
+    from tensorgp.engine.expression import parse, to_infix
+    from tensorgp.sr.inputs import sanitize
+
+    names = sanitize(["nan", "inf", "sin", "α", "x 1", "1a", "a", "a"])
+    assert names == ["nan_", "inf_", "sin_", "_", "x_1", "x_1a", "a", "a_1"]
+    text = " + ".join(names)
+    assert to_infix(parse(text, names), names).count("+") == len(names) - 1  # every name is a variable

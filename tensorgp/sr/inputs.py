@@ -89,12 +89,18 @@ def is_frame(X: Any) -> bool:
 
 
 def sanitize(names: list[str]) -> list[str]:
-    """Names usable in formulas: non-word characters -> ``_``, no leading digit, unique."""
+    """Names usable in formulas the parser reads back: characters outside ``[A-Za-z0-9_]`` -> ``_``,
+    no leading digit, not a number word (``nan``, ``inf``) or an operator's name, unique."""
+    from ..engine.primitives import OPCODE
+
+    reserved = {"nan", "inf"} | set(OPCODE)
     out: list[str] = []
     for n in names:
-        s = re.sub(r"\W", "_", n) or "x"
+        s = re.sub(r"[^A-Za-z0-9_]", "_", n) or "x"
         if s[0].isdigit():
             s = "x_" + s
+        if s in reserved:
+            s = s + "_"
         base, k = s, 1
         while s in out:
             s, k = f"{base}_{k}", k + 1
