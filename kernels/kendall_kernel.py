@@ -74,6 +74,9 @@ def _kendall_kernel(
     tl.store(part_ptr + base + 2, uy_tot)
 
 
+GRID_Y = 65535  # CUDA's limit on a launch grid's second dimension
+
+
 def kendall_counts_triton(
     pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, *, block: int = DEFAULT_BLOCK,
     nonfinite_high: bool = False, max_rows: int | None = None,
@@ -89,6 +92,10 @@ def kendall_counts_triton(
     if P == 0 or T <= 0:
         return torch.zeros(P, max(T, 0), 3, dtype=torch.int64, device=pred.device)
     max_n = int((off[1:] - off[:-1]).max().item()) if max_rows is None else int(max_rows)
+    if T > GRID_Y:  # tasks ride grid.y, which CUDA caps: launch them in slices (offsets are absolute)
+        return torch.cat([kendall_counts_triton(pred, target, off[a:min(T, a + GRID_Y) + 1], block=block,
+                                                nonfinite_high=nonfinite_high, max_rows=max_n)
+                          for a in range(0, T, GRID_Y)], 1)
     NB = max(1, triton.cdiv(max_n, block))
     part = torch.empty(P, T, NB, 3, dtype=torch.int64, device=pred.device)
     _kendall_kernel[(P, T, NB)](

@@ -430,6 +430,16 @@ def test_structure_kernel_matches_the_dense_torch_reference() -> None:
     assert int(ref[..., 2].max()) >= 2  # non-trivial heights were compared
 
 
+def test_pairs_kernel_launches_tasks_past_the_grid_limit_in_slices(monkeypatch) -> None:
+    kk = _kernels_module("kendall_kernel")
+    g = torch.Generator().manual_seed(0)
+    off = torch.tensor([0, 3, 3, 7, 8, 12, 16])
+    pred, target = torch.randn(2, 16, generator=g).round(), torch.randn(16, generator=g).round()
+    want = kk.kendall_counts_triton(pred.to(DEV), target.to(DEV), off.to(DEV)).cpu()
+    monkeypatch.setattr(kk, "GRID_Y", 2)
+    assert torch.equal(kk.kendall_counts_triton(pred.to(DEV), target.to(DEV), off.to(DEV)).cpu(), want)
+
+
 def test_structure_kernel_sees_functions_registered_after_its_first_call() -> None:
     from tensorgp.engine.primitives import register_function, unregister_function
     from tensorgp.engine.structure_dense import structure_dense_torch
