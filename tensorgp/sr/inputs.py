@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.primitives import OPCODE
+
 try:
     from sklearn.base import BaseEstimator, RegressorMixin
     from sklearn.exceptions import DataConversionWarning, NotFittedError
@@ -91,8 +93,6 @@ def is_frame(X: Any) -> bool:
 def sanitize(names: list[str]) -> list[str]:
     """Names usable in formulas the parser reads back: characters outside ``[A-Za-z0-9_]`` -> ``_``,
     no leading digit, not a number word (``nan``, ``inf``) or an operator's name, unique."""
-    from ..engine.primitives import OPCODE
-
     reserved = {"nan", "inf"} | set(OPCODE)
     out: list[str] = []
     for n in names:

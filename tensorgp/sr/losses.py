@@ -34,9 +34,10 @@ on every data set.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import torch
@@ -363,3 +364,22 @@ class RegressionObjective:
         self.last_split = (time.perf_counter() - t0, 0.0)
         fit = -self.normalized(loss)
         return torch.where(torch.isfinite(fit), fit, torch.full_like(fit, float("nan"))).to(torch.float32)
+
+
+# ------------------------------------------------------------------------------- target units
+
+
+def loss_unit(loss: Any, unit: float) -> float:
+    """Factor from losses on ``y / unit`` to losses on y (mse: unit^2, mae: unit, others 1)."""
+    k = {"mse": 2, "mae": 1}.get(loss, 0) if isinstance(loss, str) else 0
+    return unit ** k if k * abs(math.log2(unit)) < 1000 else (math.inf if unit > 1 else 0.0)  # beyond float64: inf
+
+
+def y_unit(y: torch.Tensor) -> float:
+    """A power of two that brings a target far outside float32's comfortable range (max |y|
+    above 1e30 or below 1e-30) to magnitude ~1; 1.0 for every other target. The fit runs on
+    ``y / unit`` and the model's intercept and slope are scaled back."""
+    top = float(y.abs().max())
+    if top == 0 or 1e-30 <= top <= 1e30:
+        return 1.0
+    return 2.0 ** round(math.log2(top))

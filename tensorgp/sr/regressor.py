@@ -89,7 +89,7 @@ from .inputs import NotFittedError  # noqa: F401 (re-exported)
 from .inputs import EstimatorBase, check_fitted, fit_X, fit_y, predict_X, sample_weights, sanitize, seed_from
 from ..engine.evaluate import evaluate, resolve_backend
 from ..engine.evolve import EvolutionConfig, Evolver
-from .losses import RegressionObjective, check_loss
+from .losses import RegressionObjective, check_loss, loss_unit, y_unit
 from .pareto import SELECTIONS, FittedProgram, ParetoFront, select
 from .streaming import as_source, fit_source
 from ..engine.population import Population, first_new, pad_to, program_depth, program_keys
@@ -204,22 +204,6 @@ def _model_node(node: E.Node, a: float, b: float) -> E.Node:
     if a != 0.0:  # float64, as predict adds it: a float32 intercept can be off by more than y's spread
         out = E.Node(OPCODE["add"], 0.0, (out, E.Node(CONST, float(a))))
     return E.simplify(out)
-
-
-def _loss_unit(loss: Any, unit: float) -> float:
-    """Factor from losses on ``y / unit`` to losses on y (mse: unit^2, mae: unit, others 1)."""
-    k = {"mse": 2, "mae": 1}.get(loss, 0) if isinstance(loss, str) else 0
-    return unit ** k if k * abs(math.log2(unit)) < 1000 else (math.inf if unit > 1 else 0.0)  # beyond float64: inf
-
-
-def y_unit(y: torch.Tensor) -> float:
-    """A power of two that brings a target far outside float32's comfortable range (max |y|
-    above 1e30 or below 1e-30) to magnitude ~1; 1.0 for every other target. The fit runs on
-    ``y / unit`` and the model's intercept and slope are scaled back."""
-    top = float(y.abs().max())
-    if top == 0 or 1e-30 <= top <= 1e30:
-        return 1.0
-    return 2.0 ** round(math.log2(top))
 
 
 def model_expression(node: E.Node, a: float, b: float, names: list[str], digits: int = 6, y_scale: float = 0.0,
@@ -494,7 +478,7 @@ class SymbolicRegressor(*EstimatorBase):
                 archive.update(st.pop, -st.fitness.to(torch.float64))
                 best = archive.best
                 gs = st.history[-1]
-                rec = {"generation": offset + st.generation, "phase": k, "best_loss": best * obj.scale * _loss_unit(self.loss, unit),
+                rec = {"generation": offset + st.generation, "phase": k, "best_loss": best * obj.scale * loss_unit(self.loss, unit),
                        "best_normalized_loss": best, "mean_length": gs.mean_size, "eval_s": gs.eval_s,
                        "variation_s": gs.variation_s, "const_opt_s": time.perf_counter() - t_opt,
                        "elapsed_s": time.perf_counter() - t0}
@@ -657,7 +641,7 @@ class SymbolicRegressor(*EstimatorBase):
         a, b = obj.scaling(pop)
         val_loss = val.losses_at(pop, a, b).cpu().tolist() if val is not None else [None] * pop.size
         a, b = (a * unit).cpu().tolist(), (b * unit).cpu().tolist()
-        loss_unit = _loss_unit(self.loss, unit)
+        lu = loss_unit(self.loss, unit)
         names = self.variable_names_
         y_spread = math.sqrt(max(obj.syy, 0.0) / obj.N) * unit
         y_scale = abs(obj.ybar) * unit + y_spread
@@ -665,8 +649,8 @@ class SymbolicRegressor(*EstimatorBase):
         for i in range(pop.size):
             node = E.row(pop.ops, pop.consts, pop.length, i)
             expr = model_expression(node, a[i], b[i], names, y_scale=y_scale, y_spread=y_spread)
-            vl = None if val_loss[i] is None else val_loss[i] * loss_unit
-            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale * loss_unit, expr, a[i], b[i],
+            vl = None if val_loss[i] is None else val_loss[i] * lu
+            entries.append(FittedProgram(int(pop.length[i]), float(loss[i]) * obj.scale * lu, expr, a[i], b[i],
                                          pop[i].trimmed().to("cpu"), bool(front[i]), tuple(names), vl))
         self.hall_of_fame_ = entries
         front_entries = [e for e in entries if e.pareto]

@@ -40,7 +40,8 @@ import torch
 from ..engine import expression as E
 from ..engine.evaluate import evaluate
 from ..engine.population import Population
-from .losses import Moments
+from .inputs import seed_from
+from .losses import Moments, loss_unit, y_unit
 from .pareto import ParetoFront, select
 
 SAMPLE_ROWS = 100_000
@@ -235,9 +236,6 @@ def fit_source(est: Any, src: RowSource, describe: Callable[..., str], sample_ro
         raise ValueError(f"loss {est.loss!r} cannot be streamed; use one of {', '.join(STREAM_LOSSES)}")
     if sample_rows < 1:
         raise ValueError(f"sample_rows must be >= 1, got {sample_rows}")
-    from .inputs import seed_from
-    from .regressor import _loss_unit, y_unit
-
     t0 = time.perf_counter()
     seed = seed_from(est.random_state)
     Xs, ys = src.sample(int(sample_rows), np.random.default_rng(seed))
@@ -267,7 +265,7 @@ def fit_source(est: Any, src: RowSource, describe: Callable[..., str], sample_ro
         sse = m.s2 + N * shift ** 2 + m.syy + 2 * shift * m.s1 - 2 * m.sy - 2 * shift * m.syc
         a, b = torch.zeros_like(a), torch.ones_like(b)
     vy = max(m.syy / N - (m.syc / N) ** 2, 0.0)
-    lu = _loss_unit(est.loss, unit)  # losses are judged in the fit's units (finite there), reported in y's
+    lu = loss_unit(est.loss, unit)  # losses are judged in the fit's units (finite there), reported in y's
     if est.loss == "mse":
         loss = sse / N
     elif est.loss == "r2":
