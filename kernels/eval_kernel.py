@@ -94,8 +94,8 @@ def _eval_kernel(
             elif op == _MUL:
                 r = a * b
             elif op == _DIV:
-                safe = tl.abs(b) > _EPS
-                r = tl.where(safe, tl.math.div_rn(a, tl.where(safe, b, 1.0)), 1.0)
+                safe = (tl.abs(b) > _EPS) | (b != b)  # NaN divides: NaN
+                r = tl.where(safe, tl.math.div_rn(a, tl.where(safe, b, 1.0)), tl.where(a != a, a, 1.0))
             elif op == _MIN:
                 r = tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
             elif op == _MAX:
@@ -119,7 +119,7 @@ def _eval_kernel(
                 r = -a
             elif op == _LOG:
                 m = tl.abs(a)
-                safe = m > _EPS
+                safe = (m > _EPS) | (m != m)
                 mm = tl.where(safe, m, 1.0)
                 if PRECISE:
                     lg = libdevice.log(mm)
@@ -133,7 +133,7 @@ def _eval_kernel(
             elif op == _SQUARE:
                 r = a * a
             elif op == _INV:
-                safe = tl.abs(a) > _EPS
+                safe = (tl.abs(a) > _EPS) | (a != a)
                 r = tl.where(safe, tl.math.div_rn(1.0, tl.where(safe, a, 1.0)), 0.0)
             elif op == _EXP:
                 # where, not minimum: NaN must stay NaN (torch.clamp keeps it)

@@ -383,3 +383,27 @@ def test_cuda_graph_replay_equals_eager_on_cuda():
     b.run()
     assert not b._graph_gen.failed and b._graph_gen.replays >= b.state.generation
     _assert_same_run(a, b)
+
+
+def test_device_tables_follow_a_function_registered_again_with_another_arity():
+    from tensorgp.engine.primitives import register_function, unregister_function
+
+    register_function("f_tables", 1, torch.sin)
+    try:
+        one = device_tables(PrimitiveSet(("x",), ("add", "f_tables")), VariationRates(), torch.device("cpu"))
+    finally:
+        unregister_function("f_tables")
+    register_function("f_tables", 2, torch.add)
+    try:
+        two = device_tables(PrimitiveSet(("x",), ("add", "f_tables")), VariationRates(), torch.device("cpu"))
+        assert two is not one
+    finally:
+        unregister_function("f_tables")
+
+
+def test_stepping_a_finished_device_run_says_so():
+    ev = Evolver(EvolutionConfig(population=16, generations=1, seed=0, max_depth=3, max_len=12, init_depth=(1, 2),
+                                 variation="device"), PSET, _fitness)
+    ev.run()
+    with pytest.raises(RuntimeError, match="nothing to step"):
+        ev.step()

@@ -37,11 +37,25 @@ def test_simplify_keeps_values_bit_for_bit():
 def test_simplify_identities():
     v = ("x", "y")
     cases = {
-        "(x + 0)": "x", "(1 * y)": "y", "(x - (-y))": "(x + y)", "(-(-x))": "x", "abs(abs(x))": "abs(x)",
+        "(x - 0)": "x", "(x + -0)": "x", "(x + 0)": "(x + 0)", "(1 * y)": "y", "(x - (-y))": "(x + y)", "(-(-x))": "x", "abs(abs(x))": "abs(x)",
         "(log(2) * x)": "(0.693147182 * x)", "min(x, x)": "x", "(x * 0)": "(x * 0)",
     }
     for src, want in cases.items():
         assert E.to_infix(E.simplify(E.parse(src, v)), v) == want
+
+
+def test_simplify_keeps_signed_zeros_and_tells_apart_zeros_of_either_sign():
+    import torch
+
+    from tensorgp.engine.evaluate import evaluate
+    from tensorgp.engine.population import Population
+
+    v = ("x",)
+    X = torch.tensor([[-0.0], [0.0], [float("nan")], [-1.5]])
+    for src in ("(x + 0)", "(0 + x)", "(x - -0)", "(x - 0)", "(x + -0)", "min((x * 0), (x * -0))"):
+        before, after = E.parse(src, v), E.simplify(E.parse(src, v))
+        a, b = (evaluate(Population.from_rows([E.to_postfix(n)]), X, "torch")[0] for n in (before, after))
+        assert torch.equal(torch.signbit(a), torch.signbit(b)) and torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)), src
 
 
 def test_parse_precedence_and_negative_constants():

@@ -276,3 +276,58 @@ def test_numba_rejects_user_function_without_numba_form(softplus: int) -> None:
     pop = pop_of(["softplus(a)"], ("a",))
     with pytest.raises(ValueError, match="numba form"):
         evaluate_numba(pop.ops, pop.consts, pop.length, torch.ones(4, 1))
+
+
+# ----------------------------------------------------------------- review: NaN, pow, names
+
+
+@pytest.mark.parametrize("formula", ["inv(x)", "log(x)", "(1 / x)", "(x / y)", "(y / x)", "pow(x, y)", "pow(y, x)"])
+def test_a_nan_input_stays_nan_in_every_backend_and_export(formula):
+    """A failed proxy value (NaN) must make the architecture rank last: protected operators
+    protect near-zero values, not NaN."""
+    sp = pytest.importorskip("sympy")
+    from tensorgp.engine.export import node_to_python
+
+    v = ("x", "y")
+    node = E.parse(formula, v)
+    pop = Population.from_rows([E.to_postfix(node)])
+    X = torch.tensor([[float("nan"), 2.0], [float("nan"), 0.0]])
+    backends = ["torch"] + (["numba"] if numba_available() else [])
+    for b in backends:
+        assert torch.isnan(evaluate(pop, X, b)).all(), (b, evaluate(pop, X, b))
+    ns: dict = {}
+    exec(node_to_python(node, list(v)), ns)
+    used = E.names_in(formula)
+    assert np.isnan(ns["proxy"](**{n: X[:, i].numpy() for i, n in enumerate(v) if n in used})).all()
+    xs, ys = sp.symbols("x y")
+    f = sp.lambdify([xs, ys], node_to_sympy(node, [xs, ys], protected=True), "numpy")
+    assert np.isnan(np.asarray(f(X[:, 0].numpy().astype(float), X[:, 1].numpy().astype(float)), dtype=float)).all()
+    _, grad = jacobian(pop.ops, pop.consts, pop.length, X)  # the constant optimiser's view agrees
+    assert grad.shape[0] == 1
+
+
+def test_pow_of_a_row_does_not_depend_on_where_it_sits():
+    pop = Population.from_rows([E.to_postfix(E.parse("pow(x, y)", ("x", "y")))])
+    X = torch.tensor([[0.5012969970703125, -0.787860631942749]]).expand(33, 2).contiguous()
+    out = evaluate(pop, X, "torch")[0]
+    assert (out == out[0]).all()
+    if numba_available():
+        assert torch.equal(evaluate(pop, X, "numba")[0], out)
+
+
+def test_nan_and_inf_are_not_names():
+    with pytest.raises(ValueError, match="other than nan and inf"):
+        register_function("inf", 1, torch.sin)
+    with pytest.raises(ValueError, match="nan or inf"):
+        PrimitiveSet(("nan", "x"), ("add",))
+
+
+def test_python_export_parameters_never_hide_its_helpers():
+    from tensorgp.engine.export import node_to_python
+
+    node = E.parse("(log(_log) + _div)", ("_log", "_div"))
+    ns: dict = {}
+    src = node_to_python(node, ["_log", "_div"])
+    exec(src, ns)
+    x = np.array([1.0, np.e])
+    np.testing.assert_allclose(ns["proxy"](x, x), np.log(x) + x)

@@ -31,7 +31,7 @@ import torch
 from .counter_rng import below, uniform
 from .device_random import random_bits
 from .population import Population, arity_of, make_terminals
-from .primitives import PrimitiveSet, arity_table
+from .primitives import PrimitiveSet, arity_table, table_version
 from .structure_dense import structure_table
 from .variation import N_CANDIDATES, Limits, VariationRates, _first_valid, _pick, sample_points, splice_plan, tournament
 
@@ -82,7 +82,7 @@ _TABLES: dict[tuple, DeviceTables] = {}
 
 
 def device_tables(pset: PrimitiveSet, rates: VariationRates, device: torch.device) -> DeviceTables:
-    key = (pset, rates, str(device))
+    key = (pset, rates, str(device), table_version())  # a re-registered function changes arities
     t = _TABLES.get(key)
     if t is None:
         t = _TABLES[key] = DeviceTables.build(pset, rates, device)

@@ -332,14 +332,15 @@ if _HAVE_NUMBA:
         elif op == 4:
             for j in range(nb):
                 y = R[b, j]
-                D[d, j] = R[a, j] / y if abs(y) > _E else _ONE
+                x = R[a, j]
+                D[d, j] = (x if x != x else _ONE) if abs(y) <= _E else x / y  # NaN either side: NaN
         elif op == 5:
             for j in range(nb):
                 D[d, j] = -R[a, j]
         elif op == 6:
             for j in range(nb):
                 x = abs(R[a, j])
-                D[d, j] = _logf(x) if x > _E else _ZERO
+                D[d, j] = _ZERO if x <= _E else _logf(x)
         elif op == 7:
             for j in range(nb):
                 D[d, j] = np.sqrt(abs(R[a, j]))
@@ -353,7 +354,7 @@ if _HAVE_NUMBA:
         elif op == 10:
             for j in range(nb):
                 x = R[a, j]
-                D[d, j] = _ONE / x if abs(x) > _E else _ZERO
+                D[d, j] = _ZERO if abs(x) <= _E else _ONE / x
         elif op == 11:
             for j in range(nb):
                 x = R[a, j]
@@ -379,7 +380,7 @@ if _HAVE_NUMBA:
             for j in range(nb):
                 x = R[a, j]
                 y = R[b, j]
-                t = abs(x) ** y
+                t = np.float32(np.float64(abs(x)) ** np.float64(y))  # float64, rounded: as torch's _pow
                 t = _PMAX if t > _PMAX else t
                 D[d, j] = _NAN if (x != x) or (y != y) else t
         elif op == 16:  # libm sinf/cosf: not vectorised, correctly range-reduced for huge |x|

@@ -301,7 +301,11 @@ class Evolver:
             self.initialize()
             return self.state.history[-1]
         if self.device_path:
-            return self.steps(1)[0]
+            done = self.steps(1)
+            if not done:
+                raise RuntimeError(f"the run is at its last generation ({self.state.generation} of "
+                                   f"{self.config.generations}, or stopped by patience/target): nothing to step")
+            return done[0]
         st = self.state
         R = self.config.runs
         prev_hof = st.hof.fitness  # replaced, never written in place, by advance()

@@ -24,7 +24,7 @@ def _exponent(e):
 
 
 def _protected_functions(sp):
-    """sympy functions ``pdiv``, ``pinv``, ``plog`` that stay unevaluated (sympy would otherwise
+    """sympy functions ``pdiv``, ``pinv``, ``plog``, ``ppow`` that stay unevaluated (sympy would otherwise
     fold ``1/Piecewise`` into branches that divide by 0) and carry their numpy implementation,
     so ``sympy.lambdify`` evaluates them with the protected semantics."""
     import numpy as np
@@ -32,24 +32,30 @@ def _protected_functions(sp):
 
     def _div(a, b):
         a, b = np.asarray(a), np.asarray(b)
-        safe = np.abs(b) > EPS
+        safe = ~(np.abs(b) <= EPS)  # NaN stays NaN, as in the engine
         with np.errstate(all="ignore"):
-            return np.where(safe, a / np.where(safe, b, 1), 1)
+            return np.where(safe, a / np.where(safe, b, 1), np.where(np.isnan(a), a, 1))
 
     def _inv(a):
         a = np.asarray(a)
-        safe = np.abs(a) > EPS
+        safe = ~(np.abs(a) <= EPS)
         with np.errstate(all="ignore"):
             return np.where(safe, 1 / np.where(safe, a, 1), 0)
 
     def _log(a):
         m = np.abs(np.asarray(a))
-        safe = m > EPS
+        safe = ~(m <= EPS)
         with np.errstate(all="ignore"):
             return np.where(safe, np.log(np.where(safe, m, 1)), 0)
 
+    def _pow(a, b):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        with np.errstate(all="ignore"):
+            r = np.minimum(np.power(np.abs(a), b), POW_MAX)
+        return np.where(np.isnan(a) | np.isnan(b), np.nan, r)  # IEEE pow(1, nan) = 1: the program's is NaN
+
     return (implemented_function("pdiv", _div), implemented_function("pinv", _inv),
-            implemented_function("plog", _log))
+            implemented_function("plog", _log), implemented_function("ppow", _pow))
 
 
 def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, protected: bool = False):
@@ -60,12 +66,12 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
     protection threshold (|x| <= 1e-6, exp argument > 80) is hit. ``protected=True``: ``div``,
     ``inv`` and ``log`` become the functions ``pdiv``, ``pinv``, ``plog`` (whose ``lambdify``
     implementation is the protected one) and ``exp`` clamps its argument at EXP_MAX, so the
-    expression equals the program everywhere. ``pow`` is ``|x|^y``, with its 1e30 ceiling when
-    ``protected``; user
+    expression equals the program everywhere. ``pow`` is ``|x|^y``; ``protected``: the function
+    ``ppow`` (its 1e30 ceiling, and NaN where an argument is NaN); user
     functions use their ``sympy`` form, or an undefined ``sympy.Function`` of their name."""
     import sympy as sp  # optional dependency
 
-    pdiv, pinv, plog = _protected_functions(sp) if protected else (None, None, None)
+    pdiv, pinv, plog, ppow = _protected_functions(sp) if protected else (None, None, None, None)
 
     def conv(n: Node):
         if n.op == CONST:  # protected: the float32 constant exactly (what the program computes with)
@@ -85,8 +91,7 @@ def node_to_sympy(node: Node, symbols: list, a: float = 0.0, b: float = 1.0, pro
             "inv": lambda: pinv(c[0]) if protected else 1 / c[0],
             "exp": lambda: sp.exp(sp.Min(c[0], sp.Float(EXP_MAX)) if protected else c[0]),
             "tanh": lambda: sp.tanh(c[0]), "min": lambda: sp.Min(c[0], c[1]), "max": lambda: sp.Max(c[0], c[1]),
-            "pow": lambda: (sp.Min(sp.Abs(c[0]) ** _exponent(c[1]), sp.Float(POW_MAX)) if protected
-                            else sp.Abs(c[0]) ** _exponent(c[1])), "sin": lambda: sp.sin(c[0]), "cos": lambda: sp.cos(c[0]),
+            "pow": lambda: ppow(c[0], c[1]) if protected else sp.Abs(c[0]) ** _exponent(c[1]), "sin": lambda: sp.sin(c[0]), "cos": lambda: sp.cos(c[0]),
         }
         if name not in table:
             raise NotImplementedError(f"no sympy form for function {name!r}; add it to export.node_to_sympy")
@@ -177,14 +182,14 @@ _PY_HELPERS = {
             "        r = np.minimum(np.power(np.abs(a), b), POW_MAX)\n"
             "    return np.where(np.isnan(a) | np.isnan(b), NAN, r)\n", "_pow({0}, {1})"),
     "div": ("def _div(a, b):\n"
-            "    safe = np.abs(b) > EPS\n"
-            "    return np.where(safe, a / np.where(safe, b, ONE), ONE)\n", "_div({0}, {1})"),
+            "    safe = ~(np.abs(b) <= EPS)\n"
+            "    return np.where(safe, a / np.where(safe, b, ONE), np.where(np.isnan(a), a, ONE))\n", "_div({0}, {1})"),
     "inv": ("def _inv(a):\n"
-            "    safe = np.abs(a) > EPS\n"
+            "    safe = ~(np.abs(a) <= EPS)\n"
             "    return np.where(safe, ONE / np.where(safe, a, ONE), ZERO)\n", "_inv({0})"),
     "log": ("def _log(a):\n"
             "    m = np.abs(a)\n"
-            "    safe = m > EPS\n"
+            "    safe = ~(m <= EPS)\n"
             "    return np.where(safe, np.log(np.where(safe, m, ONE)), ZERO)\n", "_log({0})"),
 }
 
@@ -194,7 +199,9 @@ def python_identifier(variable: str, taken: set[str]) -> str:
     import keyword
 
     s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in variable) or "x"
-    if s[0].isdigit() or keyword.iskeyword(s) or s in ("np", "DTYPE", "EPS", "EXP_MAX", "POW_MAX", "ONE", "ZERO", "NAN"):
+    # the module's own names: numpy, its constants, the protected helpers and the generated functions
+    if s[0].isdigit() or keyword.iskeyword(s) or s.startswith(("_", "formula")) or \
+            s in ("np", "DTYPE", "EPS", "EXP_MAX", "POW_MAX", "ONE", "ZERO", "NAN"):
         s = "v_" + s
     base, i = s, 1
     while s in taken:

@@ -320,10 +320,27 @@ def _is_const(n: Node, v: float | None = None) -> bool:
     return n.op == CONST and (v is None or n.value == v)
 
 
+def _is_zero(n: Node, negative: bool) -> bool:
+    """A constant zero of the given sign: ``x + -0`` and ``x - +0`` are x for every x, but
+    ``x + +0`` is +0 at x = -0."""
+    return _is_const(n, 0.0) and (math.copysign(1.0, n.value) < 0) == negative
+
+
+def _same(a: Node, b: Node) -> bool:
+    """Identical trees, constants compared bit for bit (Node equality takes -0 == +0)."""
+    if a.op != b.op or len(a.children) != len(b.children):
+        return False
+    if a.op == CONST and float(a.value).hex() != float(b.value).hex():
+        return False
+    return all(_same(x, y) for x, y in zip(a.children, b.children))
+
+
 @_guarded
 def simplify(node: Node) -> Node:
     """Constant folding and identities that keep the value bit-for-bit on every input,
-    NaN and inf included (so ``x * 0`` is kept: it is NaN where x is)."""
+    NaN, inf and signed zeros included (so ``x * 0`` is kept: it is NaN where x is), under the
+    engine's float32 arithmetic: constants fold in float32 as programs compute them (a float64
+    evaluation of the unfolded program may differ in the folded constant's last float32 bit)."""
     kids = tuple(simplify(c) for c in node.children)
     node = Node(node.op, node.value, kids)
     if not kids:
@@ -331,9 +348,9 @@ def simplify(node: Node) -> Node:
     name = function(node.op).name
     if all(_is_const(c) for c in kids):
         return Node(CONST, _f32(_fold(node.op, [c.value for c in kids])))
-    if name in ("add", "sub") and _is_const(kids[1], 0.0):
+    if (name == "add" and _is_zero(kids[1], negative=True)) or (name == "sub" and _is_zero(kids[1], negative=False)):
         return kids[0]
-    if name == "add" and _is_const(kids[0], 0.0):
+    if name == "add" and _is_zero(kids[0], negative=True):
         return kids[1]
     if name in ("mul", "div") and _is_const(kids[1], 1.0):
         return kids[0]
@@ -349,7 +366,7 @@ def simplify(node: Node) -> Node:
         return Node(node.op, 0.0, kids[0].children)
     if name == "abs" and kids[0].op in (OPCODE["abs"], OPCODE["sqrt"], OPCODE["square"]):
         return kids[0]
-    if name in ("min", "max") and kids[0] == kids[1]:
+    if name in ("min", "max") and _same(kids[0], kids[1]):
         return kids[0]
     return node
 

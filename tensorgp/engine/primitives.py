@@ -45,24 +45,29 @@ EXP_MAX = 80.0  # exp(80) ~ 5.5e34 stays finite in float32
 POW_MAX = 1e30  # pow's ceiling (float32 1.00000002e30)
 
 
+# ``~(|x| <= EPS)``, not ``|x| > EPS``: NaN is "safe", so it reaches the real operation and stays NaN
 def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    safe = b.abs() > EPS
-    return torch.where(safe, a / torch.where(safe, b, torch.ones_like(b)), torch.ones_like(a))
+    safe = ~(b.abs() <= EPS)
+    one = torch.where(torch.isnan(a), a, torch.ones_like(a))  # a NaN numerator stays NaN over a protected 0
+    return torch.where(safe, a / torch.where(safe, b, torch.ones_like(b)), one)
 
 
 def _log(a: torch.Tensor) -> torch.Tensor:
     m = a.abs()
-    safe = m > EPS
+    safe = ~(m <= EPS)
     return torch.where(safe, torch.log(torch.where(safe, m, torch.ones_like(m))), torch.zeros_like(a))
 
 
 def _inv(a: torch.Tensor) -> torch.Tensor:
-    safe = a.abs() > EPS
+    safe = ~(a.abs() <= EPS)
     return torch.where(safe, 1.0 / torch.where(safe, a, torch.ones_like(a)), torch.zeros_like(a))
 
 
 def _pow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    r = torch.clamp(torch.pow(a.abs(), b), max=POW_MAX)
+    # in float64, then rounded: torch's float32 pow takes a vectorised path (within 1 ulp) for blocks
+    # of 32 values and a scalar one for the rest, so a row's value depended on its position
+    wide = torch.promote_types(a.dtype, torch.float64)
+    r = torch.clamp(torch.pow(a.abs().to(wide), b.to(wide)), max=POW_MAX).to(a.dtype)
     # IEEE pow(1, nan) and pow(nan, 0) are 1: a failed input must stay NaN here
     return torch.where(torch.isnan(a) | torch.isnan(b), torch.full_like(r, float("nan")), r)
 
@@ -138,8 +143,9 @@ def register_function(name: str, arity: int, fn: Callable[..., torch.Tensor], in
     """
     import re
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"function name {name!r} must be an identifier")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in ("nan", "inf"):
+        raise ValueError(f"function name {name!r} must be an identifier other than nan and inf (the parser "
+                         f"reads those as numbers)")
     if name in OPCODE:
         raise ValueError(f"a function named {name!r} already exists (opcode {OPCODE[name]})")
     if arity not in (1, 2):
@@ -249,6 +255,8 @@ class PrimitiveSet:
             raise ValueError("no terminals: the primitive set needs at least one variable")
         if len(set(self.variables)) != len(self.variables):
             raise ValueError(f"duplicate variable names in {self.variables}")
+        if {"nan", "inf"} & set(self.variables):
+            raise ValueError(f"variables named nan or inf would print as numbers: rename them ({self.variables})")
 
     @staticmethod
     def parse_functions(spec: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -52,16 +52,16 @@ def _rule(name: str, a, da, b=None, db=None):
         return a - b, da - db
     if name == "mul":
         return a * b, b[:, None] * da + a[:, None] * db
-    if name == "div":
-        safe = b.abs() > EPS
+    if name == "div":  # ~(|x| <= EPS): NaN takes the real operation and stays NaN, as in primitives
+        safe = ~(b.abs() <= EPS)
         bs = torch.where(safe, b, torch.ones_like(b))
-        v = torch.where(safe, a / bs, torch.ones_like(a))
+        v = torch.where(safe, a / bs, torch.where(torch.isnan(a), a, torch.ones_like(a)))
         dv = (da * bs[:, None] - a[:, None] * db) / (bs * bs)[:, None]
         return v, torch.where(safe[:, None], dv, torch.zeros_like(dv))
     if name == "neg":
         return -a, -da
     if name == "log":
-        safe = a.abs() > EPS
+        safe = ~(a.abs() <= EPS)
         as_ = torch.where(safe, a, torch.ones_like(a))
         return torch.where(safe, torch.log(as_.abs()), torch.zeros_like(a)), torch.where(safe[:, None], da / as_[:, None], torch.zeros_like(da))
     if name == "sqrt":
@@ -74,7 +74,7 @@ def _rule(name: str, a, da, b=None, db=None):
     if name == "square":
         return a * a, (2 * a)[:, None] * da
     if name == "inv":
-        safe = a.abs() > EPS
+        safe = ~(a.abs() <= EPS)
         as_ = torch.where(safe, a, torch.ones_like(a))
         return torch.where(safe, 1 / as_, torch.zeros_like(a)), torch.where(safe[:, None], -da / (as_ * as_)[:, None], torch.zeros_like(da))
     if name == "exp":
@@ -232,12 +232,12 @@ if _HAVE_NUMBA:
                             for j in range(C):
                                 d[p, j] = b * d[p, j] + a * d[q, j]
                         elif op == _DIV:
-                            if abs(b) > _EPS:
+                            if not abs(b) <= _EPS:  # NaN too: it propagates
                                 v[p] = a / b
                                 for j in range(C):
                                     d[p, j] = (d[p, j] * b - a * d[q, j]) / (b * b)
                             else:
-                                v[p] = 1.0
+                                v[p] = a if a != a else 1.0
                                 d[p, :] = 0.0
                         elif op == _POW:
                             m = abs(a)
@@ -270,7 +270,7 @@ if _HAVE_NUMBA:
                             v[p] = -a
                             g = -1.0
                         elif op == _LOG:
-                            if abs(a) > _EPS:
+                            if not abs(a) <= _EPS:
                                 v[p] = np.log(abs(a))
                                 g = 1.0 / a
                             else:
@@ -287,7 +287,7 @@ if _HAVE_NUMBA:
                             v[p] = a * a
                             g = 2.0 * a
                         elif op == _INV:
-                            if abs(a) > _EPS:
+                            if not abs(a) <= _EPS:
                                 v[p] = 1.0 / a
                                 g = -1.0 / (a * a)
                             else:
