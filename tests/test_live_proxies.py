@@ -217,3 +217,82 @@ def test_plain_module_flops_counter_matches_the_batched_one():
             m = PackedNB201([a], init=False)
         assert one["flops"] == pytest.approx(float(m.flops((3, 32, 32))[0]) / 1e6)
         assert one["params"] == pytest.approx(float(m.param_counts()[0]) / 1e6)
+
+
+# ----------------------------------------------------------------- review: measures
+
+
+def _batch(n=6, classes=3, hw=16):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, hw, hw, generator=g), torch.arange(n) % classes
+
+
+def test_nwot_is_measured_where_the_jacobian_does_not_exist():
+    """A cell whose output node has only ``none`` inputs: the output does not depend on the input,
+    so jacov is undefined, but nwot (the ReLU codes) is not."""
+    sp, (x, y) = NB201(channels=4, cells=1), _batch()
+    archs = [(2, 2, 1, 2, 1, 1), (2, 2, 2, 2, 2, 2)]
+    alone = compute_archs(sp, archs, x, y, ["nwot"], pack=1)
+    both = compute_archs(sp, archs, x, y, ["nwot", "jacov"], pack=2)
+    assert torch.equal(both.values[:, 0], alone.values[:, 0]) and torch.isfinite(alone.values).all()
+    assert math.isnan(float(both.values[0, 1])) and math.isfinite(float(both.values[1, 1]))
+    assert any(k == sp.encode(archs[0]) and n == "jacov" and "does not depend on the input" in why
+               for k, n, why in both.failures)
+
+
+def test_a_module_is_left_as_it_was_found():
+    """Per-module train/eval modes, a float64 buffer and frozen weights survive every proxy, the
+    frozen weights still get their gradient proxies, and flops moves no BN statistic."""
+    x, y = _batch()
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    m.register_buffer("scale64", torch.ones(2, dtype=torch.float64))
+    m.train()
+    m[1].eval()
+    m[0].weight.requires_grad_(False)
+    errors: dict = {}
+    vals = compute(m, x, y, NAMES, errors=errors)
+    assert m.training and not m[1].training and m.scale64.dtype == torch.float64
+    assert not m[0].weight.requires_grad and m[5].weight.requires_grad
+    assert math.isfinite(vals["flops"]) and math.isfinite(vals["grad_norm"]), errors
+    bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(4, 3))
+    assert compute(bn, x, y, ["zen"], seed=1)["zen"] == compute(bn, x, y, ["flops", "zen"], seed=1)["zen"]
+
+
+def test_labels_in_a_column_or_as_distributions(tmp_path):
+    x, y = _batch(4, 4)
+    np.savez(tmp_path / "col.npz", x=x.numpy(), y=y.numpy()[:, None])
+    assert load_batch(tmp_path / "col.npz")[1].tolist() == y.tolist()
+    np.savez(tmp_path / "bad.npz", x=x.numpy(), y=np.stack([y.numpy(), y.numpy()], 1))
+    with pytest.raises(MeasureError, match="labels of shape"):
+        load_batch(tmp_path / "bad.npz")
+    m = NB201(channels=4, cells=1).build((2,) * 6, num_classes=4)
+    onehot = torch.nn.functional.one_hot(y, 4).float()
+    hard, soft = compute(m, x, y, ["grad_norm", "snip"]), compute(m, x, onehot, ["grad_norm", "snip"])
+    assert soft == pytest.approx(hard, rel=1e-5)
+
+
+@pytest.mark.parametrize("shape, why", [((4, 16, 16, 3), "3"), ((4, 1, 16, 16), "channel"), ((4, 3, 15, 15), "divisible by 4")])
+def test_a_batch_the_space_cannot_take_is_refused_before_measuring(shape, why):
+    x = torch.randn(*shape)
+    with pytest.raises(SpaceError, match=why):
+        compute_archs(NB201(channels=4, cells=1), [(2,) * 6], x, torch.arange(4) % 2, ["params", "flops"])
+
+
+def test_epe_nas_with_many_classes_skips_classes_of_one_sample_as_naslib():
+    from tensorgp.nas.measures.jacobian import epe_score
+
+    g = torch.Generator().manual_seed(0)
+    jac = torch.randn(2, 8, 12, generator=g)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 4])
+    keep = labels < 2
+    assert torch.equal(epe_score(jac, labels, 120), epe_score(jac[:, keep], labels[keep], 120))
+
+
+def test_architecture_strings_need_one_edge_from_each_earlier_node(tmp_path):
+    sp = NB201()
+    with pytest.raises(SpaceError, match="one edge from each earlier node"):
+        sp.decode("|nor_conv_3x3~0|+|none~0|none~0|+|none~0|none~1|none~2|")
+    (tmp_path / "one.txt").write_text("[0, 2, 3, 2, 3, 1]")
+    assert read_arch_file(sp, tmp_path / "one.txt") == [(0, 2, 3, 2, 3, 1)]

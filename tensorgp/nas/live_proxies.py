@@ -86,6 +86,7 @@ def compute_archs(space: SearchSpace, archs: Sequence[Sequence[int]], inputs: to
     of 8-16 measured 0.66-0.85x the speed of one at a time there, ``bench/zc_throughput.py``),
     ``GPU_PACK`` on CUDA."""
     check_batch(inputs, targets)
+    space.check_inputs(inputs)
     names = parse_names(names)
     device = torch.device(device)
     if pack is None:
@@ -216,6 +217,11 @@ def load_batch(path: str | Path, labels: str | Path | None = None) -> tuple[torc
     if y is None:
         raise MeasureError(f"batch file {p}: no labels; store 'y' in the .npz/.pt or pass --labels FILE.npy")
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.dim() == 2 and y.shape[1] == 1:  # a column of labels
+        y = y[:, 0]
+    if y.dim() == 2 and not y.is_floating_point():
+        raise MeasureError(f"batch file {p}: labels of shape {tuple(y.shape)}; expected N class labels, "
+                           f"or [N, classes] float target distributions")
     if y.is_floating_point() and y.dim() == 1:
         if not bool((y == y.round()).all()):
             raise MeasureError(f"batch file {p}: labels are not integers")
@@ -235,6 +241,8 @@ def read_arch_file(space: SearchSpace, path: str | Path) -> list[tuple[int, ...]
         items = json.loads(text)
         if not isinstance(items, list):
             raise ValueError
+        if items and all(isinstance(v, int) for v in items):  # one key written as a JSON list
+            items = [items]
     except ValueError:
         items = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     if not items:

@@ -127,6 +127,7 @@ def _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, tas
     t0 = time.perf_counter()
     sp = get_space(space)
     check_batch(inputs, targets)
+    sp.check_inputs(inputs)
     if budget < 1 or runs < 1:
         raise SearchError(f"budget and runs must be >= 1 (got budget {budget}, runs {runs})")
     enc, table = _candidates(sp, data, task)

@@ -23,8 +23,10 @@ def total_loss(out: torch.Tensor, targets: torch.Tensor, loss: Callable | None) 
     """Sum over architectures of each one's loss (``out [N, K, classes]``): the architectures are
     independent, so one backward pass gives every architecture its own gradient."""
     if loss is None:
-        return F.cross_entropy(out.permute(0, 2, 1), targets[:, None].expand(-1, out.shape[1]),
-                               reduction="none").mean(0).sum()
+        K = out.shape[1]
+        # class labels [N], or class distributions [N, classes] (cross-entropy takes both)
+        t = targets[:, None].expand(-1, K) if targets.dim() == 1 else targets[:, :, None].expand(-1, -1, K)
+        return F.cross_entropy(out.permute(0, 2, 1), t, reduction="none").mean(0).sum()
     return sum(loss(out[:, k], targets) for k in range(out.shape[1]))
 
 

@@ -37,10 +37,14 @@ def epe_score(jac: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.
     per = []
     for c in torch.unique(labels).tolist():
         rows = j[:, labels == c]
+        if n_classes > 100 and rows.shape[1] < 2:  # NASLib's per-class mean fails there: the class is skipped
+            continue
         s = torch.log(_corrcoef(rows).abs() + _K).flatten(1).sum(1)
         if n_classes > 100:
             s = s / rows.shape[1]
         per.append(s)
+    if not per:
+        raise ValueError("epe_nas needs a class with at least 2 samples in the batch")
     s = torch.stack(per, 1)  # [K, classes present]
     if n_classes <= 100:
         return s.abs().sum(1)
@@ -60,8 +64,10 @@ class _CodeObserver:
         pass
 
 
-def jacobian_pass(subject, inputs: torch.Tensor, targets: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``{name: float64[K]}`` for the requested ones of jacov, epe_nas, nwot."""
+def jacobian_pass(subject, inputs: torch.Tensor, targets: torch.Tensor, names: Sequence[str]) -> dict:
+    """``{name: float64[K]}`` for the requested ones of jacov, epe_nas, nwot. Where the output does
+    not depend on the input (a cell whose output node has only ``none`` inputs) jacov and epe_nas
+    are undefined: they are left out, with the reason under ``"_why"``, and nwot is still given."""
     K, N = subject.archs, inputs.shape[0]
     want_jac = "jacov" in names or "epe_nas" in names
     obs = _CodeObserver(K, N, inputs.device) if "nwot" in names else None
@@ -73,8 +79,11 @@ def jacobian_pass(subject, inputs: torch.Tensor, targets: torch.Tensor, names: S
         else:
             out = subject.forward_archs(x)
     res: dict[str, torch.Tensor] = {}
-    if want_jac:
-        (jx,) = torch.autograd.grad(out.sum(), x)
+    (jx,) = torch.autograd.grad(out.sum(), x, allow_unused=True) if want_jac else (None,)
+    if want_jac and jx is None:
+        why = "the output does not depend on the input (no path from it), so the Jacobian is undefined"
+        res["_why"] = {n: why for n in ("jacov", "epe_nas") if n in names}
+    elif want_jac:
         jac = jx.transpose(0, 1).reshape(K, N, -1)
         if "jacov" in names:
             res["jacov"] = jacov_score(jac)

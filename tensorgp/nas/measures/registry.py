@@ -86,6 +86,26 @@ def check_batch(inputs, targets=None, where: str = "batch") -> None:
         raise MeasureError(f"{where}: negative class label {int(targets.min())} in targets")
 
 
+def _tensor_dtypes(subject) -> dict[tuple[int, str, str], torch.dtype]:
+    """Each parameter's and buffer's dtype, keyed by (module, kind, name)."""
+    out = {}
+    for m in subject.modules():
+        for kind, table in (("p", m._parameters), ("b", m._buffers)):
+            for name, t in table.items():
+                if t is not None:
+                    out[(id(m), kind, name)] = t.dtype
+    return out
+
+
+def _restore_dtypes(subject, dtypes: dict) -> None:
+    for m in subject.modules():
+        for kind, table in (("p", m._parameters), ("b", m._buffers)):
+            for name, t in table.items():
+                want = dtypes.get((id(m), kind, name))
+                if t is not None and want is not None and t.dtype != want:
+                    t.data = t.data.to(want)
+
+
 @dataclass
 class Measured:
     """``values {name: float64[K]}`` (NaN where failed), ``errors {name: message}`` (a proxy whose
@@ -105,8 +125,11 @@ def measure(subject, inputs: torch.Tensor, targets: torch.Tensor, names: Sequenc
     names = parse_names(names)
     K = subject.archs
     state = {k: v.detach().clone() for k, v in subject.state_dict().items()}
-    dtype = next(iter(subject.parameters())).dtype
-    training = subject.training
+    modes = {m: m.training for m in subject.modules()}  # each module's own, restored as it was
+    dtypes = _tensor_dtypes(subject)
+    frozen = [p for p in subject.parameters() if not p.requires_grad]  # the gradient proxies need them all
+    for p in frozen:
+        p.requires_grad_(True)
     subject.train()
     values: dict[str, torch.Tensor] = {}
     errors: dict[str, str] = {}
@@ -118,13 +141,17 @@ def measure(subject, inputs: torch.Tensor, targets: torch.Tensor, names: Sequenc
             if not want:
                 continue
             if dirty:
-                subject.to(dtype)
+                _restore_dtypes(subject, dtypes)
                 subject.load_state_dict(state)
             t0 = time.perf_counter()
             try:
                 out = fn(subject, inputs, targets, want, loss, seed)
                 for n in want:
-                    values[n] = out[n].detach().double().cpu()
+                    if n in out:
+                        values[n] = out[n].detach().double().cpu()
+                    else:  # a pass may leave out a proxy that is undefined here (``_why``: the reason)
+                        errors[n] = (out.get("_why") or {}).get(n, "not computed")
+                        values[n] = torch.full((K,), math.nan, dtype=torch.float64)
             except torch.OutOfMemoryError:
                 raise
             except Exception as e:  # one proxy's failure must not stop the others
@@ -132,11 +159,15 @@ def measure(subject, inputs: torch.Tensor, targets: torch.Tensor, names: Sequenc
                     errors[n] = f"{type(e).__name__}: {e}"
                     values[n] = torch.full((K,), math.nan, dtype=torch.float64)
             seconds[",".join(want)] = time.perf_counter() - t0
-            dirty = dirty or bool(_MUTATING & set(want)) or bool(set(want) - {"params", "flops", "l2_norm"})
+            # flops runs a forward (BN statistics move), so only params and l2_norm leave the model as it was
+            dirty = dirty or bool(_MUTATING & set(want)) or bool(set(want) - {"params", "l2_norm"})
     finally:
-        subject.to(dtype)
+        _restore_dtypes(subject, dtypes)  # synflow and zen cast to float64; a float64 buffer stays one
         subject.load_state_dict(state)
-        subject.train(training)
+        for m, t in modes.items():
+            m.train(t)
+        for p in frozen:
+            p.requires_grad_(False)
     return Measured({n: values[n] for n in names}, errors, seconds)
 
 

@@ -135,7 +135,13 @@ class ModuleSubject:
         p = next(self.model.parameters(), None)
         x = torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu",
                         dtype=p.dtype if p is not None else torch.float32)
-        return torch.tensor([count_flops(self.model, x)], dtype=torch.float64)
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()  # a one-sample probe: train-mode BatchNorm1d refuses it (and would move statistics)
+        try:
+            return torch.tensor([count_flops(self.model, x)], dtype=torch.float64)
+        finally:
+            for m, t in modes.items():
+                m.train(t)
 
 
 def as_subject(model):

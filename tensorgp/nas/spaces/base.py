@@ -36,6 +36,10 @@ class SearchSpace(ABC):
     def build(self, arch: Sequence[int], seed: int = 0, num_classes: int = 10) -> nn.Module:
         """A freshly initialised ``nn.Module`` of the architecture (seeded, deterministic)."""
 
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        """``SpaceError`` when the space's networks cannot take ``inputs [N, C, H, W]`` (before any
+        architecture is measured: one clear message, not a failure per proxy and architecture)."""
+
     def build_many(self, archs: Sequence[Sequence[int]], seed: int = 0, num_classes: int = 10):
         """A proxy subject evaluating several architectures at once (``measures.subject``);
         the default builds one model per architecture and is not batched."""

@@ -122,6 +122,14 @@ class NB201(SearchSpace):
 
     name = "nb201"
 
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        C, H, W = inputs.shape[1:]
+        if C != 3:
+            raise SpaceError(f"nb201: images have {C} channel(s) (shape {tuple(inputs.shape)}); the networks take "
+                             f"3 (RGB in [N, C, H, W] order: an [N, H, W, C] batch needs a transpose)")
+        if H % 4 or W % 4:
+            raise SpaceError(f"nb201: images of {H}x{W}; the two stride-2 reductions need sides divisible by 4")
+
     def __init__(self, channels: int = 16, cells: int = 5) -> None:
         if channels < 1 or cells < 1:
             raise SpaceError(f"nb201: channels and cells must be >= 1 (got {channels}, {cells})")
@@ -155,10 +163,13 @@ class NB201(SearchSpace):
             raise SpaceError(f"nb201: cannot read architecture string {s!r} (expected '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|')")
         arch = [0] * 6
         for j, node in enumerate(nodes, start=2):
+            seen = set()
             for tok in node:
                 op, _, src = tok.partition("~")
-                if op not in OPS or not src.isdigit() or int(src) > j - 2:
-                    raise SpaceError(f"nb201: bad edge {tok!r} in architecture string {s!r}; operations: {', '.join(OPS)}")
+                if op not in OPS or not src.isdigit() or int(src) > j - 2 or int(src) in seen:
+                    raise SpaceError(f"nb201: bad edge {tok!r} in architecture string {s!r} (node {j - 1} needs one "
+                                     f"edge from each earlier node); operations: {', '.join(OPS)}")
+                seen.add(int(src))
                 arch[EDGES.index((int(src) + 1, j))] = OPS.index(op)
         return tuple(arch)
 
