@@ -126,3 +126,23 @@ def test_front_and_compact_choice():
     assert PF.compact_choice(fr).size == 9  # within 0.01 of 0.70
     assert PF.compact_choice(fr, tolerance=0.0).size == 20
     assert PF.compact_choice([]) is None
+
+
+@pytest.mark.parametrize("text", ["exp((nwot - 200.0))", "tanh((nwot * 20.0))", "tanh(square((nwot * 10.0)))",
+                                  "square((nwot * 1e20))", "(nwot + 1e8)"])
+def test_rank_simplify_keeps_wrappers_that_tie_values_in_float32(text):
+    """Where a wrapper saturates, underflows, overflows or swallows its argument in float32, dropping
+    it would change the ranking: the simplified formula must rank 101 rank quantiles as the original."""
+    from scipy.stats import kendalltau
+
+    from tensorgp.engine.evaluate import evaluate
+    from tensorgp.engine.population import Population
+
+    names = ("nwot", "jacov", "snip")
+    x = torch.linspace(0, 1, 101)
+    X = torch.stack([x, x, x], 1)
+    node = E.parse(text, names)
+    out = rank_simplify(E.simplify(node), [UNIT_RANK] * 3)
+    a, b = (evaluate(Population.from_rows([E.to_postfix(n)]), X, "torch")[0].numpy() for n in (node, out))
+    ta, tb = kendalltau(a, np.arange(101)).statistic, kendalltau(b, np.arange(101)).statistic
+    assert (np.isnan(ta) and np.isnan(tb)) or ta == pytest.approx(tb, abs=1e-12), (text, E.to_infix(out, names))

@@ -9,10 +9,14 @@ every value bit for bit) two kinds of rewrite are sound here:
 * at the root, ``inv(inv(x)) -> x`` where no value of ``x`` falls in the protected band
   ``0 < |x| <= EPS`` nor beyond ``1 / EPS`` (the protected ``inv`` maps those to 0; elsewhere
   ``1/(1/x)`` is ``x`` up to rounding, which inside a tree could reorder near-equal values), and
-  dropping a wrapper that is strictly increasing on its argument's (finite) range:
-  ``tanh``, ``exp`` (argument <= EXP_MAX, else the clamp ties values), ``sqrt``/``square``/``abs``
-  of a non-negative argument, ``log`` of an argument above EPS, ``+ c``, ``- c``, ``c * x`` and
-  ``x / c`` with ``c > 0``.
+  dropping a wrapper that is strictly increasing on its argument's (finite) range, and stays
+  so in float32: ``tanh`` (|argument| < 8, where float32 tanh still separates values), ``exp``
+  (argument in (-87, EXP_MAX]: no clamp, no underflow), ``sqrt``/``abs`` of a non-negative
+  argument, ``square`` of one below 1e19 (no overflow; values below ~1e-22 underflow, the
+  rounding caveat below), ``log`` of
+  an argument above EPS, ``+ c``/``- c`` with ``|c|`` at most 16 times the argument's magnitude
+  (a larger constant swallows the argument's differences), ``c * x`` and ``x / c`` with ``c`` in
+  [EPS, 1/EPS].
 
 Ranges come from interval arithmetic over ``var_bounds`` (per variable ``(lo, hi, gap)``, where
 ``gap`` says no value lies in ``0 < |x| <= EPS``: true of rank quantiles, which are 0 or at least
@@ -31,6 +35,11 @@ from .primitives import CONST, EPS, EXP_MAX, FIRST_VAR, OPCODE, function
 
 INF = math.inf
 FINITE = 1e30  # a range inside +-FINITE cannot reach float32 overflow
+TANH_DISTINCT = 8.0  # float32 tanh is 1.0 (ties) for arguments above ~9
+EXP_NORMAL = -87.0  # float32 exp leaves the normal range (then 0) below ~-87
+SQUARE_MAX = 1e19  # float32 square overflows above ~1.8e19
+SHIFT_RATIO = 16.0  # x + c with |c| <= 16 max|x| moves x's spacing by at most a few ulps
+SCALE_MIN, SCALE_MAX = EPS, 1.0 / EPS
 
 
 @dataclass(frozen=True)
@@ -148,21 +157,33 @@ def _drop_root(node: Node, var_bounds: Sequence[Range]) -> Node | None:
     r = value_range(k[-1] if name in ("add", "mul") and k[0].op == CONST else k[0], var_bounds)
     if not (-FINITE < r.lo and r.hi < FINITE):
         return None
-    if name == "tanh":
+    # float32 margins: where a wrapper saturates, underflows or swallows its argument it ties
+    # whole ranges of values (tanh is 1.0 above ~9, exp is 0 below ~-104, x + 1e8 is 1e8), which is
+    # more than the last-bit rounding the module doc allows for
+    mag = max(abs(r.lo), abs(r.hi))
+    if name == "tanh" and mag < TANH_DISTINCT:
         return k[0]
-    if name == "exp" and r.hi <= EXP_MAX:
+    if name == "exp" and EXP_NORMAL < r.lo and r.hi <= EXP_MAX:
         return k[0]
-    if name in ("sqrt", "square", "abs") and r.lo >= 0.0:
+    if name in ("sqrt", "abs") and r.lo >= 0.0:
+        return k[0]
+    if name == "square" and r.lo >= 0.0 and r.hi < SQUARE_MAX:
         return k[0]
     if name == "log" and r.lo > EPS:
         return k[0]
-    if name in ("add", "sub") and k[1].op == CONST and math.isfinite(k[1].value):
+
+    def shift_ok(c: Node) -> bool:  # x + c keeps x's spacing only where c is not much larger than x
+        return math.isfinite(c.value) and abs(c.value) <= SHIFT_RATIO * mag
+
+    def scale_ok(c: Node) -> bool:  # c * x neither underflows nor overflows on a finite range
+        return math.isfinite(c.value) and SCALE_MIN <= c.value <= SCALE_MAX
+    if name in ("add", "sub") and k[1].op == CONST and shift_ok(k[1]):
         return k[0]
-    if name == "add" and k[0].op == CONST and math.isfinite(k[0].value):
+    if name == "add" and k[0].op == CONST and shift_ok(k[0]):
         return k[1]
-    if name == "mul" and k[0].op == CONST and math.isfinite(k[0].value) and k[0].value > 0:
+    if name == "mul" and k[0].op == CONST and scale_ok(k[0]):
         return k[1]
-    if name in ("mul", "div") and k[1].op == CONST and math.isfinite(k[1].value) and k[1].value > EPS:
+    if name in ("mul", "div") and k[1].op == CONST and scale_ok(k[1]):
         return k[0]
     return None
 
