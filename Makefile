@@ -42,7 +42,7 @@ test: install-dev
 bench: install
 	$(VENV)/bin/tensorgp bench
 
-# Regenerates docs/results.md and docs/figures (about 45 min; cached runs in runs/quality resume)
+# Regenerates docs/results.md and docs/figures (about 25-45 min on 2 idle cores; cached runs in runs/quality resume)
 report: install
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[report]"
 	$(PY) bench/quality.py --data ../shared/data --out runs/quality --report docs/results.md

@@ -115,7 +115,7 @@ def run(
     functions: Optional[str] = typer.Option(None, help="Comma-separated function set (default: the 14 of primitives.DEFAULT_FUNCTIONS; sin, cos, pow and registered user functions on request)."),
     constants: bool = typer.Option(True, help="Allow ephemeral random constants."),
     metric: str = typer.Option("kendall", help="kendall | spearman | kendall-top (mean of the global Kendall and the Kendall among the top 10% by accuracy; kendall-topNN: top NN%)."),
-    aggregation: str = typer.Option("auto", help="auto (default: space-mean for training tasks of several search spaces, else mean; see docs/results.md) | mean | min | mean-std across training tasks; space-mean | space-min | space-softmin | space-geo | space-sample: mean within each search space, then mean | worst | soft minimum | sum of log((1+tau)/2) | worst of G-1 spaces drawn each generation (tensorgp.nas.transfer)."),
+    aggregation: str = typer.Option("auto", help="auto (default: space-mean for training tasks of 3 or more search spaces, else mean; see docs/results.md) | mean | min | mean-std across training tasks; space-mean | space-min | space-softmin | space-geo | space-sample: mean within each search space, then mean | worst | soft minimum | sum of log((1+tau)/2) | worst of G-1 spaces drawn each generation (tensorgp.nas.transfer)."),
     fit_fraction: Optional[float] = typer.Option(None, "--fit-fraction", help="Evolve on a seeded share (e.g. 0.7) of each training task's architectures; report the rest as held-out."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the --fit-fraction split."),
     validation: Optional[str] = typer.Option(None, "--validation", help="Comma-separated globs of validation tasks: scored, never fitted; --select validation picks the formula on them."),
@@ -168,9 +168,9 @@ def run(
                         every=every, resume=resume, explicit={n for n in ctx.params if getattr(
                             ctx.get_parameter_source(n), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")})
         spec, quiet = plan.spec, quiet or plan.world.rank != 0  # rank 0 alone reports
+        prep = prepare(spec)  # first: bad data must not leave an empty output folder behind
         if plan.world.rank == 0:  # the result's folder must work before the run, not after it
             out_dir = check_out_dir(out_dir if out_dir is not None else plan.checkpoint or default_run_dir())
-        prep = prepare(spec)
     except (DataError, ValueError) as e:
         _fail(str(e))
     if not quiet:
@@ -323,7 +323,7 @@ def eval_cmd(
     from_result: Optional[Path] = typer.Option(None, "--from", help="Instead of --expr: a `tensorgp run` result.json (or its directory), a leave-one-space-out result, or a saved proxy (a formula or a weighted ensemble), with its own preprocessing."),
     data: Optional[List[Path]] = typer.Option(None, help="Suite-Zero zc_*.json files or directories."),
     tasks: str = typer.Option("*", help="Comma-separated task globs."),
-    preprocess: str = typer.Option("rank", help="raw | signed-log | rank | zscore (--expr only)."),
+    preprocess: Optional[str] = typer.Option(None, help="raw | signed-log | rank | zscore (--expr only; default rank: a saved proxy keeps its own)."),
     device: str = typer.Option("cpu"),
     backend: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -336,8 +336,11 @@ def eval_cmd(
 
     if (expr is None) == (from_result is None):
         _fail("give exactly one of --expr and --from")
+    if from_result is not None and preprocess is not None:
+        _fail("--preprocess is for --expr: a saved proxy is scored with the preprocessing it was evolved with")
     try:
-        res = (evaluate_expression(expr, _data_paths(data), tasks, preprocess, device, backend) if expr is not None
+        res = (evaluate_expression(expr, _data_paths(data), tasks, preprocess or "rank", device, backend)
+               if expr is not None
                else evaluate_proxy(from_result, _data_paths(data), tasks))
     except (DataError, ValueError) as e:
         _fail(str(e))
@@ -513,12 +516,13 @@ def search_cmd(
     batch: Optional[Path] = typer.Option(None, "--batch", help="With --live: the data batch (.npz/.pt with x and y, or .npy with --labels)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --live and a .npy batch: its labels (.npy)."),
     pack: Optional[int] = typer.Option(None, "--pack", help="With --live: architectures measured together per pass (default: 1 on the CPU, 32 on CUDA)."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="With --live: write the result JSON here."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here (atomically)."),
 ) -> None:
     """Regularized-evolution NAS over a task's table driven by a proxy formula, next to random search and a single-proxy search."""
     from tensorgp.nas.data import DataError
     from tensorgp.runtime.results import dumps
     from tensorgp.nas.search import read_result, run_search
+    from tensorgp.runtime.output import check_out_file
 
     if (expr is None) == (from_result is None):
         _fail("give exactly one of --expr and --from")
@@ -529,6 +533,8 @@ def search_cmd(
     if task is None:
         _fail("--task is required (or --live with --space)")
     try:
+        if out_file is not None:
+            check_out_file(out_file)
         if from_result is not None:
             expr, pre = read_result(from_result)
             preprocess = preprocess or pre
@@ -537,8 +543,7 @@ def search_cmd(
                          baseline_proxy=baseline_proxy, device=device, backend=backend, **kw)
     except (DataError, ValueError) as e:
         _fail(str(e))
-    if as_json:
-        print(dumps(res))
+    if _deliver(res, out_file, as_json):
         return
     fa = res["formula_argmax"]
     labelled = res.get("labelled", True)
@@ -592,6 +597,7 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
     from tensorgp.nas.live_search import run_live_search
     from tensorgp.nas.search import read_result
     from tensorgp.nas.spaces import get_space
+    from tensorgp.runtime.output import check_out_file
 
     if space is None:
         _fail("--live needs --space (nb201)")
@@ -600,6 +606,8 @@ def _live_search(space, expr, from_result, preprocess, batch, labels, data, task
     try:
         dev = resolve_device(device)
         space = get_space(space)  # before reading the batch: a typo fails first
+        if out_file is not None:
+            check_out_file(out_file)  # before the measuring
         if from_result is not None:
             expr, pre = read_result(from_result)
             preprocess = preprocess or pre
@@ -730,8 +738,16 @@ def bench_cmd(
             out.print(t)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line for a person (not Python's file, line and source line)."""
+    err.print(f"warning: {message}", markup=False, highlight=False, style="yellow")  # paths may hold [ ]
+
+
 def main() -> None:
+    import warnings
+
     sys.argv[1:] = _expand_multi(sys.argv[1:])
+    warnings.showwarning = _show_warning  # the command line only: library users keep Python's own
     app()
 
 

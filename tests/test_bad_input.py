@@ -441,3 +441,35 @@ def test_piped_tables_keep_long_task_names_whole(tmp_path):
                        capture_output=True, text=True, timeout=300)  # stdout is a pipe, not a tty
     assert r.returncode == 0, r.stderr
     assert f"long/{name}" in r.stdout
+
+
+# ----------------------------------------------------------------- review: outputs checked first, values refused
+
+
+def test_outputs_are_checked_before_the_work_and_bad_values_are_refused(tmp_path, monkeypatch):
+    from tensorgp.nas.proxy import Proxy
+    from tensorgp_cli.cli import app
+    from test_protocols import write_suite
+
+    data = write_suite(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner()
+    Proxy(["p0"], ["p0"]).save(tmp_path / "p.json")
+    (tmp_path / "d.csv").mkdir()
+    res = r.invoke(app, ["score", "--from", str(tmp_path / "p.json"), "--data", str(data), "--out", str(tmp_path / "d.csv")])
+    assert res.exit_code == 2 and "is a folder" in res.output
+    from test_search import grid_task, write_suite_zero
+
+    grid = write_suite_zero(tmp_path / "zc_toy.json", [grid_task("toy/a")])
+    base = ["search", "--data", str(grid), "--task", "toy/a", "--expr", "good", "--budget", "20", "--runs", "2"]
+    ok = r.invoke(app, [*base, "--out", str(tmp_path / "s.json")])
+    assert ok.exit_code == 0 and json.loads((tmp_path / "s.json").read_text())["task"] == "toy/a", ok.output
+    for bad in (["--population", "0"], ["--sample-size", "30", "--population", "10"]):
+        res = r.invoke(app, [*base, *bad])
+        assert res.exit_code == 2 and "sample size <= population" in " ".join(res.output.split())
+    res = r.invoke(app, ["eval", "--data", str(data), "--expr", "p0 + 1e400"])
+    assert res.exit_code == 2 and "beyond float32" in res.output
+    res = r.invoke(app, ["eval", "--data", str(data), "--from", str(tmp_path / "p.json"), "--preprocess", "raw"])
+    assert res.exit_code == 2 and "--preprocess is for --expr" in " ".join(res.output.split())
+    res = r.invoke(app, ["run", "--data", str(data), "--train", "nope/*", "--out", str(tmp_path / "never")])
+    assert res.exit_code == 2 and not (tmp_path / "never").exists()

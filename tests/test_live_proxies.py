@@ -296,3 +296,11 @@ def test_architecture_strings_need_one_edge_from_each_earlier_node(tmp_path):
         sp.decode("|nor_conv_3x3~0|+|none~0|none~0|+|none~0|none~1|none~2|")
     (tmp_path / "one.txt").write_text("[0, 2, 3, 2, 3, 1]")
     assert read_arch_file(sp, tmp_path / "one.txt") == [(0, 2, 3, 2, 3, 1)]
+
+
+def test_proxies_output_is_checked_before_anything_is_measured(tmp_path):
+    from tensorgp.nas.live_proxies import run_proxies
+
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(MeasureError, match="is a folder"):  # before the (missing) batch is even read
+        run_proxies("nb201", tmp_path / "d.json", tmp_path / "missing.npz", sample=2)

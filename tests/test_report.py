@@ -115,7 +115,7 @@ def test_report_names_a_bad_result_file_and_a_bad_output(runs, tmp_path):
     (tmp_path / "good.json").write_text(json.dumps(split))
     (tmp_path / "isdir.md").mkdir()
     res = CliRunner().invoke(app, ["report", str(tmp_path / "good.json"), "--out", str(tmp_path / "isdir.md"), "--figures", ""])
-    assert res.exit_code == 2 and "is a directory" in res.output
+    assert res.exit_code == 2 and "is a folder" in res.output
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -246,7 +246,7 @@ def _parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
             take()
             nxt = peek()
             if nxt is not None and nxt[0] == "num":
-                return Node(CONST, _f32(-float(take()[1])))
+                return Node(CONST, -number(take()[1]))
             nest()
             node = Node(OPCODE["neg"], 0.0, (unary(),))
             unnest()
@@ -259,10 +259,17 @@ def _parse(text: str, variables: tuple[str, ...] | list[str]) -> Node:
             return node
         return atom()
 
+    def number(text: str) -> float:
+        with np.errstate(over="ignore"):
+            v = _f32(float(text))
+        if math.isinf(v) and text != "inf":  # 1e400, or 1e39 past float32: say so, not a silent inf
+            raise ParseError(f"the number {text} is beyond float32's range (about 3.4e38); write inf if you mean it")
+        return v
+
     def atom() -> Node:
         kind, val = take()
         if kind == "num":
-            return Node(CONST, _f32(float(val)))
+            return Node(CONST, number(val))
         if kind == "sym":
             if val == "(":
                 nest()

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..runtime.output import check_out_file
 from ..runtime.results import write_json
 from .measures import MeasureError, ModuleSubject, check_batch, measure, parse_names
 from .data import load
@@ -182,7 +183,7 @@ def load_batch(path: str | Path, labels: str | Path | None = None) -> tuple[torc
     labels from ``labels``, a ``.npy`` of N integers). Errors name the file and the problem."""
     p = Path(path)
     if not p.is_file():
-        raise MeasureError(f"batch file {p} does not exist")
+        raise MeasureError(f"batch file {p} " + ("is not a regular file" if p.exists() else "does not exist"))
     x = y = None
     try:
         if p.suffix == ".npz":
@@ -208,7 +209,7 @@ def load_batch(path: str | Path, labels: str | Path | None = None) -> tuple[torc
     if labels is not None:
         lp = Path(labels)
         if not lp.is_file():
-            raise MeasureError(f"labels file {lp} does not exist")
+            raise MeasureError(f"labels file {lp} " + ("is not a regular file" if lp.exists() else "does not exist"))
         y = np.load(lp)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if not x.is_floating_point():
@@ -235,7 +236,7 @@ def read_arch_file(space: SearchSpace, path: str | Path) -> list[tuple[int, ...]
     space's string form; blank lines and ``#`` comments skipped) or a JSON list of keys."""
     p = Path(path)
     if not p.is_file():
-        raise MeasureError(f"architecture file {p} does not exist")
+        raise MeasureError(f"architecture file {p} " + ("is not a regular file" if p.exists() else "does not exist"))
     text = p.read_text()
     try:
         items = json.loads(text)
@@ -282,6 +283,10 @@ def run_proxies(space: str | SearchSpace, out: str | Path, batch: str | Path, la
     input is checked before the first architecture is measured. ``num_classes``: the head's
     outputs (default: the labels' maximum + 1). ``threads``: torch CPU threads meanwhile."""
     sp = get_space(space)
+    try:
+        check_out_file(out)  # before the measuring: its result must have somewhere to go
+    except ValueError as e:
+        raise MeasureError(str(e)) from None
     archs = select_archs(sp, archs_file, sample, all_archs, seed)
     names = parse_names(names)
     x, y = load_batch(batch, labels)

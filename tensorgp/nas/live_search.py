@@ -130,6 +130,9 @@ def _run(space, expr, inputs, targets, preprocess, budget, runs, seed, data, tas
     sp.check_inputs(inputs)
     if budget < 1 or runs < 1:
         raise SearchError(f"budget and runs must be >= 1 (got budget {budget}, runs {runs})")
+    if population < 1 or sample_size < 1 or sample_size > population:
+        raise SearchError(f"the tournament needs 1 <= sample size <= population (got population {population}, "
+                          f"sample size {sample_size})")
     enc, table = _candidates(sp, data, task)
     nb = neighbour_table(enc)
     t_prep = time.perf_counter() - t0

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from ..runtime.output import check_out_file
 from ..runtime.results import write_atomic
 from .baselines import METRIC_KEYS
 
@@ -464,9 +465,7 @@ def write_report(paths: Sequence[str | Path] | None = None, out: str | Path = "r
                  full: Sequence[str] | None = None) -> Path:
     """Write the markdown report of result files ``paths`` (or ``results``) to ``out``; figures
     (PNG) go to ``figures`` (relative to ``out``'s folder when relative; None: no figures)."""
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"--out {out}: is a directory; give the markdown file to write")
+    out = check_out_file(out)
     res = list(results or []) + (load_results(paths) if paths else [])
     if not res:
         raise ValueError("no results to report")
@@ -475,6 +474,8 @@ def write_report(paths: Sequence[str | Path] | None = None, out: str | Path = "r
     if figures is not None:
         fig_dir = Path(figures) if Path(figures).is_absolute() else out.parent / figures
         fig_rel = str(figures) if not Path(figures).is_absolute() else str(fig_dir)
+        if fig_dir.exists() and not fig_dir.is_dir():
+            raise ValueError(f"--figures {fig_dir}: is a file, not a folder")
     text = render(res, fig_dir, fig_rel, title, command, intro, full)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(out, text)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..runtime.output import check_out_file
 from ..runtime.results import dumps, write_atomic
 from .baselines import score_predictions
 from .data import load, select
@@ -43,6 +44,8 @@ def check_output(path: str | Path | None) -> None:
     if path is not None and Path(path).suffix.lower() not in SCORE_FORMATS:
         raise ValueError(f"--out {path}: unknown format {Path(path).suffix or '(no suffix)'!r}; "
                          f"use a name ending in {' or '.join(SCORE_FORMATS)}")
+    if path is not None:
+        check_out_file(path)
 
 
 def write_scores(path: str | Path, rows: Sequence[dict], meta: dict) -> Path:

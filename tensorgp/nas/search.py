@@ -355,6 +355,9 @@ def search(task: Task, scores: torch.Tensor, budget: int = 1000, runs: int = 10,
         raise SearchError(f"task {task.name}: {tuple(scores.shape)} scores for {len(task)} architectures")
     if runs < 1 or budget < 1:
         raise SearchError(f"budget and runs must be >= 1 (got budget {budget}, runs {runs})")
+    if population < 1 or sample_size < 1 or sample_size > population:
+        raise SearchError(f"the tournament needs 1 <= sample size <= population (got population {population}, "
+                          f"sample size {sample_size})")
     t0 = time.perf_counter()
     if method == "evolution":
         if enc is None:

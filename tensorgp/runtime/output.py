@@ -19,6 +19,22 @@ def default_run_dir(root: str | Path = "runs") -> Path:
     return p
 
 
+def check_out_file(path: str | Path, option: str = "--out") -> Path:
+    """``ValueError`` naming ``option`` unless a file can be written at ``path`` (not a folder; its
+    folder exists or can be made, and is writable): checked before the work whose result it holds."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option} {p}: is a folder; give the file to write")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p.parent, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{option} {p}: cannot write there ({e.strerror or e})") from None
+    return p
+
+
 def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     """``ValueError`` naming ``option`` and the path unless ``path`` is (or can be made) a folder
     this process can write files in. Creates the folder; returns it."""
