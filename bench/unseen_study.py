@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import quality as Q  # noqa: E402
-from transfer_study import ANCHORED_NAME, BUDGET, SHORT, settings_of  # noqa: E402
+from transfer_study import ANCHORED_NAME, BUDGET, SHORT, _med, settings_of  # noqa: E402
 
 from tensorgp.nas.data import common_proxies, load, select  # noqa: E402
 from tensorgp.nas.experiment import evolve_proxy, single_proxy_scores  # noqa: E402
@@ -118,11 +118,6 @@ def study(data_root: Path, unseen_path: Path, out: Path, seeds: int, train_glob:
     return {"unseen": [t.name for t in unseen], "n": [len(t) for t in unseen], "terminals": terms,
             "spaces": sorted({SHORT.get(space_of(t.name), space_of(t.name)) for t in train}),
             "baselines": base, "recipes": rows, "budget": BUDGETS[budget]}
-
-
-def _med(v):
-    v = [x for x in v if x is not None]
-    return statistics.median(v) if v else None
 
 
 def decision(res: dict) -> dict:

@@ -98,7 +98,7 @@ class RankObjective:
             cols = sorted(set(per_run) | {whole})
             self.anchor_slot_run = [cols.index(c) for c in per_run]
             self.anchor_slot_all = cols.index(whole)
-            self._off = [int(x) for x in batch.offsets.tolist()]
+            self._off = batch.offsets.to(batch.X.device)  # task_ranks reads it where pred lives: no copy per call
             self.anchor_ranks = task_ranks(batch.X[:, cols].T, self._off, quantile=False).float()
         if inner_runs > 1 and (self.space_weights is None or len(self.spaces) < 2):
             raise ValueError(f"nested selection (a held-out training space per run) needs a space-aware "

@@ -56,6 +56,12 @@ DEFAULT_SAMPLE_SIZE = 10
 _CHUNK = 256  # evolution steps whose random numbers are drawn at once
 
 
+def _lowest(s: torch.Tensor) -> torch.Tensor:
+    """Non-finite scores (NaN, and +inf from an overflow too) as -inf: never preferred, as the
+    fitness ranks them (``engine.fitness``); the dtype is kept."""
+    return torch.where(torch.isfinite(s), s, torch.full_like(s, -float("inf")))
+
+
 class SearchError(ValueError):
     """A task or formula the search cannot use; the message names the task and the cause."""
 
@@ -185,7 +191,7 @@ def formula_values(expr: str, variables: Sequence[str], X: torch.Tensor, preproc
     if backend in ("auto", "torch"):
         X = X.double()
     s = evaluate(program_population(node, device), X, "torch" if backend == "auto" else backend)[0]
-    return torch.where(torch.isfinite(s), s, -float("inf"))  # +inf too: an overflow, as the fitness ranks it
+    return _lowest(s)
 
 
 def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
@@ -201,8 +207,7 @@ def proxy_scores(task: Task, proxy: str) -> torch.Tensor:
 def dense_rank(scores: torch.Tensor) -> torch.Tensor:
     """``float[n] -> int64[n]`` in 1..k, equal scores equal ranks (NaN and +-inf = -inf, lowest): the
     searches compare integers, so a -inf score still ranks above "not scored" (0)."""
-    s = scores.double()
-    s = torch.where(torch.isfinite(s), s, -float("inf"))
+    s = _lowest(scores.double())
     return torch.unique(s, return_inverse=True)[1] + 1
 
 
@@ -505,7 +510,7 @@ def _run_search(data, task, expr, preprocess, budget, runs, seed, population, sa
         scores = formula_scores(t, expr, preprocess, device, backend)
     else:  # a Proxy (nas.proxy): an ensemble or a loaded formula, with its own preprocessing
         scores = torch.from_numpy(np.asarray(expr.score_task(t), dtype=np.float64)).to(device)
-        scores = torch.where(torch.isfinite(scores), scores, -float("inf"))
+        scores = _lowest(scores)
         preprocess = expr.preprocess
     t_score = time.perf_counter() - t1
     kw = dict(budget=budget, runs=runs, seed=seed, population=population, sample_size=sample_size,
@@ -583,8 +588,7 @@ def top_k_percentile(pred: torch.Tensor, percentile: torch.Tensor, k: int = 10) 
     row's top ``k`` architectures (NaN and +-inf lowest; ties at the k-th value count with their mean, i.e.
     the expectation under random tie-breaking). What a search driven by the row can find at best:
     a formula for search should score high here, whatever its Kendall tau."""
-    s = pred.double()
-    s = torch.where(torch.isfinite(s), s, -float("inf"))
+    s = _lowest(pred.double())
     pct = percentile.double().to(s.device)
     k = max(1, min(int(k), s.shape[1]))
     thr = s.topk(k, dim=1).values[:, -1:]

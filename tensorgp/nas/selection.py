@@ -388,10 +388,10 @@ def _shrink(spec, prep, entries, preds: dict[str, tuple], cands: list[dict], mem
     tau = B.score_predictions(torch.cat(rows), acc, off)["kendall"].double().reshape(len(members), len(W), -1)
     s = torch.stack([tau[r][:, space == g].mean(1) for r, g in enumerate(inner)])  # [R, W] inner held-out
     b = best_single(single, space)
+    names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
 
     def at(fixed: float | None) -> tuple[dict, dict]:  # one predictor: the chosen or the given weight
         w = SHRINK_WEIGHTS[choose_weight(s)] if fixed is None else fixed
-        names = [E.to_infix(cands[i]["node"], prep.pset.variables) for i in members]
         weights = shrink_member_weights(w, len(members))
         keep = [k for k, x in enumerate(weights) if x > 0]
         exprs = [(names + [prep.proxies[b]])[k] for k in keep]

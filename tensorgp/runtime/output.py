@@ -25,14 +25,20 @@ def check_out_file(path: str | Path, option: str = "--out") -> Path:
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{option} {p}: is a folder; give the file to write")
+    _check_writable(p.parent, option, p)
+    return p
+
+
+def _check_writable(folder: Path, option: str, shown: Path) -> None:
+    """Create ``folder`` if needed and write (then remove) a probe file there; ``ValueError`` naming
+    ``option`` and ``shown`` when that fails."""
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p.parent, prefix=".write-check.")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise ValueError(f"{option} {p}: cannot write there ({e.strerror or e})") from None
-    return p
+        raise ValueError(f"{option} {shown}: cannot write there ({e.strerror or e})") from None
 
 
 def check_out_dir(path: str | Path, option: str = "--out") -> Path:
@@ -41,11 +47,5 @@ def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ValueError(f"{option} {p}: is an existing file, not a folder (the result goes to {p}/result.json)")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-check.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"{option} {p}: cannot write there ({e.strerror or e})") from None
+    _check_writable(p, option, p)
     return p
